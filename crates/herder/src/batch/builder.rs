@@ -1,0 +1,112 @@
+use std::fmt;
+use std::time::Duration;
+
+use super::handle::DataLoader;
+use super::loader::Loader;
+use super::state::{Config, Window};
+use crate::error::BuildError;
+
+/// Configures a [`DataLoader`]; made by [`DataLoader::builder`].
+///
+/// ```
+/// use herder::{DataLoader, Loader};
+/// use std::collections::HashMap;
+/// use std::time::Duration;
+/// # struct Rows;
+/// # impl Loader for Rows {
+/// #     type Key = i64;
+/// #     type Value = String;
+/// #     type Error = std::io::Error;
+/// #     async fn load(&self, k: &[i64]) -> Result<HashMap<i64, String>, std::io::Error> { Ok(HashMap::new()) }
+/// # }
+///
+/// let loader = DataLoader::builder(Rows)
+///     .max_batch_size(500)           // PostgreSQL's sweet spot for `= ANY($1)` lists
+///     .max_concurrent_batches(4)     // at most 4 queries at once; the rest batch up meanwhile
+///     .memo(true)                    // request-scoped: remember what was loaded
+///     .build()
+///     .expect("valid settings");
+///
+/// // Callers spread over many tasks: collect keys for 2 ms instead of one scheduler pass.
+/// let spread = DataLoader::builder(Rows).delay(Duration::from_millis(2)).build().unwrap();
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<L> {
+    loader: L,
+    config: Config,
+}
+
+impl<L: Loader> Builder<L> {
+    pub(super) fn new(loader: L) -> Self {
+        Builder {
+            loader,
+            config: Config {
+                window: Window::Yield,
+                max_batch_size: 1000,
+                max_concurrent_batches: usize::MAX,
+                memo: false,
+            },
+        }
+    }
+
+    /// Collect keys for a fixed `delay` after the first key of a batch, for callers spread over
+    /// many tasks. The default, and `Duration::ZERO`, is no timer at all: a batch dispatches once
+    /// the runtime has run the work that was already ready (a deferred yield), which is all a
+    /// fan-out polled in one task (a GraphQL resolver tree) needs, and adds microseconds.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.config.window = if delay.is_zero() {
+            Window::Yield
+        } else {
+            Window::Delay(delay)
+        };
+        self
+    }
+
+    /// The most keys in one loader call (default 1000). A batch that fills up dispatches at once.
+    /// Must be at least 1.
+    pub fn max_batch_size(mut self, max: usize) -> Self {
+        self.config.max_batch_size = max;
+        self
+    }
+
+    /// The most loader calls running at once (default: no limit). While every slot is busy, new
+    /// keys accumulate into the next batch (natural batching) and full batches queue in order.
+    /// Must be at least 1.
+    pub fn max_concurrent_batches(mut self, max: usize) -> Self {
+        self.config.max_concurrent_batches = max;
+        self
+    }
+
+    /// Remember each key's result (including "not found") for the life of the loader, as
+    /// facebook/dataloader does by default (default `false`). Suited to a request-scoped loader;
+    /// for a long-lived one, put a `Cache` in front instead. Errors are never memoized.
+    pub fn memo(mut self, memo: bool) -> Self {
+        self.config.memo = memo;
+        self
+    }
+
+    /// Builds the loader, or says which setting is invalid.
+    pub fn build(self) -> Result<DataLoader<L>, BuildError> {
+        if self.config.max_batch_size == 0 {
+            return Err(BuildError::new(
+                "DataLoader",
+                "max_batch_size must be at least 1",
+            ));
+        }
+        if self.config.max_concurrent_batches == 0 {
+            return Err(BuildError::new(
+                "DataLoader",
+                "max_concurrent_batches must be at least 1",
+            ));
+        }
+        Ok(DataLoader::from_parts(self.loader, self.config))
+    }
+}
+
+impl<L> fmt::Debug for Builder<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,225 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::error::LoadError;
+use super::handle::DataLoader;
+use super::loader::Loader;
+use super::state::{BatchResult, BatchSlot, Found};
+use crate::flight::{Outcome, Waiter};
+use crate::sync::Arc;
+
+type ResultOf<L> = BatchResult<<L as Loader>::Key, <L as Loader>::Value, <L as Loader>::Error>;
+type SlotOf<L> = BatchSlot<<L as Loader>::Key, <L as Loader>::Value, <L as Loader>::Error>;
+
+/// Reads `key` out of a batch's outcome.
+fn read<L: Loader>(
+    outcome: Outcome<ResultOf<L>>,
+    key: &L::Key,
+) -> Result<Option<L::Value>, LoadError<L::Error>> {
+    match outcome {
+        Ok(Ok(values)) => Ok(values.get(key).cloned()),
+        Ok(Err(error)) => Err(LoadError::loader(error)),
+        Err(failure) => Err(LoadError::failed(failure)),
+    }
+}
+
+/// The future returned by [`DataLoader::load`].
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Load<'a, L: Loader> {
+    loader: &'a DataLoader<L>,
+    state: LoadState<L>,
+}
+
+enum LoadState<L: Loader> {
+    Start(L::Key),
+    Wait(L::Key, Waiter<ResultOf<L>>),
+    Done,
+}
+
+// Nothing is pinned in place: the key is moved, the waiter is `Unpin`.
+impl<L: Loader> Unpin for Load<'_, L> {}
+
+impl<'a, L: Loader> Load<'a, L> {
+    pub(super) fn new(loader: &'a DataLoader<L>, key: L::Key) -> Self {
+        Load {
+            loader,
+            state: LoadState::Start(key),
+        }
+    }
+}
+
+impl<L: Loader> Future for Load<'_, L> {
+    type Output = Result<Option<L::Value>, LoadError<L::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let LoadState::Start(key) = &this.state {
+            let mut found = None;
+            this.loader
+                .find_all(std::iter::once(key), |_, f| found = Some(f));
+            let LoadState::Start(key) = mem::replace(&mut this.state, LoadState::Done) else {
+                unreachable!()
+            };
+            match found.expect("one key looked up") {
+                Found::Memo(value) => return Poll::Ready(Ok(value)),
+                Found::Batch(slot) => this.state = LoadState::Wait(key, Waiter::new(slot)),
+            }
+        }
+        match &mut this.state {
+            LoadState::Wait(key, waiter) => match Pin::new(waiter).poll(cx) {
+                Poll::Ready(outcome) => {
+                    let result = read::<L>(outcome, key);
+                    this.state = LoadState::Done;
+                    Poll::Ready(result)
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            LoadState::Start(_) => unreachable!("started above"),
+            LoadState::Done => panic!("`Load` polled after completion"),
+        }
+    }
+}
+
+impl<L: Loader> fmt::Debug for Load<'_, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            LoadState::Start(_) => "start",
+            LoadState::Wait(..) => "waiting",
+            LoadState::Done => "done",
+        };
+        f.debug_struct("Load")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future returned by [`DataLoader::load_many`].
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct LoadMany<'a, L: Loader> {
+    loader: &'a DataLoader<L>,
+    state: ManyState<L>,
+}
+
+/// The keys that went to one batch, and the wait for it (`None` once read).
+type Group<L> = (Option<Waiter<ResultOf<L>>>, Vec<<L as Loader>::Key>);
+
+enum ManyState<L: Loader> {
+    Start(Vec<L::Key>),
+    Wait {
+        values: HashMap<L::Key, L::Value>,
+        groups: Vec<Group<L>>,
+        left: usize,
+    },
+    Done,
+}
+
+impl<L: Loader> Unpin for LoadMany<'_, L> {}
+
+impl<'a, L: Loader> LoadMany<'a, L> {
+    pub(super) fn new(loader: &'a DataLoader<L>, keys: Vec<L::Key>) -> Self {
+        LoadMany {
+            loader,
+            state: ManyState::Start(keys),
+        }
+    }
+
+    fn start(&self, mut keys: Vec<L::Key>) -> ManyState<L> {
+        let mut distinct = std::collections::HashSet::with_capacity(keys.len());
+        keys.retain(|key| distinct.insert(key.clone()));
+        drop(distinct);
+        let mut values = HashMap::new();
+        let mut slots: Vec<(SlotOf<L>, Vec<L::Key>)> = Vec::new();
+        self.loader.find_all(keys.iter(), |key, found| match found {
+            Found::Memo(Some(value)) => {
+                values.insert(key.clone(), value);
+            }
+            Found::Memo(None) => {}
+            Found::Batch(slot) => {
+                // Keys tend to arrive batch by batch: look at the latest group first.
+                match slots.iter_mut().rev().find(|(s, _)| Arc::ptr_eq(s, &slot)) {
+                    Some((_, group)) => group.push(key.clone()),
+                    None => slots.push((slot, vec![key.clone()])),
+                }
+            }
+        });
+        let groups: Vec<Group<L>> = slots
+            .into_iter()
+            .map(|(slot, keys)| (Some(Waiter::new(slot)), keys))
+            .collect();
+        ManyState::Wait {
+            values,
+            left: groups.len(),
+            groups,
+        }
+    }
+}
+
+impl<L: Loader> Future for LoadMany<'_, L> {
+    type Output = Result<HashMap<L::Key, L::Value>, LoadError<L::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let ManyState::Start(_) = this.state {
+            let ManyState::Start(keys) = mem::replace(&mut this.state, ManyState::Done) else {
+                unreachable!()
+            };
+            this.state = this.start(keys);
+        }
+        let ManyState::Wait {
+            values,
+            groups,
+            left,
+        } = &mut this.state
+        else {
+            panic!("`LoadMany` polled after completion");
+        };
+        for (waiter, keys) in groups.iter_mut() {
+            let Some(w) = waiter else { continue };
+            let Poll::Ready(outcome) = Pin::new(w).poll(cx) else {
+                continue;
+            };
+            *waiter = None;
+            *left -= 1;
+            match outcome {
+                Ok(Ok(found)) => {
+                    for key in keys.drain(..) {
+                        if let Some(value) = found.get(&key) {
+                            values.insert(key, value.clone());
+                        }
+                    }
+                }
+                Ok(Err(error)) => {
+                    this.state = ManyState::Done;
+                    return Poll::Ready(Err(LoadError::loader(error)));
+                }
+                Err(failure) => {
+                    this.state = ManyState::Done;
+                    return Poll::Ready(Err(LoadError::failed(failure)));
+                }
+            }
+        }
+        if *left > 0 {
+            return Poll::Pending;
+        }
+        let values = mem::take(values);
+        this.state = ManyState::Done;
+        Poll::Ready(Ok(values))
+    }
+}
+
+impl<L: Loader> fmt::Debug for LoadMany<'_, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            ManyState::Start(keys) => format!("start ({} keys)", keys.len()),
+            ManyState::Wait { left, .. } => format!("waiting for {left} batches"),
+            ManyState::Done => "done".to_owned(),
+        };
+        f.debug_struct("LoadMany")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,289 @@
+use std::fmt;
+use std::sync::Arc;
+
+use super::builder::Builder;
+use super::dispatch::{ActionsOf, apply};
+use super::future::{Load, LoadMany};
+use super::loader::Loader;
+use super::state::{Config, Found, State, Tally};
+use super::stats::{Counters, DataLoaderStats};
+use crate::flight::task;
+use crate::sync::{Mutex, lock};
+
+type FoundOf<L> = Found<<L as Loader>::Key, <L as Loader>::Value, <L as Loader>::Error>;
+
+/// Batches the keys asked for in one short window into one call of a [`Loader`].
+///
+/// The N+1 problem: a GraphQL resolver (or any fan-out) asks for one row per parent, and each ask
+/// is a round trip. A `DataLoader` collects the keys requested while the runtime runs what is
+/// ready, and calls the loader once for all of them. By default there is no timer: a batch
+/// dispatches after one deferred yield, so a single `load` adds microseconds, not a millisecond.
+///
+/// * Keys already in an open or running batch join it (in-flight dedup).
+/// * Batches run as their own tasks: dropping any caller, including the one whose key opened the
+///   batch, never strands the others.
+/// * A loader error or panic reaches every caller of that batch and is never remembered.
+/// * Optional: a memo ([`Builder::memo`]), a timer window ([`Builder::delay`]), a cap on loader
+///   calls in flight ([`Builder::max_concurrent_batches`]).
+///
+/// The handle is cheap to clone; clones share batches, memo and stats.
+///
+/// ```
+/// use herder::{DataLoader, Loader};
+/// use std::collections::HashMap;
+/// use std::convert::Infallible;
+///
+/// struct Authors;
+///
+/// impl Loader for Authors {
+///     type Key = u32;
+///     type Value = String;
+///     type Error = Infallible;
+///
+///     async fn load(&self, ids: &[u32]) -> Result<HashMap<u32, String>, Infallible> {
+///         Ok(ids.iter().map(|id| (*id, format!("author {id}"))).collect())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let authors = DataLoader::new(Authors);
+/// // 100 resolvers, one loader call.
+/// let names = futures_util::future::join_all((0..100).map(|id| authors.load(id % 10))).await;
+/// assert_eq!(names[42].as_ref().unwrap().as_deref(), Some("author 2"));
+/// assert_eq!(authors.stats().batches, 1);
+/// # }
+/// ```
+pub struct DataLoader<L: Loader> {
+    pub(super) shared: Arc<Shared<L>>,
+}
+
+pub(crate) struct Shared<L: Loader> {
+    pub(crate) loader: L,
+    pub(crate) config: Config,
+    pub(crate) state: Mutex<State<L::Key, L::Value, L::Error>>,
+    pub(crate) counters: Counters,
+}
+
+impl<L: Loader> DataLoader<L> {
+    /// A loader with the default settings: no timer window, batches of at most 1000 keys, no cap
+    /// on concurrent batches, no memo.
+    pub fn new(loader: L) -> Self {
+        Self::builder(loader)
+            .build()
+            .expect("the default settings are valid")
+    }
+
+    /// A builder for the non-default settings.
+    pub fn builder(loader: L) -> Builder<L> {
+        Builder::new(loader)
+    }
+
+    pub(super) fn from_parts(loader: L, config: Config) -> Self {
+        DataLoader {
+            shared: Arc::new(Shared {
+                loader,
+                state: Mutex::new(State::new(&config)),
+                config,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// Loads one key: `Ok(None)` if the loader did not return it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future forgets this caller only. The batch still runs for the
+    /// other callers, and its result still fills the memo.
+    ///
+    /// # Panics
+    ///
+    /// When polled outside a Tokio runtime.
+    ///
+    /// ```
+    /// # use herder::{DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// # struct Evens;
+    /// # impl Loader for Evens {
+    /// #     type Key = u32;
+    /// #     type Value = u32;
+    /// #     type Error = std::convert::Infallible;
+    /// #     async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+    /// #         Ok(keys.iter().filter(|k| *k % 2 == 0).map(|k| (*k, k / 2)).collect())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let halves = DataLoader::new(Evens); // answers even keys only
+    /// assert_eq!(halves.load(8).await.unwrap(), Some(4));
+    /// assert_eq!(halves.load(7).await.unwrap(), None);
+    /// # }
+    /// ```
+    pub fn load(&self, key: L::Key) -> Load<'_, L> {
+        Load::new(self, key)
+    }
+
+    /// Loads many keys at once; keys the loader did not return are absent from the map. If any
+    /// batch the keys went to fails, the whole call fails with that batch's error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`load`](DataLoader::load).
+    ///
+    /// # Panics
+    ///
+    /// When polled outside a Tokio runtime (unless `keys` is empty or memoized).
+    ///
+    /// ```
+    /// # use herder::{DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// # struct Doubles;
+    /// # impl Loader for Doubles {
+    /// #     type Key = u32;
+    /// #     type Value = u32;
+    /// #     type Error = std::convert::Infallible;
+    /// #     async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+    /// #         Ok(keys.iter().map(|k| (*k, k * 2)).collect())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let doubles = DataLoader::new(Doubles);
+    /// let values = doubles.load_many([1, 2, 2, 3]).await.unwrap();
+    /// assert_eq!(values.len(), 3);
+    /// assert_eq!(values[&3], 6);
+    /// assert!(doubles.load_many(Vec::new()).await.unwrap().is_empty());
+    /// # }
+    /// ```
+    pub fn load_many<I>(&self, keys: I) -> LoadMany<'_, L>
+    where
+        I: IntoIterator<Item = L::Key>,
+    {
+        LoadMany::new(self, keys.into_iter().collect())
+    }
+
+    /// Stores `value` for `key` in the memo, replacing what was there, so that loads of `key`
+    /// skip the loader. Without a memo ([`Builder::memo`]) this does nothing.
+    ///
+    /// A load of `key` already under way still answers its own callers, but does not overwrite
+    /// the primed value.
+    ///
+    /// ```
+    /// # use herder::{DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// # struct Rows;
+    /// # impl Loader for Rows {
+    /// #     type Key = u32;
+    /// #     type Value = &'static str;
+    /// #     type Error = std::convert::Infallible;
+    /// #     async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, &'static str>, Self::Error> {
+    /// #         Ok(keys.iter().map(|k| (*k, "from the database")).collect())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let rows = DataLoader::builder(Rows).memo(true).build().unwrap();
+    /// rows.prime(1, "primed");
+    /// assert_eq!(rows.load(1).await.unwrap(), Some("primed"));
+    /// assert_eq!(rows.stats().batches, 0);
+    /// # }
+    /// ```
+    pub fn prime(&self, key: L::Key, value: L::Value) {
+        lock(&self.shared.state).prime(key, value);
+    }
+
+    /// Forgets `key`: its memoized value, and its load under way if that load has started, whose
+    /// callers still get its result but whose result is not memoized. The next load of `key`
+    /// asks the loader.
+    ///
+    /// ```
+    /// # use herder::{DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// # struct Rows;
+    /// # impl Loader for Rows {
+    /// #     type Key = u32;
+    /// #     type Value = u32;
+    /// #     type Error = std::convert::Infallible;
+    /// #     async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+    /// #         Ok(keys.iter().map(|k| (*k, *k)).collect())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let rows = DataLoader::builder(Rows).memo(true).build().unwrap();
+    /// rows.load(1).await.unwrap();
+    /// rows.clear(&1);
+    /// rows.load(1).await.unwrap();
+    /// assert_eq!(rows.stats().batches, 2);
+    /// # }
+    /// ```
+    pub fn clear(&self, key: &L::Key) {
+        lock(&self.shared.state).clear(key);
+    }
+
+    /// [`clear`](DataLoader::clear) for every key.
+    pub fn clear_all(&self) {
+        lock(&self.shared.state).clear_all();
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> DataLoaderStats {
+        let (in_flight, memoized) = {
+            let state = lock(&self.shared.state);
+            (state.in_flight(), state.memoized())
+        };
+        self.shared.counters.snapshot(in_flight, memoized)
+    }
+
+    /// The loader.
+    pub fn loader(&self) -> &L {
+        &self.shared.loader
+    }
+
+    /// Looks up keys under one lock, then dispatches whatever that opened or closed.
+    pub(super) fn find_all<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k L::Key>,
+        mut each: impl FnMut(&'k L::Key, FoundOf<L>),
+    ) {
+        let shared = &self.shared;
+        // Before any state changes: without a runtime, nothing could carry the batches.
+        let runtime = task::runtime("DataLoader::load");
+        let mut actions = ActionsOf::<L>::default();
+        let mut tally = Tally::default();
+        let mut requests = 0;
+        {
+            let mut state = lock(&shared.state);
+            for key in keys {
+                requests += 1;
+                let found = state.find(key, &shared.config, &mut tally, &mut actions);
+                each(key, found);
+            }
+        }
+        let counters = &shared.counters;
+        Counters::add(&counters.requests, requests);
+        Counters::add(&counters.memo_hits, tally.memo_hits);
+        Counters::add(&counters.joined, tally.joined);
+        if actions.window.is_some() || !actions.run.is_empty() || !actions.stop_timers.is_empty() {
+            apply(shared, &runtime, actions);
+        }
+    }
+}
+
+impl<L: Loader> Clone for DataLoader<L> {
+    fn clone(&self) -> Self {
+        DataLoader {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<L: Loader> fmt::Debug for DataLoader<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataLoader")
+            .field("loader", &std::any::type_name::<L>())
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,401 @@
+//! The batch scheduler: which batch a key goes to, when a batch closes, when it runs.
+//!
+//! Pure state, no I/O: every method runs under the loader's lock and reports what must happen
+//! next (spawn a window, run a batch, stop a timer) for the caller to do once the lock is released.
+//!
+//! A key is looked up in the memo, then in the index of keys whose batch is open or running
+//! (in-flight dedup), and only then added to the open batch. The open batch closes when it is full
+//! or when its window has elapsed and a batch slot is free; while every slot is busy, keys keep
+//! accumulating in it (natural batching), and batches that fill up meanwhile queue in FIFO order.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::Arc as StdArc;
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
+
+use crate::flight::{Outcome, Slot};
+use crate::sync::Arc;
+
+/// What a batch's waiters receive: the loader's map, or its error, both shared.
+pub(crate) type BatchResult<K, V, E> = Result<StdArc<HashMap<K, V>>, StdArc<E>>;
+
+/// One batch's in-flight slot; its address is the batch's identity.
+pub(crate) type BatchSlot<K, V, E> = Arc<Slot<BatchResult<K, V, E>>>;
+
+/// How many extra scheduler passes a yield window waits while keys keep arriving.
+///
+/// The window of [`Window::Yield`] ends after one deferred yield if that pass added no key. When
+/// keys did arrive (callers on other worker threads, or a fan-out that spans several tasks), the
+/// window waits one more pass, up to this many times, so a burst lands in one batch instead of
+/// being cut at an arbitrary point. Each pass costs microseconds; a full batch never waits.
+pub(crate) const MAX_EXTRA_PASSES: u32 = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Window {
+    /// Close once the runtime has run the work that was already ready (a deferred yield).
+    Yield,
+    /// Close after a fixed delay.
+    Delay(Duration),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub(crate) window: Window,
+    pub(crate) max_batch_size: usize,
+    pub(crate) max_concurrent_batches: usize,
+    pub(crate) memo: bool,
+}
+
+/// A batch that stopped accepting keys, on its way to the loader.
+#[derive(Debug)]
+pub(crate) struct Closed<K, V, E> {
+    pub(crate) slot: BatchSlot<K, V, E>,
+    pub(crate) keys: Vec<K>,
+}
+
+struct Open<K, V, E> {
+    slot: BatchSlot<K, V, E>,
+    keys: Vec<K>,
+    /// The window has elapsed; the batch waits for a free slot.
+    elapsed: bool,
+    /// Keys present at the last window check.
+    seen: usize,
+    passes: u32,
+    timer: Option<AbortHandle>,
+}
+
+/// Where a key's value comes from.
+pub(crate) enum Found<K, V, E> {
+    Memo(Option<V>),
+    Batch(BatchSlot<K, V, E>),
+}
+
+/// Work for the caller to do after releasing the lock.
+#[derive(Debug)]
+pub(crate) struct Actions<K, V, E> {
+    /// A batch was opened: start its window.
+    pub(crate) window: Option<BatchSlot<K, V, E>>,
+    /// Batches that may run now.
+    pub(crate) run: Vec<Closed<K, V, E>>,
+    /// Window timers of batches that closed early (full).
+    pub(crate) stop_timers: Vec<AbortHandle>,
+}
+
+impl<K, V, E> Default for Actions<K, V, E> {
+    fn default() -> Self {
+        Actions {
+            window: None,
+            run: Vec::new(),
+            stop_timers: Vec::new(),
+        }
+    }
+}
+
+/// What the end of a window decides.
+#[derive(Debug)]
+pub(crate) enum WindowEnd<K, V, E> {
+    /// Keys are still arriving: wait one more pass.
+    Extend,
+    /// Run the batch now.
+    Run(Closed<K, V, E>),
+    /// Every batch slot is busy: the batch stays open and runs when a slot frees.
+    Parked,
+    /// The batch already closed (it filled up).
+    Gone,
+}
+
+/// Counts produced by a call, for the stats.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub(crate) memo_hits: u64,
+    pub(crate) joined: u64,
+}
+
+pub(crate) struct State<K, V, E> {
+    index: HashMap<K, BatchSlot<K, V, E>>,
+    memo: Option<HashMap<K, Option<V>>>,
+    open: Option<Open<K, V, E>>,
+    ready: VecDeque<Closed<K, V, E>>,
+    running: usize,
+}
+
+impl<K, V, E> State<K, V, E>
+where
+    K: Hash + Eq + Clone,
+    V: Clone,
+{
+    pub(crate) fn new(config: &Config) -> Self {
+        State {
+            index: HashMap::new(),
+            memo: config.memo.then(HashMap::new),
+            open: None,
+            ready: VecDeque::new(),
+            running: 0,
+        }
+    }
+
+    /// Finds where `key`'s value comes from, adding it to the open batch if it is new.
+    pub(crate) fn find(
+        &mut self,
+        key: &K,
+        config: &Config,
+        tally: &mut Tally,
+        actions: &mut Actions<K, V, E>,
+    ) -> Found<K, V, E> {
+        if let Some(value) = self.memo.as_ref().and_then(|memo| memo.get(key)) {
+            tally.memo_hits += 1;
+            return Found::Memo(value.clone());
+        }
+        if let Some(slot) = self.index.get(key) {
+            tally.joined += 1;
+            return Found::Batch(slot.clone());
+        }
+        let open = self.open.get_or_insert_with(|| {
+            let slot = Arc::new(Slot::new());
+            actions.window = Some(slot.clone());
+            Open {
+                slot,
+                keys: Vec::new(),
+                elapsed: false,
+                seen: 1,
+                passes: 0,
+                timer: None,
+            }
+        });
+        let slot = open.slot.clone();
+        open.keys.push(key.clone());
+        let full = open.keys.len() >= config.max_batch_size;
+        self.index.insert(key.clone(), slot.clone());
+        if full {
+            self.close_open(config, actions);
+        }
+        Found::Batch(slot)
+    }
+
+    /// Closes the open batch: runs it if a slot is free, queues it otherwise.
+    fn close_open(&mut self, config: &Config, actions: &mut Actions<K, V, E>) {
+        let Some(open) = self.open.take() else { return };
+        actions.stop_timers.extend(open.timer);
+        let closed = Closed {
+            slot: open.slot,
+            keys: open.keys,
+        };
+        if self.running < config.max_concurrent_batches {
+            self.running += 1;
+            actions.run.push(closed);
+        } else {
+            self.ready.push_back(closed);
+        }
+    }
+
+    fn is_open(&self, slot: &BatchSlot<K, V, E>) -> bool {
+        self.open
+            .as_ref()
+            .is_some_and(|open| Arc::ptr_eq(&open.slot, slot))
+    }
+
+    /// Stores the window timer of `slot`'s batch, or hands it back if the batch already closed.
+    pub(crate) fn set_timer(
+        &mut self,
+        slot: &BatchSlot<K, V, E>,
+        timer: AbortHandle,
+    ) -> Option<AbortHandle> {
+        match &mut self.open {
+            Some(open) if Arc::ptr_eq(&open.slot, slot) => {
+                open.timer = Some(timer);
+                None
+            }
+            _ => Some(timer),
+        }
+    }
+
+    /// The window of `slot`'s batch has elapsed.
+    pub(crate) fn window_elapsed(
+        &mut self,
+        slot: &BatchSlot<K, V, E>,
+        config: &Config,
+    ) -> WindowEnd<K, V, E> {
+        if !self.is_open(slot) {
+            return WindowEnd::Gone;
+        }
+        let open = self.open.as_mut().expect("checked above");
+        open.timer = None;
+        if config.window == Window::Yield
+            && open.keys.len() > open.seen
+            && open.passes < MAX_EXTRA_PASSES
+        {
+            open.seen = open.keys.len();
+            open.passes += 1;
+            return WindowEnd::Extend;
+        }
+        if self.running < config.max_concurrent_batches && self.ready.is_empty() {
+            let open = self.open.take().expect("checked above");
+            self.running += 1;
+            WindowEnd::Run(Closed {
+                slot: open.slot,
+                keys: open.keys,
+            })
+        } else {
+            open.elapsed = true;
+            WindowEnd::Parked
+        }
+    }
+
+    /// A batch has finished: unindexes its keys, memoizes its values (only if it succeeded, only
+    /// for keys not cleared meanwhile, never over a primed value), and returns the next batch to
+    /// run in the slot it frees.
+    pub(crate) fn finished(
+        &mut self,
+        closed: &Closed<K, V, E>,
+        values: Option<&HashMap<K, V>>,
+        config: &Config,
+    ) -> Option<Closed<K, V, E>> {
+        for key in &closed.keys {
+            let current = self
+                .index
+                .get(key)
+                .is_some_and(|slot| Arc::ptr_eq(slot, &closed.slot));
+            if !current {
+                continue;
+            }
+            self.index.remove(key);
+            if let (Some(memo), Some(values)) = (self.memo.as_mut(), values) {
+                // A memoized key never joins a batch, so an entry here was primed during the
+                // load: the primed value wins.
+                memo.entry(key.clone())
+                    .or_insert_with(|| values.get(key).cloned());
+            }
+        }
+        self.running -= 1;
+        self.next(config)
+    }
+
+    fn next(&mut self, config: &Config) -> Option<Closed<K, V, E>> {
+        if self.running >= config.max_concurrent_batches {
+            return None;
+        }
+        let next = match self.ready.pop_front() {
+            Some(closed) => closed,
+            None => match self.open.take_if(|open| open.elapsed) {
+                Some(open) => Closed {
+                    slot: open.slot,
+                    keys: open.keys,
+                },
+                None => return None,
+            },
+        };
+        self.running += 1;
+        Some(next)
+    }
+
+    /// The task running `closed` is gone (its runtime is shutting down): the batch, and every batch
+    /// that was waiting for a slot, will never run. Returns them all, unindexed, to be failed.
+    pub(crate) fn abandon_running(&mut self, closed: Closed<K, V, E>) -> Vec<Closed<K, V, E>> {
+        self.running -= 1;
+        let mut lost = vec![closed];
+        lost.extend(self.ready.drain(..));
+        if let Some(open) = self.open.take_if(|open| open.elapsed) {
+            lost.push(Closed {
+                slot: open.slot,
+                keys: open.keys,
+            });
+        }
+        for closed in &lost {
+            self.unindex(closed);
+        }
+        lost
+    }
+
+    /// The window task of `slot`'s batch is gone before the window ended.
+    pub(crate) fn abandon_open(&mut self, slot: &BatchSlot<K, V, E>) -> Option<Closed<K, V, E>> {
+        if !self.is_open(slot) {
+            return None;
+        }
+        let open = self.open.take().expect("checked above");
+        let closed = Closed {
+            slot: open.slot,
+            keys: open.keys,
+        };
+        self.unindex(&closed);
+        Some(closed)
+    }
+
+    fn unindex(&mut self, closed: &Closed<K, V, E>) {
+        for key in &closed.keys {
+            if self
+                .index
+                .get(key)
+                .is_some_and(|slot| Arc::ptr_eq(slot, &closed.slot))
+            {
+                self.index.remove(key);
+            }
+        }
+    }
+
+    /// `true` while `slot`'s batch has not started loading (open, or queued for a slot).
+    fn is_pending(&self, slot: &BatchSlot<K, V, E>) -> bool {
+        self.is_open(slot)
+            || self
+                .ready
+                .iter()
+                .any(|closed| Arc::ptr_eq(&closed.slot, slot))
+    }
+
+    /// Stores `value` for `key` in the memo, when there is one. A load of `key` under way still
+    /// answers its own callers but does not replace the primed value (see [`State::finished`]).
+    pub(crate) fn prime(&mut self, key: K, value: V) {
+        if let Some(memo) = self.memo.as_mut() {
+            memo.insert(key, Some(value));
+        }
+    }
+
+    /// Forgets `key`'s memoized value, and the load of `key` under way, if any: its callers
+    /// still get its result, but the result is not memoized and the next load asks the loader
+    /// again. A key whose batch has not started loading stays in it: that load is fresh anyway.
+    pub(crate) fn clear(&mut self, key: &K) {
+        if let Some(memo) = self.memo.as_mut() {
+            memo.remove(key);
+        }
+        if self
+            .index
+            .get(key)
+            .is_some_and(|slot| !self.is_pending(slot))
+        {
+            self.index.remove(key);
+        }
+    }
+
+    /// [`State::clear`] for every key.
+    pub(crate) fn clear_all(&mut self) {
+        if let Some(memo) = self.memo.as_mut() {
+            memo.clear();
+        }
+        let pending: Vec<BatchSlot<K, V, E>> = self
+            .open
+            .iter()
+            .map(|open| open.slot.clone())
+            .chain(self.ready.iter().map(|closed| closed.slot.clone()))
+            .collect();
+        self.index
+            .retain(|_, slot| pending.iter().any(|p| Arc::ptr_eq(p, slot)));
+    }
+
+    /// Keys whose batch is open or running.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Entries in the memo.
+    pub(crate) fn memoized(&self) -> usize {
+        self.memo.as_ref().map_or(0, HashMap::len)
+    }
+}
+
+/// Turns a finished load into what its waiters receive.
+pub(crate) fn batch_outcome<K, V, E>(
+    outcome: Outcome<Result<HashMap<K, V>, E>>,
+) -> Outcome<BatchResult<K, V, E>> {
+    outcome.map(|result| result.map(StdArc::new).map_err(StdArc::new))
+}

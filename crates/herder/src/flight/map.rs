@@ -1,0 +1,210 @@
+//! Key → in-flight slot, in shards.
+//!
+//! [`Flights`] elects one leader per key; later callers for that key follow the leader's slot until
+//! the flight finishes. Every flight carries an id (its generation): [`Flights::detach`] retires
+//! the flight currently registered for a key, so that its result still reaches its waiters but the
+//! caller's `store` step (the cache fill) is skipped and the next caller starts a fresh flight.
+//!
+//! Lock order: a shard lock may be held while a slot's cancel lock is taken, never the reverse,
+//! and no slot lock is held while a shard lock is taken.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::Ordering;
+
+use super::slot::{Outcome, Slot, Waiter};
+use crate::sync::{Arc, AtomicU64, Mutex, lock};
+
+struct Entry<T> {
+    id: u64,
+    slot: Arc<Slot<T>>,
+}
+
+type Shard<K, T> = Mutex<HashMap<K, Entry<T>>>;
+
+/// A sharded map from key to the flight that is loading it.
+pub(crate) struct Flights<K, T> {
+    shards: Box<[Shard<K, T>]>,
+    hasher: RandomState,
+    next_id: AtomicU64,
+}
+
+/// The leader's right, and duty, to finish a flight (see [`Flights::finish`]).
+pub(crate) struct Ticket<K, T> {
+    key: K,
+    id: u64,
+    slot: Arc<Slot<T>>,
+}
+
+impl<K, T> fmt::Debug for Ticket<K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a caller stands after [`Flights::join`].
+pub(crate) enum Join<K, T, R> {
+    /// No flight was registered: this caller must start the work and finish the ticket.
+    Lead(Ticket<K, T>, Waiter<T>),
+    /// A flight is under way; wait for it.
+    Follow(Waiter<T>, FlightId),
+    /// The recheck found the value (a flight finished between the caller's lookup and its join).
+    Found(R),
+}
+
+/// Identifies one flight of one key, for [`Flights::leave`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FlightId(u64);
+
+impl<K, T> Ticket<K, T> {
+    pub(crate) fn id(&self) -> FlightId {
+        FlightId(self.id)
+    }
+}
+
+impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
+    /// A map with at least `shards` shards (rounded up to a power of two).
+    pub(crate) fn new(shards: usize) -> Self {
+        let shards = shards.max(1).next_power_of_two();
+        Flights {
+            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A shard count suited to this machine: four per core.
+    pub(crate) fn default_shards() -> usize {
+        std::thread::available_parallelism().map_or(4, |n| n.get() * 4)
+    }
+
+    fn shard(&self, key: &K) -> &Shard<K, T> {
+        let hash = self.hasher.hash_one(key) as usize;
+        &self.shards[hash & (self.shards.len() - 1)]
+    }
+
+    /// Joins the flight for `key`, or registers a new one whose ticket the caller must finish.
+    ///
+    /// `counted` callers are tracked for [`Flights::leave`] (primitives that abort unused work).
+    /// `recheck` runs under the shard lock when no flight is registered; returning `Some` means a
+    /// value appeared (a leader stores before it unregisters, under this same lock), so no flight
+    /// is started.
+    pub(crate) fn join<R>(
+        &self,
+        key: &K,
+        counted: bool,
+        recheck: impl FnOnce() -> Option<R>,
+    ) -> Join<K, T, R> {
+        let mut shard = lock(self.shard(key));
+        if let Some(entry) = shard.get(key) {
+            if counted {
+                entry.slot.add_waiter();
+            }
+            return Join::Follow(Waiter::new(entry.slot.clone()), FlightId(entry.id));
+        }
+        if let Some(found) = recheck() {
+            return Join::Found(found);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot::new());
+        if counted {
+            slot.add_waiter();
+        }
+        shard.insert(
+            key.clone(),
+            Entry {
+                id,
+                slot: slot.clone(),
+            },
+        );
+        drop(shard);
+        let waiter = Waiter::new(slot.clone());
+        Join::Lead(
+            Ticket {
+                key: key.clone(),
+                id,
+                slot,
+            },
+            waiter,
+        )
+    }
+
+    /// Ends a flight: unregisters it if it is still the current flight of its key, runs `store`
+    /// (under the shard lock, so no detach can slip in between) only in that case, then hands the
+    /// outcome to every waiter. Returns whether the flight was current.
+    pub(crate) fn finish(
+        &self,
+        ticket: Ticket<K, T>,
+        outcome: Outcome<T>,
+        store: impl FnOnce(&K, &Outcome<T>),
+    ) -> bool {
+        let current = {
+            let mut shard = lock(self.shard(&ticket.key));
+            let current = shard
+                .get(&ticket.key)
+                .is_some_and(|entry| entry.id == ticket.id);
+            if current {
+                store(&ticket.key, &outcome);
+                shard.remove(&ticket.key);
+            }
+            current
+        };
+        ticket.slot.complete(outcome);
+        current
+    }
+
+    /// A counted waiter gives up. The last one to leave cancels the work and unregisters the
+    /// flight atomically with respect to [`Flights::join`], so a newer caller starts fresh work
+    /// instead of following a flight that is being torn down.
+    pub(crate) fn leave(&self, key: &K, id: FlightId, slot: &Arc<Slot<T>>) {
+        let mut shard = lock(self.shard(key));
+        let registered = shard
+            .get(key)
+            .is_some_and(|entry| entry.id == id.0 && Arc::ptr_eq(&entry.slot, slot));
+        let last = slot.remove_waiter();
+        if !last {
+            return;
+        }
+        if registered {
+            shard.remove(key);
+        }
+        drop(shard);
+        if !slot.is_done() {
+            slot.cancel();
+        }
+    }
+
+    /// Retires the flight registered for `key`, if any: its waiters still get its outcome, but
+    /// its `store` step is skipped and the next caller starts a new flight. Returns whether a
+    /// flight was retired.
+    pub(crate) fn detach(&self, key: &K) -> bool {
+        lock(self.shard(key)).remove(key).is_some()
+    }
+
+    /// Retires every registered flight; returns how many.
+    pub(crate) fn detach_all(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let drained: Vec<_> = lock(shard).drain().collect();
+                drained.len()
+            })
+            .sum()
+    }
+
+    /// Flights registered right now.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
+    }
+}
+
+impl<K, T> fmt::Debug for Flights<K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flights")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}

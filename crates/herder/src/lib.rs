@@ -1,0 +1,81 @@
+//! herder keeps a service from hammering its slow backends.
+//!
+//! A GraphQL resolver that asks the database once per row (N+1), ten thousand requests that miss
+//! the same key at once (a stampede), fifty calls that all find an expired token and all
+//! re-authenticate (a recovery storm): herder turns each of these into one backend call.
+//!
+//! | primitive | what it does |
+//! |---|---|
+//! | [`DataLoader`] | batches the keys asked for in one scheduler pass into one [`Loader`] call |
+//! | [`SingleFlight`] | concurrent calls for one key share one execution |
+//!
+//! All of them rest on one core: the work runs as its own task, never inside the caller that
+//! happened to start it, so a cancelled, timed-out or parked caller cannot stall, fail or poison
+//! the others, and a panic reaches every waiter as an error instead of a hang.
+//!
+//! # Quickstart
+//!
+//! ```
+//! use herder::{DataLoader, Loader, SingleFlight};
+//! use std::collections::HashMap;
+//!
+//! /// One query for many authors: `SELECT id, name FROM authors WHERE id = ANY($1)`.
+//! struct AuthorNames;
+//!
+//! impl Loader for AuthorNames {
+//!     type Key = u64;
+//!     type Value = String;
+//!     type Error = std::io::Error;
+//!
+//!     async fn load(&self, ids: &[u64]) -> Result<HashMap<u64, String>, Self::Error> {
+//!         Ok(ids.iter().map(|id| (*id, format!("author #{id}"))).collect())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // N+1: a hundred books each resolve their author; the loader is called once.
+//! let authors = DataLoader::new(AuthorNames);
+//! let books: Vec<u64> = (0..100).collect();
+//! let names = futures_util::future::join_all(books.iter().map(|b| authors.load(b % 7))).await;
+//! assert_eq!(names[8].as_ref().unwrap().as_deref(), Some("author #1"));
+//! assert_eq!(authors.stats().batches, 1);
+//!
+//! // Duplicate work: concurrent calls for one key share one execution.
+//! let tokens = SingleFlight::new();
+//! let refresh = || async { "token-42".to_string() };
+//! let (a, b) = tokio::join!(tokens.run("auth", refresh), tokens.run("auth", refresh));
+//! assert_eq!(a?, b?);
+//! assert_eq!(tokens.stats().started, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! | flag | default | what it enables |
+//! |---|---|---|
+//! | `tracing` | on | `tracing` spans for batches and events for panics; never a global subscriber |
+//!
+//! # Runtime
+//!
+//! herder runs on Tokio. All time goes through `tokio::time`, so tests can run on a paused clock.
+
+#![forbid(unsafe_code)]
+#![warn(
+    missing_debug_implementations,
+    missing_docs,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod batch;
+mod error;
+pub(crate) mod flight;
+pub mod single_flight;
+mod sync;
+
+pub use batch::{DataLoader, LoadError, Loader};
+pub use error::BuildError;
+pub use single_flight::{RunError, SingleFlight};

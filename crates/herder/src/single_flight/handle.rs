@@ -1,0 +1,156 @@
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use super::builder::Builder;
+use super::future::Run;
+use super::stats::{Counters, SingleFlightStats};
+use crate::flight::Flights;
+
+/// Concurrent calls with the same key share one execution of the work.
+///
+/// The first [`run`](SingleFlight::run) for a key spawns the work as its own task; every call for
+/// that key until the work finishes waits for the same output, which each receives as a clone.
+/// A later call starts the work again: nothing is cached.
+///
+/// The handle is cheap to clone; clones share the flights.
+///
+/// ```
+/// use herder::SingleFlight;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let flights = SingleFlight::new();
+/// let fetch = || async { "fresh token".to_string() };
+/// let (a, b) = tokio::join!(flights.run("auth", fetch), flights.run("auth", fetch));
+/// assert_eq!(a.unwrap(), b.unwrap());
+/// assert_eq!(flights.stats().started, 1);
+/// assert_eq!(flights.stats().joined, 1);
+/// # }
+/// ```
+pub struct SingleFlight<K, V> {
+    pub(super) inner: Arc<Inner<K, V>>,
+}
+
+pub(super) struct Inner<K, V> {
+    pub(super) flights: Flights<K, V>,
+    pub(super) abort_unused: bool,
+    pub(super) counters: Counters,
+}
+
+impl<K, V> SingleFlight<K, V>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + 'static,
+{
+    /// A `SingleFlight` whose work always runs to completion.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for the non-default settings.
+    pub fn builder() -> Builder<K, V> {
+        Builder::new()
+    }
+
+    pub(super) fn from_builder(builder: Builder<K, V>) -> Self {
+        SingleFlight {
+            inner: Arc::new(Inner {
+                flights: Flights::new(Flights::<K, V>::default_shards()),
+                abort_unused: builder.abort_unused,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// Runs `work()` for `key`, or joins the run already under way for it, and returns the
+    /// output. `work` is only called by the caller that starts the flight.
+    ///
+    /// The work runs as its own task, so it keeps going if this caller is dropped (unless the
+    /// flight was built with [`abort_unused`](Builder::abort_unused) and this was the last
+    /// caller). A panic in the work reaches every waiter as a [`RunError`](super::RunError).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the returned future only stops this caller from waiting. The work
+    /// and the other callers are unaffected.
+    ///
+    /// # Panics
+    ///
+    /// When polled outside a Tokio runtime.
+    ///
+    /// ```
+    /// use herder::SingleFlight;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let flights = SingleFlight::new();
+    /// let calls = Arc::new(AtomicUsize::new(0));
+    /// let work = || {
+    ///     let calls = calls.clone();
+    ///     move || async move { calls.fetch_add(1, Ordering::SeqCst); 42 }
+    /// };
+    /// let outputs = futures_util::future::join_all((0..10).map(|_| flights.run(7, work()))).await;
+    /// assert!(outputs.iter().all(|v| *v.as_ref().unwrap() == 42));
+    /// assert_eq!(calls.load(Ordering::SeqCst), 1);
+    /// # }
+    /// ```
+    pub fn run<F, Fut>(&self, key: K, work: F) -> Run<'_, K, V, F>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        Run::new(self, key, work)
+    }
+
+    /// Retires the flight under way for `key`, if any: its callers still get its output, but
+    /// the next call for `key` starts the work again instead of joining it (Go's `Forget`).
+    /// Returns whether a flight was retired.
+    pub fn forget(&self, key: &K) -> bool {
+        self.inner.flights.detach(key)
+    }
+
+    /// [`forget`](SingleFlight::forget) for every key; returns how many flights were retired.
+    pub fn forget_all(&self) -> usize {
+        self.inner.flights.detach_all()
+    }
+
+    /// The number of flights under way.
+    pub fn in_flight(&self) -> usize {
+        self.inner.flights.len()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SingleFlightStats {
+        self.inner.counters.snapshot(self.inner.flights.len())
+    }
+}
+
+impl<K, V> Default for SingleFlight<K, V>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, V> Clone for SingleFlight<K, V> {
+    fn clone(&self) -> Self {
+        SingleFlight {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for SingleFlight<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SingleFlight")
+            .field("abort_unused", &self.inner.abort_unused)
+            .finish_non_exhaustive()
+    }
+}

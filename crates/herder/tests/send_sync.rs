@@ -1,0 +1,61 @@
+//! Send/Sync checklist (as tokio's `tests/async_send_sync.rs`): handles can be shared across
+//! tasks, futures can be spawned, errors and stats can cross threads.
+
+mod support;
+
+use herder::batch::{DataLoaderStats, Load, LoadMany};
+use herder::single_flight::{Run, SingleFlightStats};
+use herder::{BuildError, DataLoader, LoadError, RunError, SingleFlight};
+use support::{BackendDown, Instant};
+
+fn send<T: Send>() {}
+fn sync<T: Sync>() {}
+fn unpin<T: Unpin>() {}
+fn clone<T: Clone>() {}
+fn static_error<T: std::error::Error + Send + Sync + 'static>() {}
+
+type Work = fn() -> std::future::Ready<u32>;
+
+#[test]
+fn handles_are_send_sync_and_clone() {
+    send::<DataLoader<Instant>>();
+    sync::<DataLoader<Instant>>();
+    clone::<DataLoader<Instant>>();
+    send::<SingleFlight<String, u32>>();
+    sync::<SingleFlight<String, u32>>();
+    clone::<SingleFlight<String, u32>>();
+}
+
+#[test]
+fn futures_are_send_and_unpin() {
+    send::<Load<'static, Instant>>();
+    unpin::<Load<'static, Instant>>();
+    send::<LoadMany<'static, Instant>>();
+    unpin::<LoadMany<'static, Instant>>();
+    send::<Run<'static, String, u32, Work>>();
+    unpin::<Run<'static, String, u32, Work>>();
+}
+
+#[test]
+fn errors_and_stats_cross_threads() {
+    static_error::<LoadError<BackendDown>>();
+    clone::<LoadError<BackendDown>>();
+    static_error::<RunError>();
+    static_error::<BuildError>();
+    send::<DataLoaderStats>();
+    sync::<DataLoaderStats>();
+    send::<SingleFlightStats>();
+    sync::<SingleFlightStats>();
+}
+
+#[tokio::test]
+async fn futures_can_be_spawned() {
+    let loader = DataLoader::new(Instant::default());
+    let flights = SingleFlight::<u8, u8>::new();
+    let task = tokio::spawn(async move {
+        let a = loader.load(1).await.unwrap();
+        let b = flights.run(1, || async { 2 }).await.unwrap();
+        (a, b)
+    });
+    assert_eq!(task.await.unwrap(), (Some(10), 2));
+}

@@ -1,0 +1,170 @@
+//! A scripted backend for the tests, in the spirit of `tower-test`'s mock: the test decides when
+//! each loader call answers, fails or panics, and every call is recorded.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use herder::Loader;
+use tokio::sync::{mpsc, oneshot};
+
+/// Loader error used by the scripts: deliberately not `Clone`, like `sqlx::Error`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BackendDown(pub String);
+
+impl std::fmt::Display for BackendDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "backend down: {}", self.0)
+    }
+}
+
+impl std::error::Error for BackendDown {}
+
+/// Answers at once: every key `k` loads to `k * 10`, except the keys it is told to omit; it can
+/// also add keys nobody asked for. Records every batch.
+#[derive(Clone, Default)]
+pub struct Instant {
+    pub batches: Arc<Mutex<Vec<Vec<u64>>>>,
+    pub omit: Arc<Vec<u64>>,
+    pub extra: Arc<Vec<u64>>,
+}
+
+impl Instant {
+    pub fn omitting(omit: Vec<u64>) -> Self {
+        Instant {
+            omit: Arc::new(omit),
+            ..Self::default()
+        }
+    }
+
+    pub fn adding(extra: Vec<u64>) -> Self {
+        Instant {
+            extra: Arc::new(extra),
+            ..Self::default()
+        }
+    }
+
+    pub fn batches(&self) -> Vec<Vec<u64>> {
+        self.batches.lock().unwrap().clone()
+    }
+
+    pub fn calls(&self) -> usize {
+        self.batches.lock().unwrap().len()
+    }
+}
+
+impl Loader for Instant {
+    type Key = u64;
+    type Value = u64;
+    type Error = BackendDown;
+
+    async fn load(&self, keys: &[u64]) -> Result<HashMap<u64, u64>, BackendDown> {
+        self.batches.lock().unwrap().push(keys.to_vec());
+        let mut out: HashMap<u64, u64> = keys
+            .iter()
+            .filter(|k| !self.omit.contains(k))
+            .map(|k| (*k, k * 10))
+            .collect();
+        out.extend(self.extra.iter().map(|k| (*k, k * 10)));
+        Ok(out)
+    }
+}
+
+/// What the test tells a held loader call to do.
+pub enum Reply {
+    /// Answer `k * 10` for every key.
+    Values,
+    /// Answer this map.
+    Map(HashMap<u64, u64>),
+    Fail(&'static str),
+    Panic(&'static str),
+}
+
+/// One loader call, held until the test replies.
+pub struct Call {
+    pub keys: Vec<u64>,
+    reply: oneshot::Sender<Reply>,
+}
+
+impl Call {
+    pub fn reply(self, reply: Reply) {
+        // The call may have been dropped (aborted task); the test checks what it needs.
+        let _ = self.reply.send(reply);
+    }
+}
+
+/// A loader whose every call waits for the test's [`Reply`].
+#[derive(Clone)]
+pub struct Gated {
+    calls: mpsc::UnboundedSender<Call>,
+    pub count: Arc<Mutex<usize>>,
+}
+
+/// The test's end of a [`Gated`] loader.
+pub struct Calls {
+    rx: mpsc::UnboundedReceiver<Call>,
+}
+
+impl Calls {
+    /// The next loader call, waiting for it.
+    pub async fn next(&mut self) -> Call {
+        self.rx.recv().await.expect("loader dropped")
+    }
+
+    /// The next loader call if one was already made.
+    pub fn try_next(&mut self) -> Option<Call> {
+        self.rx.try_recv().ok()
+    }
+}
+
+pub fn gated() -> (Gated, Calls) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        Gated {
+            calls: tx,
+            count: Arc::default(),
+        },
+        Calls { rx },
+    )
+}
+
+impl Loader for Gated {
+    type Key = u64;
+    type Value = u64;
+    type Error = BackendDown;
+
+    async fn load(&self, keys: &[u64]) -> Result<HashMap<u64, u64>, BackendDown> {
+        *self.count.lock().unwrap() += 1;
+        let (tx, rx) = oneshot::channel();
+        self.calls
+            .send(Call {
+                keys: keys.to_vec(),
+                reply: tx,
+            })
+            .expect("test ended");
+        match rx.await.expect("test dropped the call") {
+            Reply::Values => Ok(keys.iter().map(|k| (*k, k * 10)).collect()),
+            Reply::Map(map) => Ok(map),
+            Reply::Fail(why) => Err(BackendDown(why.to_owned())),
+            Reply::Panic(why) => panic!("{why}"),
+        }
+    }
+}
+
+/// Polls `fut` once; `true` if it is still pending.
+pub async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> bool {
+    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx).is_pending()))
+        .await
+}
+
+/// Lets every task that is ready run until the runtime has nothing left to do.
+///
+/// On a paused clock, advancing by zero processes timers due now; the yields let spawned tasks
+/// (batch windows, loads) reach their next await point. Enough rounds are run for a window, a
+/// load and its wake-ups.
+pub async fn settle() {
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
+}
