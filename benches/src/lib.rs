@@ -1,1 +1,9 @@
-//! Shared pieces of the benches: peer adapters and workloads.
+//! Shared pieces of the benches: the peers herder is compared with, behind one trait, and the
+//! workloads that both the criterion benches and the `compare` binary run.
+//!
+//! Every peer loads the same trivial data (`key * 2`) and counts its loader calls, so the numbers
+//! measure the batching machinery and nothing else.
+
+pub mod peers;
+pub mod report;
+pub mod workloads;

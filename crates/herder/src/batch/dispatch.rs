@@ -11,11 +11,10 @@ use tokio::runtime::Handle;
 use super::handle::Shared;
 use super::loader::Loader;
 use super::state::{Actions, BatchSlot, Closed, Window, WindowEnd, batch_outcome};
-use super::stats::Counters;
 use crate::flight::{Failure, task};
 use crate::sync::lock;
 
-type SlotOf<L> = BatchSlot<<L as Loader>::Key, <L as Loader>::Value, <L as Loader>::Error>;
+type SlotOf<L> = BatchSlot<<L as Loader>::Value, <L as Loader>::Error>;
 type ClosedOf<L> = Closed<<L as Loader>::Key, <L as Loader>::Value, <L as Loader>::Error>;
 pub(crate) type ActionsOf<L> =
     Actions<<L as Loader>::Key, <L as Loader>::Value, <L as Loader>::Error>;
@@ -82,7 +81,6 @@ impl<L: Loader> Drop for WindowGuard<L> {
         let Some(slot) = self.slot.take() else { return };
         let lost = lock(&self.shared.state).abandon_open(&slot);
         if let Some(closed) = lost {
-            Counters::add(&self.shared.counters.cancelled, 1);
             closed.slot.complete(Err(Failure::Cancelled));
         }
     }
@@ -93,7 +91,6 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
     let shared = guard.shared.clone();
     while let Some(closed) = &guard.closed {
         let keys = &closed.keys;
-        shared.counters.batch(keys.len());
         let load = shared.loader.load(keys);
         #[cfg(feature = "tracing")]
         let load = tracing::Instrument::instrument(
@@ -106,23 +103,12 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
         );
         let outcome = task::catch(load).await;
         let closed = guard.closed.take().expect("armed during the load");
-        match &outcome {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => Counters::add(&shared.counters.errors, 1),
-            Err(_) => {
-                #[cfg(feature = "tracing")]
-                tracing::warn!(loader = std::any::type_name::<L>(), "loader panicked");
-                Counters::add(&shared.counters.panics, 1);
-            }
+        #[cfg(feature = "tracing")]
+        if let Err(Failure::Panicked(message)) = &outcome {
+            tracing::warn!(loader = std::any::type_name::<L>(), %message, "loader panicked");
         }
-        let outcome = batch_outcome(outcome);
-        let next = {
-            let values = match &outcome {
-                Ok(Ok(values)) => Some(&**values),
-                _ => None,
-            };
-            lock(&shared.state).finished(&closed, values, &shared.config)
-        };
+        let outcome = batch_outcome(&closed.keys, outcome);
+        let next = lock(&shared.state).finished(&closed, &outcome, &shared.config);
         closed.slot.complete(outcome);
         guard.closed = next;
     }
@@ -140,7 +126,6 @@ impl<L: Loader> Drop for RunGuard<L> {
             return;
         };
         let lost = lock(&self.shared.state).abandon_running(closed);
-        Counters::add(&self.shared.counters.cancelled, lost.len() as u64);
         for closed in lost {
             closed.slot.complete(Err(Failure::Cancelled));
         }

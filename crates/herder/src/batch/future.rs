@@ -12,16 +12,16 @@ use super::state::{BatchResult, BatchSlot, Found};
 use crate::flight::{Outcome, Waiter};
 use crate::sync::Arc;
 
-type ResultOf<L> = BatchResult<<L as Loader>::Key, <L as Loader>::Value, <L as Loader>::Error>;
-type SlotOf<L> = BatchSlot<<L as Loader>::Key, <L as Loader>::Value, <L as Loader>::Error>;
+type ResultOf<L> = BatchResult<<L as Loader>::Value, <L as Loader>::Error>;
+type SlotOf<L> = BatchSlot<<L as Loader>::Value, <L as Loader>::Error>;
 
-/// Reads `key` out of a batch's outcome.
+/// Reads the value at `position` out of a batch's outcome.
 fn read<L: Loader>(
     outcome: Outcome<ResultOf<L>>,
-    key: &L::Key,
+    position: usize,
 ) -> Result<Option<L::Value>, LoadError<L::Error>> {
     match outcome {
-        Ok(Ok(values)) => Ok(values.get(key).cloned()),
+        Ok(Ok(values)) => Ok(values[position].clone()),
         Ok(Err(error)) => Err(LoadError::loader(error)),
         Err(failure) => Err(LoadError::failed(failure)),
     }
@@ -36,7 +36,8 @@ pub struct Load<'a, L: Loader> {
 
 enum LoadState<L: Loader> {
     Start(L::Key),
-    Wait(L::Key, Waiter<ResultOf<L>>),
+    /// The key's position in its batch, and the wait for the batch.
+    Wait(usize, Waiter<ResultOf<L>>),
     Done,
 }
 
@@ -61,18 +62,20 @@ impl<L: Loader> Future for Load<'_, L> {
             let mut found = None;
             this.loader
                 .find_all(std::iter::once(key), |_, f| found = Some(f));
-            let LoadState::Start(key) = mem::replace(&mut this.state, LoadState::Done) else {
-                unreachable!()
-            };
             match found.expect("one key looked up") {
-                Found::Memo(value) => return Poll::Ready(Ok(value)),
-                Found::Batch(slot) => this.state = LoadState::Wait(key, Waiter::new(slot)),
+                Found::Memo(value) => {
+                    this.state = LoadState::Done;
+                    return Poll::Ready(Ok(value));
+                }
+                Found::Batch(slot, position) => {
+                    this.state = LoadState::Wait(position, Waiter::new(slot));
+                }
             }
         }
         match &mut this.state {
-            LoadState::Wait(key, waiter) => match Pin::new(waiter).poll(cx) {
+            LoadState::Wait(position, waiter) => match Pin::new(waiter).poll(cx) {
                 Poll::Ready(outcome) => {
-                    let result = read::<L>(outcome, key);
+                    let result = read::<L>(outcome, *position);
                     this.state = LoadState::Done;
                     Poll::Ready(result)
                 }
@@ -104,8 +107,12 @@ pub struct LoadMany<'a, L: Loader> {
     state: ManyState<L>,
 }
 
-/// The keys that went to one batch, and the wait for it (`None` once read).
-type Group<L> = (Option<Waiter<ResultOf<L>>>, Vec<<L as Loader>::Key>);
+/// The keys that went to one batch with their positions in it, and the wait for it (`None` once
+/// read).
+type Group<L> = (
+    Option<Waiter<ResultOf<L>>>,
+    Vec<(<L as Loader>::Key, usize)>,
+);
 
 enum ManyState<L: Loader> {
     Start(Vec<L::Key>),
@@ -132,17 +139,17 @@ impl<'a, L: Loader> LoadMany<'a, L> {
         keys.retain(|key| distinct.insert(key.clone()));
         drop(distinct);
         let mut values = HashMap::new();
-        let mut slots: Vec<(SlotOf<L>, Vec<L::Key>)> = Vec::new();
+        let mut slots: Vec<(SlotOf<L>, Vec<(L::Key, usize)>)> = Vec::new();
         self.loader.find_all(keys.iter(), |key, found| match found {
             Found::Memo(Some(value)) => {
                 values.insert(key.clone(), value);
             }
             Found::Memo(None) => {}
-            Found::Batch(slot) => {
+            Found::Batch(slot, position) => {
                 // Keys tend to arrive batch by batch: look at the latest group first.
                 match slots.iter_mut().rev().find(|(s, _)| Arc::ptr_eq(s, &slot)) {
-                    Some((_, group)) => group.push(key.clone()),
-                    None => slots.push((slot, vec![key.clone()])),
+                    Some((_, group)) => group.push((key.clone(), position)),
+                    None => slots.push((slot, vec![(key.clone(), position)])),
                 }
             }
         });
@@ -186,8 +193,8 @@ impl<L: Loader> Future for LoadMany<'_, L> {
             *left -= 1;
             match outcome {
                 Ok(Ok(found)) => {
-                    for key in keys.drain(..) {
-                        if let Some(value) = found.get(&key) {
+                    for (key, position) in keys.drain(..) {
+                        if let Some(value) = &found[position] {
                             values.insert(key, value.clone());
                         }
                     }

@@ -5,12 +5,12 @@ use super::builder::Builder;
 use super::dispatch::{ActionsOf, apply};
 use super::future::{Load, LoadMany};
 use super::loader::Loader;
-use super::state::{Config, Found, State, Tally};
-use super::stats::{Counters, DataLoaderStats};
+use super::state::{Config, Found, State};
+use super::stats::DataLoaderStats;
 use crate::flight::task;
 use crate::sync::{Mutex, lock};
 
-type FoundOf<L> = Found<<L as Loader>::Key, <L as Loader>::Value, <L as Loader>::Error>;
+type FoundOf<L> = Found<<L as Loader>::Value, <L as Loader>::Error>;
 
 /// Batches the keys asked for in one short window into one call of a [`Loader`].
 ///
@@ -62,7 +62,6 @@ pub(crate) struct Shared<L: Loader> {
     pub(crate) loader: L,
     pub(crate) config: Config,
     pub(crate) state: Mutex<State<L::Key, L::Value, L::Error>>,
-    pub(crate) counters: Counters,
 }
 
 impl<L: Loader> DataLoader<L> {
@@ -85,7 +84,6 @@ impl<L: Loader> DataLoader<L> {
                 loader,
                 state: Mutex::new(State::new(&config)),
                 config,
-                counters: Counters::default(),
             }),
         }
     }
@@ -229,11 +227,7 @@ impl<L: Loader> DataLoader<L> {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> DataLoaderStats {
-        let (in_flight, memoized) = {
-            let state = lock(&self.shared.state);
-            (state.in_flight(), state.memoized())
-        };
-        self.shared.counters.snapshot(in_flight, memoized)
+        lock(&self.shared.state).stats()
     }
 
     /// The loader.
@@ -251,20 +245,13 @@ impl<L: Loader> DataLoader<L> {
         // Before any state changes: without a runtime, nothing could carry the batches.
         let runtime = task::runtime("DataLoader::load");
         let mut actions = ActionsOf::<L>::default();
-        let mut tally = Tally::default();
-        let mut requests = 0;
         {
             let mut state = lock(&shared.state);
             for key in keys {
-                requests += 1;
-                let found = state.find(key, &shared.config, &mut tally, &mut actions);
+                let found = state.find(key, &shared.config, &mut actions);
                 each(key, found);
             }
         }
-        let counters = &shared.counters;
-        Counters::add(&counters.requests, requests);
-        Counters::add(&counters.memo_hits, tally.memo_hits);
-        Counters::add(&counters.joined, tally.joined);
         if actions.window.is_some() || !actions.run.is_empty() || !actions.stop_timers.is_empty() {
             apply(shared, &runtime, actions);
         }

@@ -15,14 +15,17 @@ use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
-use crate::flight::{Outcome, Slot};
+use super::stats::{Counters, DataLoaderStats};
+use crate::flight::{Failure, Outcome, Slot};
 use crate::sync::Arc;
 
-/// What a batch's waiters receive: the loader's map, or its error, both shared.
-pub(crate) type BatchResult<K, V, E> = Result<StdArc<HashMap<K, V>>, StdArc<E>>;
+/// What a batch's waiters receive: the values in the order of the batch's keys (`None` where the
+/// loader left a key out), or the loader's error, both shared. Each waiter knows its key's
+/// position, so reading its value costs no hashing.
+pub(crate) type BatchResult<V, E> = Result<StdArc<[Option<V>]>, StdArc<E>>;
 
 /// One batch's in-flight slot; its address is the batch's identity.
-pub(crate) type BatchSlot<K, V, E> = Arc<Slot<BatchResult<K, V, E>>>;
+pub(crate) type BatchSlot<V, E> = Arc<Slot<BatchResult<V, E>>>;
 
 /// How many extra scheduler passes a yield window waits while keys keep arriving.
 ///
@@ -51,12 +54,12 @@ pub(crate) struct Config {
 /// A batch that stopped accepting keys, on its way to the loader.
 #[derive(Debug)]
 pub(crate) struct Closed<K, V, E> {
-    pub(crate) slot: BatchSlot<K, V, E>,
+    pub(crate) slot: BatchSlot<V, E>,
     pub(crate) keys: Vec<K>,
 }
 
 struct Open<K, V, E> {
-    slot: BatchSlot<K, V, E>,
+    slot: BatchSlot<V, E>,
     keys: Vec<K>,
     /// The window has elapsed; the batch waits for a free slot.
     elapsed: bool,
@@ -67,16 +70,17 @@ struct Open<K, V, E> {
 }
 
 /// Where a key's value comes from.
-pub(crate) enum Found<K, V, E> {
+pub(crate) enum Found<V, E> {
     Memo(Option<V>),
-    Batch(BatchSlot<K, V, E>),
+    /// The batch, and the key's position in it.
+    Batch(BatchSlot<V, E>, usize),
 }
 
 /// Work for the caller to do after releasing the lock.
 #[derive(Debug)]
 pub(crate) struct Actions<K, V, E> {
     /// A batch was opened: start its window.
-    pub(crate) window: Option<BatchSlot<K, V, E>>,
+    pub(crate) window: Option<BatchSlot<V, E>>,
     /// Batches that may run now.
     pub(crate) run: Vec<Closed<K, V, E>>,
     /// Window timers of batches that closed early (full).
@@ -106,19 +110,14 @@ pub(crate) enum WindowEnd<K, V, E> {
     Gone,
 }
 
-/// Counts produced by a call, for the stats.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Tally {
-    pub(crate) memo_hits: u64,
-    pub(crate) joined: u64,
-}
-
 pub(crate) struct State<K, V, E> {
-    index: HashMap<K, BatchSlot<K, V, E>>,
+    /// Keys whose batch is open or running: the batch and the key's position in it.
+    index: HashMap<K, (BatchSlot<V, E>, usize)>,
     memo: Option<HashMap<K, Option<V>>>,
     open: Option<Open<K, V, E>>,
     ready: VecDeque<Closed<K, V, E>>,
     running: usize,
+    counters: Counters,
 }
 
 impl<K, V, E> State<K, V, E>
@@ -133,6 +132,7 @@ where
             open: None,
             ready: VecDeque::new(),
             running: 0,
+            counters: Counters::default(),
         }
     }
 
@@ -141,16 +141,16 @@ where
         &mut self,
         key: &K,
         config: &Config,
-        tally: &mut Tally,
         actions: &mut Actions<K, V, E>,
-    ) -> Found<K, V, E> {
+    ) -> Found<V, E> {
+        self.counters.requests += 1;
         if let Some(value) = self.memo.as_ref().and_then(|memo| memo.get(key)) {
-            tally.memo_hits += 1;
+            self.counters.memo_hits += 1;
             return Found::Memo(value.clone());
         }
-        if let Some(slot) = self.index.get(key) {
-            tally.joined += 1;
-            return Found::Batch(slot.clone());
+        if let Some((slot, position)) = self.index.get(key) {
+            self.counters.joined += 1;
+            return Found::Batch(slot.clone(), *position);
         }
         let open = self.open.get_or_insert_with(|| {
             let slot = Arc::new(Slot::new());
@@ -165,13 +165,14 @@ where
             }
         });
         let slot = open.slot.clone();
+        let position = open.keys.len();
         open.keys.push(key.clone());
         let full = open.keys.len() >= config.max_batch_size;
-        self.index.insert(key.clone(), slot.clone());
+        self.index.insert(key.clone(), (slot.clone(), position));
         if full {
             self.close_open(config, actions);
         }
-        Found::Batch(slot)
+        Found::Batch(slot, position)
     }
 
     /// Closes the open batch: runs it if a slot is free, queues it otherwise.
@@ -183,14 +184,14 @@ where
             keys: open.keys,
         };
         if self.running < config.max_concurrent_batches {
-            self.running += 1;
+            self.start(&closed);
             actions.run.push(closed);
         } else {
             self.ready.push_back(closed);
         }
     }
 
-    fn is_open(&self, slot: &BatchSlot<K, V, E>) -> bool {
+    fn is_open(&self, slot: &BatchSlot<V, E>) -> bool {
         self.open
             .as_ref()
             .is_some_and(|open| Arc::ptr_eq(&open.slot, slot))
@@ -199,7 +200,7 @@ where
     /// Stores the window timer of `slot`'s batch, or hands it back if the batch already closed.
     pub(crate) fn set_timer(
         &mut self,
-        slot: &BatchSlot<K, V, E>,
+        slot: &BatchSlot<V, E>,
         timer: AbortHandle,
     ) -> Option<AbortHandle> {
         match &mut self.open {
@@ -214,7 +215,7 @@ where
     /// The window of `slot`'s batch has elapsed.
     pub(crate) fn window_elapsed(
         &mut self,
-        slot: &BatchSlot<K, V, E>,
+        slot: &BatchSlot<V, E>,
         config: &Config,
     ) -> WindowEnd<K, V, E> {
         if !self.is_open(slot) {
@@ -232,11 +233,12 @@ where
         }
         if self.running < config.max_concurrent_batches && self.ready.is_empty() {
             let open = self.open.take().expect("checked above");
-            self.running += 1;
-            WindowEnd::Run(Closed {
+            let closed = Closed {
                 slot: open.slot,
                 keys: open.keys,
-            })
+            };
+            self.start(&closed);
+            WindowEnd::Run(closed)
         } else {
             open.elapsed = true;
             WindowEnd::Parked
@@ -249,23 +251,37 @@ where
     pub(crate) fn finished(
         &mut self,
         closed: &Closed<K, V, E>,
-        values: Option<&HashMap<K, V>>,
+        outcome: &Outcome<BatchResult<V, E>>,
         config: &Config,
     ) -> Option<Closed<K, V, E>> {
-        for key in &closed.keys {
-            let current = self
-                .index
-                .get(key)
-                .is_some_and(|slot| Arc::ptr_eq(slot, &closed.slot));
-            if !current {
+        let values = match outcome {
+            Ok(Ok(values)) => Some(&**values),
+            Ok(Err(_)) => {
+                self.counters.errors += 1;
+                None
+            }
+            Err(Failure::Panicked(_)) => {
+                self.counters.panics += 1;
+                None
+            }
+            Err(Failure::Cancelled) => {
+                self.counters.cancelled += 1;
+                None
+            }
+        };
+        for (position, key) in closed.keys.iter().enumerate() {
+            let Some((key, entry)) = self.index.remove_entry(key) else {
+                continue;
+            };
+            if !Arc::ptr_eq(&entry.0, &closed.slot) {
+                // Cleared during the load and asked for again: that newer batch keeps the key.
+                self.index.insert(key, entry);
                 continue;
             }
-            self.index.remove(key);
             if let (Some(memo), Some(values)) = (self.memo.as_mut(), values) {
                 // A memoized key never joins a batch, so an entry here was primed during the
                 // load: the primed value wins.
-                memo.entry(key.clone())
-                    .or_insert_with(|| values.get(key).cloned());
+                memo.entry(key).or_insert_with(|| values[position].clone());
             }
         }
         self.running -= 1;
@@ -286,8 +302,13 @@ where
                 None => return None,
             },
         };
-        self.running += 1;
+        self.start(&next);
         Some(next)
+    }
+
+    fn start(&mut self, closed: &Closed<K, V, E>) {
+        self.running += 1;
+        self.counters.batch_started(closed.keys.len());
     }
 
     /// The task running `closed` is gone (its runtime is shutting down): the batch, and every batch
@@ -305,11 +326,12 @@ where
         for closed in &lost {
             self.unindex(closed);
         }
+        self.counters.cancelled += lost.len() as u64;
         lost
     }
 
     /// The window task of `slot`'s batch is gone before the window ended.
-    pub(crate) fn abandon_open(&mut self, slot: &BatchSlot<K, V, E>) -> Option<Closed<K, V, E>> {
+    pub(crate) fn abandon_open(&mut self, slot: &BatchSlot<V, E>) -> Option<Closed<K, V, E>> {
         if !self.is_open(slot) {
             return None;
         }
@@ -319,6 +341,7 @@ where
             keys: open.keys,
         };
         self.unindex(&closed);
+        self.counters.cancelled += 1;
         Some(closed)
     }
 
@@ -327,7 +350,7 @@ where
             if self
                 .index
                 .get(key)
-                .is_some_and(|slot| Arc::ptr_eq(slot, &closed.slot))
+                .is_some_and(|(slot, _)| Arc::ptr_eq(slot, &closed.slot))
             {
                 self.index.remove(key);
             }
@@ -335,7 +358,7 @@ where
     }
 
     /// `true` while `slot`'s batch has not started loading (open, or queued for a slot).
-    fn is_pending(&self, slot: &BatchSlot<K, V, E>) -> bool {
+    fn is_pending(&self, slot: &BatchSlot<V, E>) -> bool {
         self.is_open(slot)
             || self
                 .ready
@@ -361,7 +384,7 @@ where
         if self
             .index
             .get(key)
-            .is_some_and(|slot| !self.is_pending(slot))
+            .is_some_and(|(slot, _)| !self.is_pending(slot))
         {
             self.index.remove(key);
         }
@@ -372,30 +395,33 @@ where
         if let Some(memo) = self.memo.as_mut() {
             memo.clear();
         }
-        let pending: Vec<BatchSlot<K, V, E>> = self
+        let pending: Vec<BatchSlot<V, E>> = self
             .open
             .iter()
             .map(|open| open.slot.clone())
             .chain(self.ready.iter().map(|closed| closed.slot.clone()))
             .collect();
         self.index
-            .retain(|_, slot| pending.iter().any(|p| Arc::ptr_eq(p, slot)));
+            .retain(|_, (slot, _)| pending.iter().any(|p| Arc::ptr_eq(p, slot)));
     }
 
-    /// Keys whose batch is open or running.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.index.len()
-    }
-
-    /// Entries in the memo.
-    pub(crate) fn memoized(&self) -> usize {
-        self.memo.as_ref().map_or(0, HashMap::len)
+    pub(crate) fn stats(&self) -> DataLoaderStats {
+        let memoized = self.memo.as_ref().map_or(0, HashMap::len);
+        self.counters.snapshot(self.index.len(), memoized)
     }
 }
 
-/// Turns a finished load into what its waiters receive.
+/// Turns a finished load into what its waiters receive: the loader's map is consumed into the
+/// batch's key order (values move, nothing is cloned; keys nobody asked for are dropped).
 pub(crate) fn batch_outcome<K, V, E>(
+    keys: &[K],
     outcome: Outcome<Result<HashMap<K, V>, E>>,
-) -> Outcome<BatchResult<K, V, E>> {
-    outcome.map(|result| result.map(StdArc::new).map_err(StdArc::new))
+) -> Outcome<BatchResult<V, E>>
+where
+    K: Hash + Eq,
+{
+    outcome.map(|result| match result {
+        Ok(mut values) => Ok(keys.iter().map(|key| values.remove(key)).collect()),
+        Err(error) => Err(StdArc::new(error)),
+    })
 }

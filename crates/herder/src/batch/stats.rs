@@ -1,5 +1,3 @@
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
 /// Counters of a [`DataLoader`](crate::DataLoader), read with
 /// [`DataLoader::stats`](crate::DataLoader::stats).
 ///
@@ -32,44 +30,40 @@ pub struct DataLoaderStats {
     pub memoized: usize,
 }
 
-#[derive(Debug, Default)]
+/// The counters, kept in the loader's state and updated under its lock (which every counted
+/// event holds anyway), so counting costs no atomic operation.
+#[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Counters {
-    pub(crate) requests: AtomicU64,
-    pub(crate) memo_hits: AtomicU64,
-    pub(crate) joined: AtomicU64,
-    pub(crate) batches: AtomicU64,
-    pub(crate) batched_keys: AtomicU64,
-    pub(crate) largest_batch: AtomicU64,
-    pub(crate) errors: AtomicU64,
-    pub(crate) panics: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
+    pub(crate) requests: u64,
+    pub(crate) memo_hits: u64,
+    pub(crate) joined: u64,
+    pub(crate) batches: u64,
+    pub(crate) batched_keys: u64,
+    pub(crate) largest_batch: u64,
+    pub(crate) errors: u64,
+    pub(crate) panics: u64,
+    pub(crate) cancelled: u64,
 }
 
 impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        if n > 0 {
-            counter.fetch_add(n, Relaxed);
-        }
-    }
-
-    pub(crate) fn batch(&self, keys: usize) {
+    pub(crate) fn batch_started(&mut self, keys: usize) {
         let keys = keys as u64;
-        self.batches.fetch_add(1, Relaxed);
-        self.batched_keys.fetch_add(keys, Relaxed);
-        self.largest_batch.fetch_max(keys, Relaxed);
+        self.batches += 1;
+        self.batched_keys += keys;
+        self.largest_batch = self.largest_batch.max(keys);
     }
 
     pub(crate) fn snapshot(&self, in_flight: usize, memoized: usize) -> DataLoaderStats {
         DataLoaderStats {
-            requests: self.requests.load(Relaxed),
-            memo_hits: self.memo_hits.load(Relaxed),
-            joined: self.joined.load(Relaxed),
-            batches: self.batches.load(Relaxed),
-            batched_keys: self.batched_keys.load(Relaxed),
-            largest_batch: self.largest_batch.load(Relaxed),
-            errors: self.errors.load(Relaxed),
-            panics: self.panics.load(Relaxed),
-            cancelled: self.cancelled.load(Relaxed),
+            requests: self.requests,
+            memo_hits: self.memo_hits,
+            joined: self.joined,
+            batches: self.batches,
+            batched_keys: self.batched_keys,
+            largest_batch: self.largest_batch,
+            errors: self.errors,
+            panics: self.panics,
+            cancelled: self.cancelled,
             in_flight,
             memoized,
         }

@@ -1,0 +1,239 @@
+//! Side-by-side comparison of herder with the crates it replaces, in one run, printed as the
+//! markdown tables of `docs/BENCHMARKS.md`.
+//!
+//! ```text
+//! cargo run --release -p herder-benches --bin compare -- dataloader [--rounds N]
+//! ```
+//!
+//! Peers run interleaved, round after round, so that a noisy neighbour hurts all of them alike;
+//! the tables report medians over every sample and ratios to herder.
+
+use std::time::Duration;
+
+use herder_benches::peers::{AsyncGraphql, Batcher, Cksac, Herder};
+use herder_benches::report::{Table, human, median, median_count, quantile, ratio};
+use herder_benches::workloads::{self, Sample};
+use tokio::runtime::{Builder, Runtime};
+
+#[derive(Clone)]
+enum Peer {
+    Herder(Herder),
+    AsyncGraphql(AsyncGraphql),
+    Cksac(Cksac),
+}
+
+macro_rules! with_peer {
+    ($peer:expr, $b:ident => $body:expr) => {
+        match $peer {
+            Peer::Herder($b) => $body,
+            Peer::AsyncGraphql($b) => $body,
+            Peer::Cksac($b) => $body,
+        }
+    };
+}
+
+impl Peer {
+    fn all() -> Vec<Peer> {
+        vec![
+            Peer::Herder(Herder::new()),
+            Peer::AsyncGraphql(AsyncGraphql::new()),
+            Peer::Cksac(Cksac::new()),
+        ]
+    }
+
+    fn name(&self) -> &'static str {
+        fn name<B: Batcher>(_: &B) -> &'static str {
+            B::NAME
+        }
+        with_peer!(self, b => name(b))
+    }
+}
+
+fn multi_thread() -> Runtime {
+    Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn current_thread() -> Runtime {
+    Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Runs `work` for every peer, `rounds` times, interleaved; each call is spawned as a task (a
+/// request handler) and yields one sample per repetition.
+fn collect<F, Fut>(
+    rt: &Runtime,
+    rounds: usize,
+    reps: impl Fn(&Peer) -> usize,
+    work: F,
+) -> Vec<(Peer, Vec<Sample>)>
+where
+    F: Fn(Peer) -> Fut,
+    Fut: std::future::Future<Output = Sample> + Send + 'static,
+{
+    let peers = rt.block_on(async { Peer::all() });
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); peers.len()];
+    for round in 0..rounds {
+        for offset in 0..peers.len() {
+            // Rotate the order each round.
+            let i = (round + offset) % peers.len();
+            for _ in 0..reps(&peers[i]) {
+                let fut = work(peers[i].clone());
+                samples[i].push(rt.block_on(async move { tokio::spawn(fut).await.unwrap() }));
+            }
+        }
+    }
+    peers.into_iter().zip(samples).collect()
+}
+
+fn latency_table(title: &str, results: &[(Peer, Vec<Sample>)]) {
+    let base = median(&times(&results[0].1));
+    let mut table = Table::new(&["implementation", "median", "p99", "samples", "vs herder"]);
+    for (peer, samples) in results {
+        let t = times(samples);
+        table.row(vec![
+            peer.name().to_owned(),
+            human(median(&t)),
+            human(quantile(&t, 0.99)),
+            t.len().to_string(),
+            ratio(median(&t), base),
+        ]);
+    }
+    println!("### {title}\n\n{}", table.markdown());
+}
+
+fn batch_table(title: &str, loads: u64, results: &[(Peer, Vec<Sample>)]) {
+    let base = median(&times(&results[0].1));
+    let mut table = Table::new(&[
+        "implementation",
+        "median time",
+        "loads/s",
+        "loader calls",
+        "keys loaded",
+        "time vs herder",
+    ]);
+    for (peer, samples) in results {
+        let t = times(samples);
+        let m = median(&t);
+        let calls: Vec<usize> = samples.iter().map(|s| s.calls).collect();
+        let keys: Vec<usize> = samples.iter().map(|s| s.keys).collect();
+        table.row(vec![
+            peer.name().to_owned(),
+            human(m),
+            format!("{:.2} M", loads as f64 / m.as_secs_f64() / 1e6),
+            format!(
+                "{} (max {})",
+                median_count(&calls),
+                calls.iter().max().unwrap_or(&0)
+            ),
+            median_count(&keys).to_string(),
+            ratio(m, base),
+        ]);
+    }
+    println!("### {title}\n\n{}", table.markdown());
+}
+
+fn times(samples: &[Sample]) -> Vec<Duration> {
+    samples.iter().map(|s| s.elapsed).collect()
+}
+
+fn dataloader(rounds: usize) {
+    // async-graphql waits 1 ms per batch: fewer samples keep the run short, the median holds.
+    let reps = |peer: &Peer| {
+        if matches!(peer, Peer::AsyncGraphql(_)) {
+            20
+        } else {
+            200
+        }
+    };
+
+    let rt = current_thread();
+    let results = collect(&rt, rounds, reps, |peer| async move {
+        with_peer!(peer, b => workloads::isolated(&b, 7).await)
+    });
+    latency_table("Isolated `load`, current-thread runtime", &results);
+
+    let rt = multi_thread();
+    let results = collect(&rt, rounds, reps, |peer| async move {
+        with_peer!(peer, b => workloads::isolated(&b, 7).await)
+    });
+    latency_table(
+        "Isolated `load`, multi-thread runtime (2 workers)",
+        &results,
+    );
+
+    let reps = |peer: &Peer| {
+        if matches!(peer, Peer::AsyncGraphql(_)) {
+            10
+        } else {
+            50
+        }
+    };
+    let results = collect(&rt, rounds, reps, |peer| async move {
+        with_peer!(peer, b => workloads::two_levels(&b).await)
+    });
+    batch_table(
+        "100 loads × 2 dependent levels in one task (multi-thread)",
+        200,
+        &results,
+    );
+
+    let ct = current_thread();
+    let results = collect(
+        &ct,
+        rounds,
+        |_| 1,
+        |peer| async move { with_peer!(peer, b => workloads::fan_out(&b, 100_000, 10_000).await) },
+    );
+    batch_table(
+        "Fan-out: 100,000 concurrent loads over 10,000 keys in one task, max batch 1000 (current-thread)",
+        100_000,
+        &results,
+    );
+
+    let results = collect(
+        &rt,
+        rounds,
+        |_| 1,
+        |peer| async move { with_peer!(peer, b => workloads::fan_out(&b, 100_000, 10_000).await) },
+    );
+    batch_table(
+        "Fan-out: 100,000 concurrent loads over 10,000 keys in one task, max batch 1000 (multi-thread)",
+        100_000,
+        &results,
+    );
+
+    let results = collect(
+        &rt,
+        rounds,
+        |_| 1,
+        |peer| async move { with_peer!(peer, b => workloads::fan_out_tasks(&b, 100_000, 10_000).await) },
+    );
+    batch_table(
+        "Fan-out: 100,000 loads over 10,000 keys, one spawned task each, max batch 1000 (multi-thread)",
+        100_000,
+        &results,
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .map_or(5, |n| n.parse().expect("--rounds takes a number"));
+    let which: Vec<&str> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--rounds"))
+        .map(|(_, a)| a.as_str())
+        .collect();
+    let all = which.is_empty();
+    if all || which.contains(&"dataloader") {
+        println!("## DataLoader ({rounds} rounds)\n");
+        dataloader(rounds);
+    }
+}

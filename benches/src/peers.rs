@@ -1,0 +1,188 @@
+//! One adapter per DataLoader implementation, all behind [`Batcher`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+/// A DataLoader under test: loads `u64` keys to `key * 2` and counts its loader calls.
+pub trait Batcher: Clone + Send + Sync + 'static {
+    /// The name in reports.
+    const NAME: &'static str;
+    /// Loads one key.
+    fn load(&self, key: u64) -> impl Future<Output = Option<u64>> + Send;
+    /// Loader calls so far.
+    fn calls(&self) -> usize;
+    /// Keys sent to the loader so far.
+    fn keys(&self) -> usize;
+}
+
+#[derive(Clone, Default)]
+struct Counter {
+    calls: Arc<AtomicUsize>,
+    keys: Arc<AtomicUsize>,
+}
+
+impl Counter {
+    fn record(&self, keys: &[u64]) -> HashMap<u64, u64> {
+        self.calls.fetch_add(1, Relaxed);
+        self.keys.fetch_add(keys.len(), Relaxed);
+        keys.iter().map(|k| (*k, k * 2)).collect()
+    }
+}
+
+// ---- herder ----
+
+#[derive(Clone, Default)]
+pub struct HerderLoader(Counter);
+
+impl herder::Loader for HerderLoader {
+    type Key = u64;
+    type Value = u64;
+    type Error = std::convert::Infallible;
+
+    async fn load(&self, keys: &[u64]) -> Result<HashMap<u64, u64>, Self::Error> {
+        Ok(self.0.record(keys))
+    }
+}
+
+/// herder's `DataLoader` with its default settings (no timer window, batches of 1000).
+#[derive(Clone)]
+pub struct Herder {
+    loader: herder::DataLoader<HerderLoader>,
+}
+
+impl Herder {
+    pub fn new() -> Self {
+        Herder {
+            loader: herder::DataLoader::new(HerderLoader::default()),
+        }
+    }
+}
+
+impl Default for Herder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Batcher for Herder {
+    const NAME: &'static str = "herder";
+
+    async fn load(&self, key: u64) -> Option<u64> {
+        self.loader.load(key).await.unwrap()
+    }
+
+    fn calls(&self) -> usize {
+        self.loader.loader().0.calls.load(Relaxed)
+    }
+
+    fn keys(&self) -> usize {
+        self.loader.loader().0.keys.load(Relaxed)
+    }
+}
+
+// ---- async-graphql ----
+
+#[derive(Clone, Default)]
+pub struct AgLoader(Counter);
+
+impl async_graphql::dataloader::Loader<u64> for AgLoader {
+    type Value = u64;
+    type Error = Arc<str>;
+
+    async fn load(&self, keys: &[u64]) -> Result<HashMap<u64, u64>, Self::Error> {
+        Ok(self.0.record(keys))
+    }
+}
+
+/// async-graphql's `DataLoader` with its default settings (1 ms delay, batches of 1000).
+#[derive(Clone)]
+pub struct AsyncGraphql {
+    loader: Arc<async_graphql::dataloader::DataLoader<AgLoader>>,
+    counter: Counter,
+}
+
+impl AsyncGraphql {
+    pub fn new() -> Self {
+        let counter = Counter::default();
+        let loader =
+            async_graphql::dataloader::DataLoader::new(AgLoader(counter.clone()), tokio::spawn);
+        AsyncGraphql {
+            loader: Arc::new(loader),
+            counter,
+        }
+    }
+}
+
+impl Default for AsyncGraphql {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Batcher for AsyncGraphql {
+    const NAME: &'static str = "async-graphql 7";
+
+    async fn load(&self, key: u64) -> Option<u64> {
+        self.loader.load_one(key).await.unwrap()
+    }
+
+    fn calls(&self) -> usize {
+        self.counter.calls.load(Relaxed)
+    }
+
+    fn keys(&self) -> usize {
+        self.counter.keys.load(Relaxed)
+    }
+}
+
+// ---- dataloader (cksac) ----
+
+#[derive(Clone, Default)]
+pub struct CkLoader(Counter);
+
+impl dataloader::BatchFn<u64, u64> for CkLoader {
+    async fn load(&mut self, keys: &[u64]) -> HashMap<u64, u64> {
+        self.0.record(keys)
+    }
+}
+
+/// The `dataloader` crate's non-caching loader, batch size raised to 1000 like the others
+/// (its default is 200), yield count left at its default (10).
+#[derive(Clone)]
+pub struct Cksac {
+    loader: dataloader::non_cached::Loader<u64, u64, CkLoader>,
+    counter: Counter,
+}
+
+impl Cksac {
+    pub fn new() -> Self {
+        let counter = Counter::default();
+        let loader = dataloader::non_cached::Loader::new(CkLoader(counter.clone()))
+            .with_max_batch_size(1000);
+        Cksac { loader, counter }
+    }
+}
+
+impl Default for Cksac {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Batcher for Cksac {
+    const NAME: &'static str = "dataloader 0.18";
+
+    async fn load(&self, key: u64) -> Option<u64> {
+        self.loader.try_load(key).await.ok()
+    }
+
+    fn calls(&self) -> usize {
+        self.counter.calls.load(Relaxed)
+    }
+
+    fn keys(&self) -> usize {
+        self.counter.keys.load(Relaxed)
+    }
+}
