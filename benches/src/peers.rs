@@ -186,3 +186,42 @@ impl Batcher for Cksac {
         self.counter.keys.load(Relaxed)
     }
 }
+
+/// Every DataLoader peer as one type, so one workload closure serves all of them
+/// (dispatch with [`on_peer!`](crate::on_peer)).
+#[derive(Clone)]
+pub enum Peer {
+    Herder(Herder),
+    AsyncGraphql(AsyncGraphql),
+    Cksac(Cksac),
+}
+
+/// Runs `$body` with `$b` bound to the concrete peer inside a [`Peer`].
+#[macro_export]
+macro_rules! on_peer {
+    ($peer:expr, $b:ident => $body:expr) => {
+        match $peer {
+            $crate::peers::Peer::Herder($b) => $body,
+            $crate::peers::Peer::AsyncGraphql($b) => $body,
+            $crate::peers::Peer::Cksac($b) => $body,
+        }
+    };
+}
+
+impl Peer {
+    /// herder first (the baseline of the ratios), then the others.
+    pub fn all() -> Vec<Peer> {
+        vec![
+            Peer::Herder(Herder::new()),
+            Peer::AsyncGraphql(AsyncGraphql::new()),
+            Peer::Cksac(Cksac::new()),
+        ]
+    }
+
+    pub fn name(&self) -> &'static str {
+        fn name<B: Batcher>(_: &B) -> &'static str {
+            B::NAME
+        }
+        on_peer!(self, b => name(b))
+    }
+}

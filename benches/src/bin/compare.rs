@@ -10,44 +10,11 @@
 
 use std::time::Duration;
 
-use herder_benches::peers::{AsyncGraphql, Batcher, Cksac, Herder};
+use herder_benches::on_peer;
+use herder_benches::peers::Peer;
 use herder_benches::report::{Table, human, median, median_count, quantile, ratio};
 use herder_benches::workloads::{self, Sample};
 use tokio::runtime::{Builder, Runtime};
-
-#[derive(Clone)]
-enum Peer {
-    Herder(Herder),
-    AsyncGraphql(AsyncGraphql),
-    Cksac(Cksac),
-}
-
-macro_rules! with_peer {
-    ($peer:expr, $b:ident => $body:expr) => {
-        match $peer {
-            Peer::Herder($b) => $body,
-            Peer::AsyncGraphql($b) => $body,
-            Peer::Cksac($b) => $body,
-        }
-    };
-}
-
-impl Peer {
-    fn all() -> Vec<Peer> {
-        vec![
-            Peer::Herder(Herder::new()),
-            Peer::AsyncGraphql(AsyncGraphql::new()),
-            Peer::Cksac(Cksac::new()),
-        ]
-    }
-
-    fn name(&self) -> &'static str {
-        fn name<B: Batcher>(_: &B) -> &'static str {
-            B::NAME
-        }
-        with_peer!(self, b => name(b))
-    }
-}
 
 fn multi_thread() -> Runtime {
     Builder::new_multi_thread()
@@ -151,13 +118,13 @@ fn dataloader(rounds: usize) {
 
     let rt = current_thread();
     let results = collect(&rt, rounds, reps, |peer| async move {
-        with_peer!(peer, b => workloads::isolated(&b, 7).await)
+        on_peer!(peer, b => workloads::isolated(&b, 7).await)
     });
     latency_table("Isolated `load`, current-thread runtime", &results);
 
     let rt = multi_thread();
     let results = collect(&rt, rounds, reps, |peer| async move {
-        with_peer!(peer, b => workloads::isolated(&b, 7).await)
+        on_peer!(peer, b => workloads::isolated(&b, 7).await)
     });
     latency_table(
         "Isolated `load`, multi-thread runtime (2 workers)",
@@ -172,7 +139,7 @@ fn dataloader(rounds: usize) {
         }
     };
     let results = collect(&rt, rounds, reps, |peer| async move {
-        with_peer!(peer, b => workloads::two_levels(&b).await)
+        on_peer!(peer, b => workloads::two_levels(&b).await)
     });
     batch_table(
         "100 loads × 2 dependent levels in one task (multi-thread)",
@@ -185,7 +152,7 @@ fn dataloader(rounds: usize) {
         &ct,
         rounds,
         |_| 1,
-        |peer| async move { with_peer!(peer, b => workloads::fan_out(&b, 100_000, 10_000).await) },
+        |peer| async move { on_peer!(peer, b => workloads::fan_out(&b, 100_000, 10_000).await) },
     );
     batch_table(
         "Fan-out: 100,000 concurrent loads over 10,000 keys in one task, max batch 1000 (current-thread)",
@@ -197,7 +164,7 @@ fn dataloader(rounds: usize) {
         &rt,
         rounds,
         |_| 1,
-        |peer| async move { with_peer!(peer, b => workloads::fan_out(&b, 100_000, 10_000).await) },
+        |peer| async move { on_peer!(peer, b => workloads::fan_out(&b, 100_000, 10_000).await) },
     );
     batch_table(
         "Fan-out: 100,000 concurrent loads over 10,000 keys in one task, max batch 1000 (multi-thread)",
@@ -209,7 +176,7 @@ fn dataloader(rounds: usize) {
         &rt,
         rounds,
         |_| 1,
-        |peer| async move { with_peer!(peer, b => workloads::fan_out_tasks(&b, 100_000, 10_000).await) },
+        |peer| async move { on_peer!(peer, b => workloads::fan_out_tasks(&b, 100_000, 10_000).await) },
     );
     batch_table(
         "Fan-out: 100,000 loads over 10,000 keys, one spawned task each, max batch 1000 (multi-thread)",

@@ -32,23 +32,23 @@
 //!     }
 //! }
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // N+1: a hundred books each resolve their author; the loader is called once.
-//! let authors = DataLoader::new(AuthorNames);
-//! let books: Vec<u64> = (0..100).collect();
-//! let names = futures_util::future::join_all(books.iter().map(|b| authors.load(b % 7))).await;
-//! assert_eq!(names[8].as_ref().unwrap().as_deref(), Some("author #1"));
-//! assert_eq!(authors.stats().batches, 1);
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // N+1: a hundred books each resolve their author; the loader is called once.
+//!     let authors = DataLoader::new(AuthorNames);
+//!     let books: Vec<u64> = (0..100).collect();
+//!     let names = futures_util::future::join_all(books.iter().map(|b| authors.load(b % 7))).await;
+//!     assert_eq!(names[8].as_ref().unwrap().as_deref(), Some("author #1"));
+//!     assert_eq!(authors.stats().batches, 1);
 //!
-//! // Duplicate work: concurrent calls for one key share one execution.
-//! let tokens = SingleFlight::new();
-//! let refresh = || async { "token-42".to_string() };
-//! let (a, b) = tokio::join!(tokens.run("auth", refresh), tokens.run("auth", refresh));
-//! assert_eq!(a?, b?);
-//! assert_eq!(tokens.stats().started, 1);
-//! # Ok(())
-//! # }
+//!     // Duplicate work: concurrent calls for one key share one execution.
+//!     let tokens = SingleFlight::new();
+//!     let refresh = || async { "token-42".to_string() };
+//!     let (a, b) = tokio::join!(tokens.run("auth", refresh), tokens.run("auth", refresh));
+//!     assert_eq!(a?, b?);
+//!     assert_eq!(tokens.stats().started, 1);
+//!     Ok(())
+//! }
 //! ```
 //!
 //! # Feature flags

@@ -107,12 +107,11 @@ pub struct LoadMany<'a, L: Loader> {
     state: ManyState<L>,
 }
 
-/// The keys that went to one batch with their positions in it, and the wait for it (`None` once
-/// read).
-type Group<L> = (
-    Option<Waiter<ResultOf<L>>>,
-    Vec<(<L as Loader>::Key, usize)>,
-);
+/// Keys with their positions in one batch.
+type Positions<L> = Vec<(<L as Loader>::Key, usize)>;
+
+/// The keys that went to one batch, and the wait for it (`None` once read).
+type Group<L> = (Option<Waiter<ResultOf<L>>>, Positions<L>);
 
 enum ManyState<L: Loader> {
     Start(Vec<L::Key>),
@@ -139,7 +138,7 @@ impl<'a, L: Loader> LoadMany<'a, L> {
         keys.retain(|key| distinct.insert(key.clone()));
         drop(distinct);
         let mut values = HashMap::new();
-        let mut slots: Vec<(SlotOf<L>, Vec<(L::Key, usize)>)> = Vec::new();
+        let mut slots: Vec<(SlotOf<L>, Positions<L>)> = Vec::new();
         self.loader.find_all(keys.iter(), |key, found| match found {
             Found::Memo(Some(value)) => {
                 values.insert(key.clone(), value);

@@ -111,10 +111,10 @@ impl<T: Clone> Slot<T> {
             State::Pending(wakers) => {
                 match registration {
                     Some(index) => {
-                        if let Some(waker) = wakers.get_mut(*index) {
-                            if !waker.will_wake(cx.waker()) {
-                                waker.clone_from(cx.waker());
-                            }
+                        if let Some(waker) = wakers.get_mut(*index)
+                            && !waker.will_wake(cx.waker())
+                        {
+                            waker.clone_from(cx.waker());
                         }
                     }
                     None => *registration = Some(wakers.insert(cx.waker().clone())),
