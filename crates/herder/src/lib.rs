@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`DataLoader`] | batches the keys asked for in one scheduler pass into one [`Loader`] call |
 //! | [`SingleFlight`] | concurrent calls for one key share one execution |
+//! | [`Cache`] | read-through cache: a miss loads once, everyone else waits for that load |
 //!
 //! All of them rest on one core: the work runs as its own task, never inside the caller that
 //! happened to start it, so a cancelled, timed-out or parked caller cannot stall, fail or poison
@@ -71,11 +72,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod batch;
+pub mod cache;
 mod error;
 pub(crate) mod flight;
 pub mod single_flight;
 mod sync;
 
 pub use batch::{DataLoader, LoadError, Loader};
+pub use cache::{Cache, CacheError};
 pub use error::BuildError;
 pub use single_flight::{RunError, SingleFlight};

@@ -63,6 +63,16 @@ impl<K, T> Ticket<K, T> {
     pub(crate) fn id(&self) -> FlightId {
         FlightId(self.id)
     }
+
+    pub(crate) fn key(&self) -> &K {
+        &self.key
+    }
+
+    /// The flight's slot, for a leader that answers its waiters before the flight ends (a soft
+    /// timeout): completing it early releases them, and the later finish still runs its store step.
+    pub(crate) fn slot(&self) -> &Arc<Slot<T>> {
+        &self.slot
+    }
 }
 
 impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {

@@ -22,5 +22,5 @@ pub(crate) mod task;
 #[cfg(all(test, herder_loom))]
 mod loom_tests;
 
-pub(crate) use map::{FlightId, Flights, Join};
+pub(crate) use map::{FlightId, Flights, Join, Ticket};
 pub(crate) use slot::{Failure, Outcome, Slot, Waiter};

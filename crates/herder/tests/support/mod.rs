@@ -168,3 +168,45 @@ pub async fn settle() {
         tokio::task::yield_now().await;
     }
 }
+
+/// A gate a backend call waits at until the test lets it through, counting the calls that
+/// reached it.
+#[derive(Clone)]
+pub struct Gate {
+    permits: Arc<tokio::sync::Semaphore>,
+    arrived: Arc<tokio::sync::Notify>,
+    pub calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            permits: Arc::new(tokio::sync::Semaphore::new(0)),
+            arrived: Arc::default(),
+            calls: Arc::default(),
+        }
+    }
+}
+
+impl Gate {
+    /// Called by the backend: counts the call, then waits for a pass.
+    pub async fn pass(&self) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.arrived.notify_one();
+        self.permits.acquire().await.expect("gate closed").forget();
+    }
+
+    /// Waits until a backend call is at the gate (or has passed it since the last wait).
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    /// Lets `n` calls through.
+    pub fn open(&self, n: usize) {
+        self.permits.add_permits(n);
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,163 @@
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::{Config, EarlyRefresh, FailSafe};
+use super::handle::Cache;
+use super::storage::Storage;
+use crate::error::BuildError;
+
+/// Configures a [`Cache`]; made by [`Cache::builder`].
+///
+/// ```
+/// use herder::Cache;
+/// use herder::cache::EarlyRefresh;
+/// use std::time::Duration;
+///
+/// let cache: Cache<String, Vec<u8>> = Cache::builder()
+///     .max_capacity(64 * 1024 * 1024)                       // 64 MiB...
+///     .weigher(|key: &String, value: &Vec<u8>| (key.len() + value.len()) as u64) // ...of bytes
+///     .time_to_live(Duration::from_secs(60))
+///     .stale_while_revalidate(Duration::from_secs(30))      // serve stale, refresh behind
+///     .fail_safe(Duration::from_secs(3600), Duration::from_secs(10))
+///     .negative_ttl(Duration::from_secs(5))                 // cache "not found" briefly
+///     .early_refresh(EarlyRefresh::Probabilistic { beta: 1.0 })
+///     .wait_timeout(Duration::from_millis(250))
+///     .load_timeout(Duration::from_secs(5))
+///     .build()
+///     .expect("valid settings");
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<K, V> {
+    capacity: Option<u64>,
+    estimated_items: Option<usize>,
+    weigher: Option<super::storage::Weigher<K, V>>,
+    config: Config,
+}
+
+impl<K, V> Builder<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(super) fn new() -> Self {
+        Builder {
+            capacity: None,
+            estimated_items: None,
+            weigher: None,
+            config: Config::default(),
+        }
+    }
+
+    /// The most the cache holds: entries, or total weight with a [`weigher`](Builder::weigher).
+    /// Required, at least 1.
+    pub fn max_capacity(mut self, capacity: u64) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// Weighs entries (in any unit: bytes, rows...) so that `max_capacity` bounds the total
+    /// weight. Every entry weighs at least 1.
+    pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u64 + Send + Sync + 'static) -> Self {
+        self.weigher = Some(Arc::new(weigher));
+        self
+    }
+
+    /// How many entries to size the tables for (default: `max_capacity` without a weigher, 1024
+    /// with one).
+    pub fn estimated_items(mut self, items: usize) -> Self {
+        self.estimated_items = Some(items);
+        self
+    }
+
+    /// How long a loaded or inserted value stays fresh (default: forever, until evicted). A
+    /// loader can set its own per entry ([`Loaded::ttl`](super::Loaded::ttl)).
+    pub fn time_to_live(mut self, ttl: Duration) -> Self {
+        self.config.ttl = Some(ttl);
+        self
+    }
+
+    /// How long a "not found" answer ([`Loaded::not_found`](super::Loaded::not_found)) is cached
+    /// (default: not at all).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.config.negative_ttl = Some(ttl);
+        self
+    }
+
+    /// After its TTL, an entry is served stale for `window` while one background refresh runs
+    /// (default: no stale window).
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.config.stale_window = window;
+        self
+    }
+
+    /// When a load fails (error, panic or timeout) and the key's last value is at most
+    /// `max_stale` past its TTL, serve that value (`StaleOnError`) and keep serving it for
+    /// `throttle` without asking the backend again (default: off).
+    pub fn fail_safe(mut self, max_stale: Duration, throttle: Duration) -> Self {
+        self.config.fail_safe = Some(FailSafe {
+            max_stale,
+            throttle,
+        });
+        self
+    }
+
+    /// Refresh fresh entries ahead of expiry (default: [`EarlyRefresh::Off`]).
+    pub fn early_refresh(mut self, early: EarlyRefresh) -> Self {
+        self.config.early_refresh = early;
+        self
+    }
+
+    /// The longest a caller waits for a load (`try_get_with`, `fetch`, `get_many_with`). When
+    /// it runs out, the caller gets the stale value if fail-safe kept one, or a timeout error;
+    /// the load is never duplicated and goes on to fill the cache.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.config.wait_timeout = Some(timeout);
+        self
+    }
+
+    /// A hard limit on a load: past it, the load is dropped, every waiter gets the stale value
+    /// (fail-safe) or a timeout error, and the next read loads again. A hung backend cannot hold
+    /// a key forever.
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.config.load_timeout = Some(timeout);
+        self
+    }
+
+    /// A soft limit on a load: past it, the waiters are answered (stale value or timeout error)
+    /// but the load goes on and still fills the cache; callers arriving meanwhile get the same
+    /// answer at once instead of starting another load. Pair it with a longer `load_timeout`.
+    pub fn soft_load_timeout(mut self, timeout: Duration) -> Self {
+        self.config.soft_load_timeout = Some(timeout);
+        self
+    }
+
+    /// Builds the cache, or says which setting is invalid.
+    pub fn build(self) -> Result<Cache<K, V>, BuildError> {
+        let capacity = match self.capacity {
+            None => return Err(BuildError::new("Cache", "max_capacity must be set")),
+            Some(0) => return Err(BuildError::new("Cache", "max_capacity must be at least 1")),
+            Some(capacity) => capacity,
+        };
+        if let Some(reason) = self.config.invalid() {
+            return Err(BuildError::new("Cache", reason));
+        }
+        let estimated = self.estimated_items.unwrap_or(match self.weigher {
+            Some(_) => 1024,
+            None => usize::try_from(capacity).unwrap_or(usize::MAX),
+        });
+        let storage = Storage::new(capacity, estimated.max(1), self.weigher);
+        Ok(Cache::from_parts(storage, self.config))
+    }
+}
+
+impl<K, V> fmt::Debug for Builder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("capacity", &self.capacity)
+            .field("weigher", &self.weigher.is_some())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

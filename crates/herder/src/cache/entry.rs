@@ -1,0 +1,208 @@
+//! A cached entry and its timeline: fresh → stale → kept (fail-safe only) → gone.
+//!
+//! ```text
+//! stored       fresh_until        stale_until         keep_until
+//!   |── fresh ──────|── stale ─────────|── kept ───────────|── gone
+//!   hit             serve + refresh    load; on failure    absent
+//!                   in background      serve (fail-safe)
+//! ```
+
+use std::time::Duration;
+
+use super::clock::{NEVER, after, nanos};
+use super::config::{Config, EarlyRefresh};
+
+/// What a loader found, and for how long to keep it.
+///
+/// ```
+/// use herder::cache::Loaded;
+/// use std::time::Duration;
+///
+/// let row = Loaded::found("alice").ttl(Duration::from_secs(60));
+/// let missing: Loaded<&str> = Loaded::not_found().ttl(Duration::from_secs(5));
+/// assert_eq!(row.value(), Some(&"alice"));
+/// assert!(missing.value().is_none());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded<V> {
+    pub(crate) value: Option<V>,
+    pub(crate) ttl: Option<Duration>,
+}
+
+impl<V> Loaded<V> {
+    /// The loader found `value`; it is kept for the cache's `time_to_live`.
+    pub fn found(value: V) -> Self {
+        Loaded {
+            value: Some(value),
+            ttl: None,
+        }
+    }
+
+    /// The loader found nothing. The absence is cached for the cache's `negative_ttl` (not at
+    /// all if none is set), so that a missing row does not turn into a stampede.
+    pub fn not_found() -> Self {
+        Loaded {
+            value: None,
+            ttl: None,
+        }
+    }
+
+    /// Keeps this entry for `ttl` instead of the cache's default (a TTL from the backend, such as
+    /// an HTTP `max-age`).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The value, if one was found.
+    pub fn value(&self) -> Option<&V> {
+        self.value.as_ref()
+    }
+}
+
+/// A stored entry. `value: None` is a cached "not found".
+#[derive(Clone, Debug)]
+pub(crate) struct Entry<V> {
+    pub(crate) value: Option<V>,
+    pub(crate) fresh_until: u64,
+    pub(crate) stale_until: u64,
+    pub(crate) keep_until: u64,
+    /// Early refresh point for `EarlyRefresh::Fraction`, `NEVER` otherwise.
+    pub(crate) refresh_at: u64,
+    /// How long the load that produced the entry took (XFetch's δ), in nanoseconds.
+    pub(crate) load_nanos: u64,
+    /// The value is a stale one re-served by fail-safe after a failed load.
+    pub(crate) degraded: bool,
+}
+
+/// Where an entry stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Serve it; `refresh` asks for an early background refresh.
+    Fresh { refresh: bool },
+    /// Serve it and refresh in the background.
+    Stale,
+    /// Too old to serve, but kept as the fail-safe fallback of a load.
+    Kept,
+    /// Past every window: absent.
+    Gone,
+}
+
+impl<V> Entry<V> {
+    /// An entry loaded (or inserted) at `now`.
+    pub(crate) fn new(
+        value: Option<V>,
+        ttl: Option<Duration>,
+        now: u64,
+        load_time: Duration,
+        config: &Config,
+    ) -> Self {
+        let ttl = match (&value, ttl) {
+            (_, Some(ttl)) => Some(ttl),
+            (Some(_), None) => config.ttl,
+            (None, None) => config.negative_ttl,
+        };
+        let fresh_until = ttl.map_or(NEVER, |ttl| after(now, ttl));
+        // A negative entry is not worth serving stale or keeping as a fallback.
+        let (stale_until, keep_until) = if value.is_some() {
+            let stale_until = after(fresh_until, config.stale_window);
+            let keep = config
+                .fail_safe
+                .map_or(stale_until, |fs| after(fresh_until, fs.max_stale));
+            (stale_until, keep.max(stale_until))
+        } else {
+            (fresh_until, fresh_until)
+        };
+        let refresh_at = match (config.early_refresh, ttl) {
+            (EarlyRefresh::Fraction(f), Some(ttl)) if value.is_some() => after(now, ttl.mul_f64(f)),
+            _ => NEVER,
+        };
+        Entry {
+            value,
+            fresh_until,
+            stale_until,
+            keep_until,
+            refresh_at,
+            load_nanos: nanos(load_time),
+            degraded: false,
+        }
+    }
+
+    /// The fail-safe re-store of a stale `value` after a failed load: served for `throttle`
+    /// without asking the backend again, keeping its original fallback deadline.
+    pub(crate) fn throttled(value: V, now: u64, throttle: Duration, keep_until: u64) -> Self {
+        let fresh_until = after(now, throttle);
+        Entry {
+            value: Some(value),
+            fresh_until,
+            stale_until: fresh_until,
+            keep_until: keep_until.max(fresh_until),
+            refresh_at: NEVER,
+            load_nanos: 0,
+            degraded: true,
+        }
+    }
+
+    /// `true` when classifying this entry needs the time (it expires or refreshes early).
+    pub(crate) fn needs_clock(&self) -> bool {
+        self.fresh_until != NEVER || self.refresh_at != NEVER
+    }
+
+    pub(crate) fn freshness(&self, now: u64, early: EarlyRefresh) -> Freshness {
+        if now < self.fresh_until {
+            let refresh = match early {
+                EarlyRefresh::Off => false,
+                EarlyRefresh::Fraction(_) => now >= self.refresh_at,
+                EarlyRefresh::Probabilistic { beta } => {
+                    xfetch(self.fresh_until - now, self.load_nanos, beta)
+                }
+            };
+            Freshness::Fresh {
+                refresh: refresh && self.value.is_some(),
+            }
+        } else if now < self.stale_until {
+            Freshness::Stale
+        } else if now < self.keep_until {
+            Freshness::Kept
+        } else {
+            Freshness::Gone
+        }
+    }
+}
+
+/// XFetch (Vattani, Chierichetti, Lowenstein, VLDB 2015): refresh early when
+/// `now − δ·β·ln(rand) ≥ expiry`, i.e. when `δ·β·(−ln rand) ≥ time left`. `rand` is uniform on
+/// (0, 1], so `−ln rand` never exceeds 53·ln 2 ≈ 36.8: when the time left is beyond that bound,
+/// no draw can trigger and none is made.
+fn xfetch(left: u64, load_nanos: u64, beta: f64) -> bool {
+    let scale = load_nanos as f64 * beta;
+    if scale <= 0.0 || left as f64 > scale * 36.8 {
+        return false;
+    }
+    let rand = 1.0 - fastrand::f64(); // (0, 1]
+    scale * -rand.ln() >= left as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xfetch_never_fires_far_from_expiry_and_always_at_it() {
+        assert!(!xfetch(1_000_000_000, 1_000, 1.0));
+        assert!(xfetch(0, 1_000, 1.0));
+        assert!(
+            !xfetch(0, 0, 1.0),
+            "no measured load time, no early refresh"
+        );
+    }
+
+    #[test]
+    fn xfetch_fires_more_often_closer_to_expiry() {
+        let fired = |left| (0..20_000).filter(|_| xfetch(left, 1_000, 1.0)).count();
+        // P(fire) = exp(-left/δβ): ≈ 0.37 at one δ, ≈ 0.05 at three.
+        let (near, far) = (fired(1_000), fired(3_000));
+        assert!((6_000..9_000).contains(&near), "{near}");
+        assert!((500..1_600).contains(&far), "{far}");
+    }
+}

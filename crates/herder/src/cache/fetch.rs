@@ -1,0 +1,267 @@
+//! The read path: look up, serve or refresh, or lead or join a load and wait for it.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::entry::{Entry, Freshness, Loaded};
+use super::error::CacheError;
+use super::handle::Inner;
+use super::load::{self, Fallback, Landing};
+use super::stats::Counter;
+use super::status::{Fetched, Status};
+use crate::flight::{Join, Outcome, Waiter, task};
+
+/// What a lookup found.
+pub(crate) enum Lookup<V> {
+    /// A value to serve now; `refresh` (the value, as fallback) asks for a background refresh.
+    Serve {
+        fetched: Fetched<V>,
+        refresh: Option<Fallback<V>>,
+    },
+    /// Nothing to serve: load. A kept stale value may stand in if the load fails or the wait
+    /// runs out.
+    Miss(Option<Fallback<V>>),
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The hit path: one storage read, the clock only if the entry expires, one striped counter.
+    pub(crate) fn lookup(&self, key: &K) -> Lookup<V> {
+        let Some(entry) = self.storage.get(key) else {
+            return Lookup::Miss(None);
+        };
+        let now = if entry.needs_clock() {
+            self.clock.now()
+        } else {
+            0
+        };
+        match (entry.freshness(now, self.config.early_refresh), entry.value) {
+            (Freshness::Fresh { refresh }, value) => {
+                let status = match (&value, entry.degraded) {
+                    (None, _) => Status::NegativeHit,
+                    (Some(_), true) => Status::StaleOnError,
+                    (Some(_), false) => Status::Hit,
+                };
+                self.stats.bump(match status {
+                    Status::NegativeHit => Counter::NegativeHit,
+                    Status::StaleOnError => Counter::StaleServed,
+                    _ => Counter::Hit,
+                });
+                let refresh = match (&value, refresh) {
+                    (Some(value), true) => Some(Fallback {
+                        value: value.clone(),
+                        keep_until: entry.keep_until,
+                        fresh_until: entry.fresh_until,
+                    }),
+                    _ => None,
+                };
+                Lookup::Serve {
+                    fetched: Fetched { value, status },
+                    refresh,
+                }
+            }
+            (Freshness::Stale, Some(value)) => {
+                self.stats.bump(Counter::StaleServed);
+                let refresh = Some(Fallback {
+                    value: value.clone(),
+                    keep_until: entry.keep_until,
+                    fresh_until: entry.fresh_until,
+                });
+                Lookup::Serve {
+                    fetched: Fetched {
+                        value: Some(value),
+                        status: Status::Stale,
+                    },
+                    refresh,
+                }
+            }
+            (Freshness::Kept, Some(value)) => Lookup::Miss(Some(Fallback {
+                value,
+                keep_until: entry.keep_until,
+                fresh_until: entry.fresh_until,
+            })),
+            (Freshness::Gone, _) => {
+                // Reclaim the dead entry, unless it was replaced meanwhile.
+                let (fresh_until, keep_until) = (entry.fresh_until, entry.keep_until);
+                self.storage.remove_if(key, |e| {
+                    e.fresh_until == fresh_until && e.keep_until == keep_until
+                });
+                Lookup::Miss(None)
+            }
+            // Negative entries are never stale or kept.
+            (Freshness::Stale | Freshness::Kept, None) => Lookup::Miss(None),
+        }
+    }
+
+    /// Under the flight shard lock, after a miss: did a load store a fresh entry meanwhile?
+    pub(crate) fn recheck(&self, key: &K) -> Option<Fetched<V>> {
+        let entry: Entry<V> = self.storage.peek(key)?;
+        let now = if entry.needs_clock() {
+            self.clock.now()
+        } else {
+            0
+        };
+        match entry.freshness(now, self.config.early_refresh) {
+            Freshness::Fresh { .. } => {
+                let status = if entry.value.is_some() {
+                    Status::Hit
+                } else {
+                    Status::NegativeHit
+                };
+                Some(Fetched {
+                    value: entry.value,
+                    status,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Starts a background refresh of `key` unless one is under way.
+    pub(crate) fn refresh<F, Fut, E>(self: &Arc<Self>, key: &K, load: F, stale: Fallback<V>)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let runtime = task::runtime("Cache");
+        // Skip if the entry was replaced since it was read (a refresh or an insert landed).
+        let replaced = || {
+            let entry = self.storage.peek(key)?;
+            (entry.fresh_until != stale.fresh_until).then_some(())
+        };
+        if let Join::Lead(ticket, _) = self.flights.join(key, false, replaced) {
+            self.stats.bump(Counter::Refresh);
+            load::start(self, &runtime, ticket, load, Some(stale));
+        }
+    }
+
+    /// Leads or joins the load of `key`. Returns the wait and how this call will be reported, or
+    /// the value if a load stored it meanwhile.
+    pub(crate) fn join_load<F, Fut, E>(
+        self: &Arc<Self>,
+        key: &K,
+        load: F,
+        fallback: Option<Fallback<V>>,
+    ) -> Result<(Waiter<Landing<V>>, Status), Fetched<V>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let runtime = task::runtime("Cache");
+        match self.flights.join(key, false, || self.recheck(key)) {
+            Join::Found(fetched) => Err(fetched),
+            Join::Lead(ticket, waiter) => {
+                self.stats.bump(Counter::Miss);
+                load::start(self, &runtime, ticket, load, fallback);
+                Ok((waiter, Status::Miss))
+            }
+            Join::Follow(waiter, _) => {
+                self.stats.bump(Counter::Miss);
+                self.stats.bump(Counter::Coalesced);
+                Ok((waiter, Status::Coalesced))
+            }
+        }
+    }
+
+    /// Waits for a load, within `wait` (measured from `deadline`'s start), falling back on the
+    /// stale value the caller saw when the wait runs out.
+    pub(crate) async fn wait<E: Send + Sync + 'static>(
+        &self,
+        waiter: Waiter<Landing<V>>,
+        status: Status,
+        deadline: Option<(tokio::time::Instant, Duration)>,
+        fallback: Option<Fallback<V>>,
+    ) -> Result<Fetched<V>, CacheError<E>> {
+        let outcome = match deadline {
+            None => waiter.await,
+            Some((at, wait)) => match tokio::time::timeout_at(at, waiter).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return match fallback {
+                        Some(stale) => {
+                            self.stats.bump(Counter::StaleServed);
+                            Ok(Fetched {
+                                value: Some(stale.value),
+                                status: Status::StaleOnTimeout,
+                            })
+                        }
+                        None => Err(CacheError::timed_out(wait)),
+                    };
+                }
+            },
+        };
+        self.interpret(outcome, status)
+    }
+
+    /// What a waiter makes of a load's outcome.
+    fn interpret<E: Send + Sync + 'static>(
+        &self,
+        outcome: Outcome<Landing<V>>,
+        status: Status,
+    ) -> Result<Fetched<V>, CacheError<E>> {
+        match outcome {
+            Ok(Landing::Loaded { value, .. }) => Ok(Fetched { value, status }),
+            Ok(Landing::Failed {
+                cause,
+                fallback: Some(value),
+            }) => {
+                self.stats.bump(Counter::StaleServed);
+                let status = match cause {
+                    load::Cause::TimedOut(_) => Status::StaleOnTimeout,
+                    _ => Status::StaleOnError,
+                };
+                Ok(Fetched {
+                    value: Some(value),
+                    status,
+                })
+            }
+            Ok(Landing::Failed {
+                cause,
+                fallback: None,
+            }) => Err(CacheError::from_cause(cause)),
+            Err(failure) => Err(CacheError::from_failure(failure)),
+        }
+    }
+}
+
+/// One read-through call: serve what is cached, or lead or join the load.
+pub(crate) async fn fetch<K, V, F, Fut, E>(
+    inner: &Arc<Inner<K, V>>,
+    key: K,
+    load: F,
+    wait: Option<Duration>,
+) -> Result<Fetched<V>, CacheError<E>>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
+    E: Send + Sync + 'static,
+{
+    let fallback = match inner.lookup(&key) {
+        Lookup::Serve {
+            fetched,
+            refresh: None,
+        } => return Ok(fetched),
+        Lookup::Serve {
+            fetched,
+            refresh: Some(stale),
+        } => {
+            inner.refresh(&key, load, stale);
+            return Ok(fetched);
+        }
+        Lookup::Miss(fallback) => fallback,
+    };
+    let deadline = wait.map(|wait| (tokio::time::Instant::now() + wait, wait));
+    match inner.join_load(&key, load, fallback.clone()) {
+        Err(fetched) => Ok(fetched),
+        Ok((waiter, status)) => inner.wait(waiter, status, deadline, fallback).await,
+    }
+}

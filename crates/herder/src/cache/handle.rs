@@ -1,0 +1,405 @@
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::builder::Builder;
+use super::bulk;
+use super::clock::Clock;
+use super::config::Config;
+use super::entry::{Entry, Freshness, Loaded};
+use super::error::CacheError;
+use super::fetch::{self, Lookup};
+use super::load::Landing;
+use super::stats::{CacheStats, Counters};
+use super::status::Fetched;
+use super::storage::Storage;
+use crate::flight::Flights;
+
+/// A bounded, async, read-through cache with stampede protection.
+///
+/// On a miss exactly one load runs, as its own task, and every other caller for that key waits
+/// for it; a caller that is cancelled, times out or is parked never blocks or fails the others,
+/// and a loader that errs or panics gives every waiter the same error, one backend call for all.
+///
+/// Entries go **fresh → stale → dead**. Within the stale window
+/// ([`stale_while_revalidate`](Builder::stale_while_revalidate)) a read returns the old value at
+/// once and starts one background refresh. With [`fail_safe`](Builder::fail_safe), a load that
+/// fails while an old value is kept serves that value (`StaleOnError`) and leaves the backend
+/// alone for a throttle period. [`EarlyRefresh`](super::EarlyRefresh) refreshes hot keys before
+/// they expire. Loaders can set a TTL per entry and cache "not found" ([`Loaded`]).
+///
+/// An [`invalidate`](Cache::invalidate) or [`insert`](Cache::insert) during a load lets that load
+/// answer its waiters but not overwrite the cache (no stale set).
+///
+/// The handle is cheap to clone; clones share the cache.
+///
+/// ```
+/// use herder::Cache;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache: Cache<u64, String> = Cache::builder()
+///     .max_capacity(10_000)
+///     .time_to_live(Duration::from_secs(30))
+///     .build()
+///     .unwrap();
+/// // 100 concurrent misses, one load.
+/// let reads = (0..100).map(|_| cache.get_with(7, || async { "row 7".to_string() }));
+/// let values = futures_util::future::join_all(reads).await;
+/// assert!(values.iter().all(|v| v == "row 7"));
+/// assert_eq!(cache.stats().loads, 1);
+/// # }
+/// ```
+pub struct Cache<K, V> {
+    pub(crate) inner: Arc<Inner<K, V>>,
+}
+
+pub(crate) struct Inner<K, V> {
+    pub(crate) storage: Storage<K, V>,
+    pub(crate) flights: Flights<K, Landing<V>>,
+    pub(crate) config: Config,
+    pub(crate) clock: Clock,
+    pub(crate) stats: Counters,
+}
+
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A cache holding at most `max_capacity` entries, which never expire (evicted by use).
+    ///
+    /// # Panics
+    ///
+    /// If `max_capacity` is 0.
+    pub fn new(max_capacity: u64) -> Self {
+        match Self::builder().max_capacity(max_capacity).build() {
+            Ok(cache) => cache,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// A builder for capacity, weigher, TTLs, stale window, fail-safe, early refresh and
+    /// timeouts.
+    pub fn builder() -> Builder<K, V> {
+        Builder::new()
+    }
+
+    pub(super) fn from_parts(storage: Storage<K, V>, config: Config) -> Self {
+        Cache {
+            inner: Arc::new(Inner {
+                storage,
+                flights: Flights::new(Flights::<K, Landing<V>>::default_shards()),
+                config,
+                clock: Clock::new(),
+                stats: Counters::default(),
+            }),
+        }
+    }
+
+    /// The cached value of `key`, fresh or stale; never loads. `None` for a missing, expired
+    /// or cached-as-absent key.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// let cache: Cache<&str, u32> = Cache::new(10);
+    /// cache.insert("a", 1);
+    /// assert_eq!(cache.get(&"a"), Some(1));
+    /// assert_eq!(cache.get(&"b"), None);
+    /// ```
+    pub fn get(&self, key: &K) -> Option<V> {
+        match self.inner.lookup(key) {
+            Lookup::Serve { fetched, .. } => fetched.value,
+            Lookup::Miss(_) => None,
+        }
+    }
+
+    /// The value of `key`, loaded with `init` on a miss. Concurrent misses share one load.
+    ///
+    /// `get_with` is for loads that cannot fail; it does not apply the cache's `wait_timeout`.
+    /// Use [`try_get_with`](Cache::try_get_with) or [`fetch`](Cache::fetch) to see errors,
+    /// timeouts and absences.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only stops this caller from waiting. The load runs on as
+    /// its own task, fills the cache, and answers the other callers.
+    ///
+    /// # Panics
+    ///
+    /// If the load panicked (every waiter panics with its message), was cut by the hard
+    /// `load_timeout`, or the key is cached as "not found" by [`fetch`](Cache::fetch); and when
+    /// polled outside a Tokio runtime on a miss.
+    pub async fn get_with<F, Fut>(&self, key: K, init: F) -> V
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        let load = move || async move { Ok::<_, Infallible>(Loaded::found(init().await)) };
+        match fetch::fetch(&self.inner, key, load, None).await {
+            Ok(Fetched {
+                value: Some(value), ..
+            }) => value,
+            Ok(Fetched { value: None, .. }) => {
+                panic!(
+                    "Cache::get_with: the key is cached as not found; use `fetch` for keys that may be absent"
+                )
+            }
+            Err(err) => match err.panic_message() {
+                Some(message) => panic!("{message}"),
+                None => panic!("Cache::get_with: {err}"),
+            },
+        }
+    }
+
+    /// The value of `key`, loaded with `init` on a miss; an error from `init` reaches every
+    /// caller waiting on that load (shared behind an `Arc`) and is not cached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`get_with`](Cache::get_with).
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache: Cache<u32, u32> = Cache::new(100);
+    /// let ok = cache.try_get_with(1, || async { Ok::<_, std::io::Error>(10) }).await;
+    /// assert_eq!(ok.unwrap(), 10);
+    /// let failed = cache.try_get_with(2, || async { Err(std::io::Error::other("down")) }).await;
+    /// assert!(failed.unwrap_err().loader_error().is_some());
+    /// assert_eq!(cache.get(&2), None, "errors are not cached");
+    /// # }
+    /// ```
+    pub async fn try_get_with<F, Fut, E>(&self, key: K, init: F) -> Result<V, CacheError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let load = move || async move { init().await.map(Loaded::found) };
+        let wait = self.inner.config.wait_timeout;
+        match fetch::fetch(&self.inner, key, load, wait).await? {
+            Fetched {
+                value: Some(value), ..
+            } => Ok(value),
+            Fetched { value: None, .. } => Err(CacheError::not_found()),
+        }
+    }
+
+    /// The full read: the loader says what it found ([`Loaded`]: a value or "not found", with an
+    /// optional TTL of its own), and the answer says how it was obtained ([`Status`]: hit, miss,
+    /// coalesced, stale, stale on error, ...).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`get_with`](Cache::get_with).
+    ///
+    /// ```
+    /// use herder::Cache;
+    /// use herder::cache::{Loaded, Status};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache: Cache<u32, String> = Cache::builder()
+    ///     .max_capacity(100)
+    ///     .negative_ttl(Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// let lookup = || async { Ok::<_, std::io::Error>(Loaded::not_found()) };
+    /// assert_eq!(cache.fetch(404, lookup).await.unwrap().status, Status::Miss);
+    /// let again = cache.fetch(404, lookup).await.unwrap();
+    /// assert_eq!((again.value, again.status), (None, Status::NegativeHit));
+    /// # }
+    /// ```
+    ///
+    /// [`Status`]: super::Status
+    pub async fn fetch<F, Fut, E>(&self, key: K, load: F) -> Result<Fetched<V>, CacheError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        fetch::fetch(&self.inner, key, load, self.inner.config.wait_timeout).await
+    }
+
+    /// Many keys at once: hits are answered from the cache, keys already being loaded are joined,
+    /// and only the rest go to `load`, in one call. Keys `load` leaves out are absent from the
+    /// answer (and cached as absent if a `negative_ttl` is set); keys it adds are ignored.
+    ///
+    /// Overlapping bulk calls never deadlock: each waits only for loads that run as their own
+    /// tasks, never for another call.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the bulk load runs on as its own task and fills the cache.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// # use std::collections::HashMap;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache: Cache<u32, u32> = Cache::new(100);
+    /// cache.insert(1, 10);
+    /// let load = |missing: Vec<u32>| async move {
+    ///     assert_eq!(missing, vec![2, 3]); // 1 was a hit
+    ///     Ok::<_, std::io::Error>(missing.into_iter().map(|k| (k, k * 10)).collect())
+    /// };
+    /// let values = cache.get_many_with([1, 2, 3], load).await.unwrap();
+    /// assert_eq!(values, HashMap::from([(1, 10), (2, 20), (3, 30)]));
+    /// # }
+    /// ```
+    pub async fn get_many_with<I, F, Fut, E>(
+        &self,
+        keys: I,
+        load: F,
+    ) -> Result<HashMap<K, V>, CacheError<E>>
+    where
+        I: IntoIterator<Item = K>,
+        F: FnOnce(Vec<K>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let fetched = bulk::get_many(&self.inner, keys, load).await?;
+        Ok(fetched
+            .into_iter()
+            .filter_map(|(key, f)| Some((key, f.value?)))
+            .collect())
+    }
+
+    /// [`get_many_with`](Cache::get_many_with) that says, key by key, how each answer was
+    /// obtained (keys the loader left out come back as `value: None`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`get_many_with`](Cache::get_many_with).
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// # use herder::cache::Status;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache: Cache<u32, u32> = Cache::new(100);
+    /// cache.insert(1, 10);
+    /// let load = |missing: Vec<u32>| async move {
+    ///     Ok::<_, std::io::Error>(missing.into_iter().map(|k| (k, k * 10)).collect())
+    /// };
+    /// let answers = cache.fetch_many_with([1, 2], load).await.unwrap();
+    /// assert_eq!(answers[&1].status, Status::Hit);
+    /// assert_eq!(answers[&2].status, Status::Miss);
+    /// # }
+    /// ```
+    pub async fn fetch_many_with<I, F, Fut, E>(
+        &self,
+        keys: I,
+        load: F,
+    ) -> Result<HashMap<K, Fetched<V>>, CacheError<E>>
+    where
+        I: IntoIterator<Item = K>,
+        F: FnOnce(Vec<K>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        bulk::get_many(&self.inner, keys, load).await
+    }
+
+    /// Stores `value` for the cache's time to live. A load of `key` under way still answers its
+    /// callers but will not overwrite this value.
+    pub fn insert(&self, key: K, value: V) {
+        self.insert_entry(key, Some(value), None);
+    }
+
+    /// Stores `value` for `ttl`, whatever the cache's default.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let cache: Cache<&str, &str> = Cache::new(10);
+    /// cache.insert_with_ttl("session", "token", Duration::from_secs(60));
+    /// tokio::time::advance(Duration::from_secs(61)).await;
+    /// assert_eq!(cache.get(&"session"), None);
+    /// # }
+    /// ```
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
+        self.insert_entry(key, Some(value), Some(ttl));
+    }
+
+    fn insert_entry(&self, key: K, value: Option<V>, ttl: Option<Duration>) {
+        let inner = &self.inner;
+        // Retire the load under way first, so it cannot overwrite what is stored here.
+        inner.flights.detach(&key);
+        let entry = Entry::new(value, ttl, inner.clock.now(), Duration::ZERO, &inner.config);
+        inner.storage.insert(key, entry);
+    }
+
+    /// Removes `key`. A load of `key` under way still answers its callers, but its result is not
+    /// stored: the next read loads again.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// let cache: Cache<&str, u32> = Cache::new(10);
+    /// cache.insert("a", 1);
+    /// cache.invalidate(&"a");
+    /// assert_eq!(cache.get(&"a"), None);
+    /// ```
+    pub fn invalidate(&self, key: &K) {
+        self.inner.flights.detach(key);
+        self.inner.storage.remove(key);
+    }
+
+    /// [`invalidate`](Cache::invalidate) for every key.
+    pub fn invalidate_all(&self) {
+        self.inner.flights.detach_all();
+        self.inner.storage.clear();
+    }
+
+    /// `true` if `key` holds a fresh or stale value (not a cached absence); does not count as a
+    /// use.
+    pub fn contains_key(&self, key: &K) -> bool {
+        let Some(entry) = self.inner.storage.peek(key) else {
+            return false;
+        };
+        let now = self.inner.clock.now();
+        entry.value.is_some()
+            && matches!(
+                entry.freshness(now, self.inner.config.early_refresh),
+                Freshness::Fresh { .. } | Freshness::Stale
+            )
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        let inner = &self.inner;
+        CacheStats {
+            evictions: inner.storage.evictions(),
+            entries: inner.storage.len(),
+            weight: inner.storage.weight(),
+            in_flight: inner.flights.len(),
+            ..inner.stats.snapshot()
+        }
+    }
+}
+
+impl<K, V> Clone for Cache<K, V> {
+    fn clone(&self) -> Self {
+        Cache {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for Cache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}

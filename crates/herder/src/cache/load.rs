@@ -1,0 +1,229 @@
+//! A load: the caller's loader run as its own task, bounded by the load timeouts, its outcome
+//! shared with every waiter and stored (or not) by the flight's finish step.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::config::Config;
+use super::entry::{Entry, Loaded};
+use super::handle::Inner;
+use super::stats::Counter;
+use crate::flight::{Failure, Outcome, Slot, Ticket, task};
+
+/// What a load delivers to its waiters.
+#[derive(Clone)]
+pub(crate) enum Landing<V> {
+    /// The loader answered: a value or "not found", with an optional TTL of its own.
+    Loaded {
+        value: Option<V>,
+        ttl: Option<Duration>,
+        took: Duration,
+    },
+    /// The loader failed; `fallback` is the last good value when fail-safe can serve one.
+    Failed { cause: Cause, fallback: Option<V> },
+}
+
+/// Why a load failed.
+#[derive(Clone)]
+pub(crate) enum Cause {
+    /// The loader's error, type-erased: each waiter downcasts it to its own error type.
+    Error(Arc<dyn Any + Send + Sync>),
+    Panicked(Arc<str>),
+    TimedOut(Duration),
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Error(_) => f.write_str("Error"),
+            Cause::Panicked(message) => f.debug_tuple("Panicked").field(message).finish(),
+            Cause::TimedOut(after) => f.debug_tuple("TimedOut").field(after).finish(),
+        }
+    }
+}
+
+/// A stale value a load can fall back on, and until when (cache time) it may be used.
+#[derive(Clone, Debug)]
+pub(crate) struct Fallback<V> {
+    pub(crate) value: V,
+    pub(crate) keep_until: u64,
+    /// The entry's expiry, which identifies it: a refresh is skipped if the entry changed.
+    pub(crate) fresh_until: u64,
+}
+
+pub(crate) type CacheTicket<K, V> = Ticket<K, Landing<V>>;
+
+/// Starts the load of a flight this caller leads, as its own task.
+pub(crate) fn start<K, V, F, Fut, E>(
+    inner: &Arc<Inner<K, V>>,
+    runtime: &Handle,
+    ticket: CacheTicket<K, V>,
+    load: F,
+    fallback: Option<Fallback<V>>,
+) where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
+    E: Send + Sync + 'static,
+{
+    // Fail-safe is what makes a stale value stand in for a failed load.
+    let fallback = fallback.filter(|_| inner.config.fail_safe.is_some());
+    let keep_until = fallback.as_ref().map(|f| f.keep_until);
+    let fallback = fallback.map(|f| f.value);
+    let early = ticket.slot().clone();
+    let config = inner.config;
+    let owner = inner.clone();
+    task::spawn(
+        runtime,
+        move || land(load, config, early, fallback),
+        move |outcome: Outcome<Landing<V>>| {
+            owner.count_landing(&outcome);
+            let store =
+                |key: &K, outcome: &Outcome<Landing<V>>| owner.store(key, outcome, keep_until);
+            owner.flights.finish(ticket, outcome, store);
+        },
+    );
+}
+
+/// Runs the loader within the load timeouts and turns whatever happens into a [`Landing`].
+async fn land<V, F, Fut, E>(
+    load: F,
+    config: Config,
+    early: Arc<Slot<Landing<V>>>,
+    fallback: Option<V>,
+) -> Landing<V>
+where
+    V: Clone,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Loaded<V>, E>>,
+    E: Send + Sync + 'static,
+{
+    let (result, took) = bounded(async move { load().await }, &config, |soft| {
+        // Release the waiters (with the stale value if there is one); keep loading, so the
+        // result can still fill the cache. New callers join and get this answer at once.
+        let cause = Cause::TimedOut(soft);
+        early.complete(Ok(Landing::Failed {
+            cause,
+            fallback: fallback.clone(),
+        }));
+    })
+    .await;
+    match result {
+        Ok(loaded) => Landing::Loaded {
+            value: loaded.value,
+            ttl: loaded.ttl,
+            took,
+        },
+        Err(cause) => Landing::Failed { cause, fallback },
+    }
+}
+
+/// Runs `load`, catching a panic, within the configured load timeouts: `on_soft` runs if the
+/// soft timeout passes (the load goes on); the hard timeout gives up. Returns the result and how
+/// long the load took.
+pub(crate) async fn bounded<T, E, Fut>(
+    load: Fut,
+    config: &Config,
+    on_soft: impl FnOnce(Duration),
+) -> (Result<T, Cause>, Duration)
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let load = task::catch(load);
+    #[cfg(feature = "tracing")]
+    let load = tracing::Instrument::instrument(load, tracing::debug_span!("herder.cache.load"));
+    let mut load = pin!(load);
+    let mut done = None;
+    if let Some(soft) = config.soft_load_timeout {
+        match tokio::time::timeout(soft, load.as_mut()).await {
+            Ok(outcome) => done = Some(outcome),
+            Err(_) => on_soft(soft),
+        }
+    }
+    let outcome = match (done, config.load_timeout) {
+        (Some(outcome), _) => outcome,
+        (None, Some(hard)) => match tokio::time::timeout_at(started + hard, load).await {
+            Ok(outcome) => outcome,
+            Err(_) => return (Err(Cause::TimedOut(hard)), started.elapsed()),
+        },
+        (None, None) => load.await,
+    };
+    let result = match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(Cause::Error(Arc::new(error))),
+        Err(Failure::Panicked(message)) => Err(Cause::Panicked(message)),
+        Err(Failure::Cancelled) => unreachable!("catch reports panics only"),
+    };
+    (result, started.elapsed())
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The finish step of a current flight (under its shard lock): store what was loaded, or
+    /// re-store the fail-safe value for the throttle period. Errors are never stored.
+    pub(crate) fn store(&self, key: &K, outcome: &Outcome<Landing<V>>, keep_until: Option<u64>) {
+        let now = self.clock.now();
+        match outcome {
+            Ok(Landing::Loaded {
+                value: None,
+                ttl: None,
+                ..
+            }) if self.config.negative_ttl.is_none() => {
+                // Not found, and absences are not cached: drop whatever stale value was there.
+                self.storage.remove(key);
+            }
+            Ok(Landing::Loaded { value, ttl, took }) => {
+                let entry = Entry::new(value.clone(), *ttl, now, *took, &self.config);
+                self.storage.insert(key.clone(), entry);
+            }
+            Ok(Landing::Failed {
+                fallback: Some(value),
+                ..
+            }) => {
+                if let (Some(fail_safe), Some(keep_until)) = (self.config.fail_safe, keep_until)
+                    && now < keep_until
+                {
+                    let entry =
+                        Entry::throttled(value.clone(), now, fail_safe.throttle, keep_until);
+                    self.storage.insert(key.clone(), entry);
+                }
+            }
+            Ok(Landing::Failed { fallback: None, .. }) | Err(_) => {}
+        }
+    }
+
+    pub(crate) fn count_landing(&self, outcome: &Outcome<Landing<V>>) {
+        let counter = match outcome {
+            Ok(Landing::Loaded { .. }) => Counter::Load,
+            Ok(Landing::Failed {
+                cause: Cause::Error(_),
+                ..
+            }) => Counter::LoadError,
+            Ok(Landing::Failed {
+                cause: Cause::Panicked(_),
+                ..
+            })
+            | Err(Failure::Panicked(_)) => Counter::LoadPanic,
+            Ok(Landing::Failed {
+                cause: Cause::TimedOut(_),
+                ..
+            }) => Counter::LoadTimeout,
+            Err(Failure::Cancelled) => return,
+        };
+        self.stats.bump(counter);
+    }
+}

@@ -1,0 +1,27 @@
+//! [`Cache`]: a bounded, async, read-through cache with stampede protection, stale-while-revalidate,
+//! fail-safe, early refresh, negative caching and timeouts that never defeat the cache.
+//!
+//! Layout: [`Cache`] (the handle), [`Builder`] (settings), `fetch` (the read path), `load` (a
+//! load as its own task, its timeouts and its store step), `bulk` (`get_many_with`), `entry`
+//! (the fresh → stale → kept → gone timeline), `storage` (quick_cache underneath).
+
+mod builder;
+mod bulk;
+mod clock;
+mod config;
+mod entry;
+mod error;
+mod fetch;
+mod handle;
+mod load;
+mod stats;
+mod status;
+mod storage;
+
+pub use builder::Builder;
+pub use config::EarlyRefresh;
+pub use entry::Loaded;
+pub use error::CacheError;
+pub use handle::Cache;
+pub use stats::CacheStats;
+pub use status::{Fetched, Status};
