@@ -4,8 +4,9 @@
 mod support;
 
 use herder::batch::{DataLoaderStats, Load, LoadMany};
+use herder::cache::{CacheStats, Fetched, Loaded, Status};
 use herder::single_flight::{Run, SingleFlightStats};
-use herder::{BuildError, DataLoader, LoadError, RunError, SingleFlight};
+use herder::{BuildError, Cache, CacheError, DataLoader, LoadError, RunError, SingleFlight};
 use support::{BackendDown, Instant};
 
 fn send<T: Send>() {}
@@ -24,6 +25,25 @@ fn handles_are_send_sync_and_clone() {
     send::<SingleFlight<String, u32>>();
     sync::<SingleFlight<String, u32>>();
     clone::<SingleFlight<String, u32>>();
+    send::<Cache<String, Vec<u8>>>();
+    sync::<Cache<String, Vec<u8>>>();
+    clone::<Cache<String, Vec<u8>>>();
+}
+
+fn send_future<F: std::future::Future + Send>(_: &F) {}
+
+#[test]
+fn cache_futures_are_send() {
+    let cache: Cache<String, u32> = Cache::new(10);
+    send_future(&cache.get_with("k".into(), || async { 1 }));
+    send_future(&cache.try_get_with("k".into(), || async { Ok::<_, BackendDown>(1) }));
+    send_future(&cache.fetch("k".into(), || async {
+        Ok::<_, BackendDown>(Loaded::found(1))
+    }));
+    let load = |keys: Vec<String>| async move {
+        Ok::<_, BackendDown>(keys.into_iter().map(|k| (k, 1)).collect())
+    };
+    send_future(&cache.get_many_with(["k".to_string()], load));
 }
 
 #[test]
@@ -46,6 +66,11 @@ fn errors_and_stats_cross_threads() {
     sync::<DataLoaderStats>();
     send::<SingleFlightStats>();
     sync::<SingleFlightStats>();
+    static_error::<CacheError<BackendDown>>();
+    clone::<CacheError<BackendDown>>();
+    send::<CacheStats>();
+    send::<Fetched<u32>>();
+    send::<Status>();
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ use std::time::Duration;
 use super::handle::DataLoader;
 use super::loader::Loader;
 use super::state::{Config, Window};
+use crate::cache::Cache;
 use crate::error::BuildError;
 
 /// Configures a [`DataLoader`]; made by [`DataLoader::builder`].
@@ -31,9 +32,10 @@ use crate::error::BuildError;
 /// let spread = DataLoader::builder(Rows).delay(Duration::from_millis(2)).build().unwrap();
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct Builder<L> {
+pub struct Builder<L: Loader> {
     loader: L,
     config: Config,
+    cache: Option<Cache<L::Key, L::Value>>,
 }
 
 impl<L: Loader> Builder<L> {
@@ -46,6 +48,7 @@ impl<L: Loader> Builder<L> {
                 max_concurrent_batches: usize::MAX,
                 memo: false,
             },
+            cache: None,
         }
     }
 
@@ -85,6 +88,43 @@ impl<L: Loader> Builder<L> {
         self
     }
 
+    /// Put a shared [`Cache`] in front of the loader: cached keys skip the batch, missing keys
+    /// are batched and the batch fills the cache (with its TTLs, stale window and negative
+    /// caching), and every reader of the cache, through this loader or not, joins a batch under
+    /// way instead of loading the key again. An invalidation during a batch keeps that batch's
+    /// value out of the cache.
+    ///
+    /// The loader's keys the batch leaves out are cached as absent when the cache has a
+    /// `negative_ttl`. Fail-safe does not apply to batches (a failed batch fails its callers).
+    ///
+    /// ```
+    /// # use herder::{Cache, DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// # use std::time::Duration;
+    /// # struct Users;
+    /// # impl Loader for Users {
+    /// #     type Key = u64;
+    /// #     type Value = String;
+    /// #     type Error = std::io::Error;
+    /// #     async fn load(&self, k: &[u64]) -> Result<HashMap<u64, String>, std::io::Error> {
+    /// #         Ok(k.iter().map(|k| (*k, format!("user {k}"))).collect())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build().unwrap();
+    /// let users = DataLoader::builder(Users).cache(cache.clone()).build().unwrap();
+    /// users.load(1).await.unwrap();
+    /// assert_eq!(cache.get(&1).as_deref(), Some("user 1")); // the batch filled the cache
+    /// users.load(1).await.unwrap();
+    /// assert_eq!(users.stats().batches, 1);                  // the second load was a hit
+    /// # }
+    /// ```
+    pub fn cache(mut self, cache: Cache<L::Key, L::Value>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
     /// Builds the loader, or says which setting is invalid.
     pub fn build(self) -> Result<DataLoader<L>, BuildError> {
         if self.config.max_batch_size == 0 {
@@ -99,11 +139,12 @@ impl<L: Loader> Builder<L> {
                 "max_concurrent_batches must be at least 1",
             ));
         }
-        Ok(DataLoader::from_parts(self.loader, self.config))
+        let cache = self.cache.map(|cache| cache.inner);
+        Ok(DataLoader::from_parts(self.loader, self.config, cache))
     }
 }
 
-impl<L> fmt::Debug for Builder<L> {
+impl<L: Loader> fmt::Debug for Builder<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("config", &self.config)

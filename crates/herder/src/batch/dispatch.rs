@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
+use super::cached;
 use super::handle::Shared;
 use super::loader::Loader;
 use super::state::{Actions, BatchSlot, Closed, Window, WindowEnd, batch_outcome};
@@ -81,7 +82,7 @@ impl<L: Loader> Drop for WindowGuard<L> {
         let Some(slot) = self.slot.take() else { return };
         let lost = lock(&self.shared.state).abandon_open(&slot);
         if let Some(closed) = lost {
-            closed.slot.complete(Err(Failure::Cancelled));
+            self.shared.fail(closed);
         }
     }
 }
@@ -101,14 +102,19 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
                 keys = keys.len()
             ),
         );
+        let started = tokio::time::Instant::now();
         let outcome = task::catch(load).await;
-        let closed = guard.closed.take().expect("armed during the load");
+        let took = started.elapsed();
+        let mut closed = guard.closed.take().expect("armed during the load");
         #[cfg(feature = "tracing")]
         if let Err(Failure::Panicked(message)) = &outcome {
             tracing::warn!(loader = std::any::type_name::<L>(), %message, "loader panicked");
         }
         let outcome = batch_outcome(&closed.keys, outcome);
         let next = lock(&shared.state).finished(&closed, &outcome, &shared.config);
+        if let Some(cache) = &shared.cache {
+            cached::finish(cache, std::mem::take(&mut closed.tickets), &outcome, took);
+        }
         closed.slot.complete(outcome);
         guard.closed = next;
     }
@@ -127,7 +133,17 @@ impl<L: Loader> Drop for RunGuard<L> {
         };
         let lost = lock(&self.shared.state).abandon_running(closed);
         for closed in lost {
-            closed.slot.complete(Err(Failure::Cancelled));
+            self.shared.fail(closed);
         }
+    }
+}
+
+impl<L: Loader> Shared<L> {
+    /// Fails a batch that will never run: its callers, and the cache flights it leads.
+    fn fail(&self, closed: ClosedOf<L>) {
+        if let Some(cache) = &self.cache {
+            cached::abandon(cache, closed.tickets);
+        }
+        closed.slot.complete(Err(Failure::Cancelled));
     }
 }

@@ -1,7 +1,10 @@
+use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::cache::Cause;
 use crate::flight::Failure;
 
 /// Why a [`DataLoader`](crate::DataLoader) load failed: the loader returned an error, panicked,
@@ -39,6 +42,26 @@ pub struct LoadError<E> {
 enum Repr<E> {
     Loader(Arc<E>),
     Failed(Failure),
+    /// Through a cache in front: the load this call joined (started by another reader of the
+    /// cache) failed with an error of another type.
+    OtherLoader(Arc<dyn Any + Send + Sync>),
+    /// Through a cache in front: the load this call joined hit the cache's load timeout.
+    TimedOut(Duration),
+}
+
+impl<E: Send + Sync + 'static> LoadError<E> {
+    /// The failure of a cache load this call joined.
+    pub(crate) fn from_cause(cause: Cause) -> Self {
+        let repr = match cause {
+            Cause::Error(error) => match error.downcast::<E>() {
+                Ok(error) => Repr::Loader(error),
+                Err(other) => Repr::OtherLoader(other),
+            },
+            Cause::Panicked(message) => Repr::Failed(Failure::Panicked(message)),
+            Cause::TimedOut(after) => Repr::TimedOut(after),
+        };
+        LoadError { repr }
+    }
 }
 
 impl<E> LoadError<E> {
@@ -58,7 +81,7 @@ impl<E> LoadError<E> {
     pub fn loader_error(&self) -> Option<&E> {
         match &self.repr {
             Repr::Loader(error) => Some(error),
-            Repr::Failed(_) => None,
+            _ => None,
         }
     }
 
@@ -66,8 +89,13 @@ impl<E> LoadError<E> {
     pub fn into_loader_error(self) -> Option<Arc<E>> {
         match self.repr {
             Repr::Loader(error) => Some(error),
-            Repr::Failed(_) => None,
+            _ => None,
         }
+    }
+
+    /// `true` if the load hit a cache's load timeout (only with a cache in front).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.repr, Repr::TimedOut(_))
     }
 
     /// `true` if the loader panicked.
@@ -95,6 +123,8 @@ impl<E> Clone for LoadError<E> {
         let repr = match &self.repr {
             Repr::Loader(error) => Repr::Loader(error.clone()),
             Repr::Failed(failure) => Repr::Failed(failure.clone()),
+            Repr::OtherLoader(error) => Repr::OtherLoader(error.clone()),
+            Repr::TimedOut(after) => Repr::TimedOut(*after),
         };
         LoadError { repr }
     }
@@ -108,6 +138,8 @@ impl<E: fmt::Debug> fmt::Debug for LoadError<E> {
                 f.debug_tuple("LoadError::Panicked").field(message).finish()
             }
             Repr::Failed(Failure::Cancelled) => f.write_str("LoadError::Cancelled"),
+            Repr::OtherLoader(_) => f.write_str("LoadError::OtherLoader"),
+            Repr::TimedOut(after) => f.debug_tuple("LoadError::TimedOut").field(after).finish(),
         }
     }
 }
@@ -120,6 +152,10 @@ impl<E: fmt::Display> fmt::Display for LoadError<E> {
             Repr::Failed(Failure::Cancelled) => {
                 f.write_str("load cancelled: its batch was dropped with its runtime")
             }
+            Repr::OtherLoader(_) => {
+                f.write_str("loader failed: the joined cache load (another reader's) failed")
+            }
+            Repr::TimedOut(after) => write!(f, "load timed out after {after:?}"),
         }
     }
 }
@@ -128,7 +164,7 @@ impl<E: Error + 'static> Error for LoadError<E> {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match &self.repr {
             Repr::Loader(error) => Some(&**error),
-            Repr::Failed(_) => None,
+            _ => None,
         }
     }
 }

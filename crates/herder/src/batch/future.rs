@@ -9,6 +9,7 @@ use super::error::LoadError;
 use super::handle::DataLoader;
 use super::loader::Loader;
 use super::state::{BatchResult, BatchSlot, Found};
+use crate::cache::Landing;
 use crate::flight::{Outcome, Waiter};
 use crate::sync::Arc;
 
@@ -27,6 +28,24 @@ fn read<L: Loader>(
     }
 }
 
+/// Reads the answer of a cache load this call joined (with a cache in front).
+fn read_flight<L: Loader>(
+    outcome: Outcome<Landing<L::Value>>,
+) -> Result<Option<L::Value>, LoadError<L::Error>> {
+    match outcome {
+        Ok(Landing::Loaded { value, .. }) => Ok(value),
+        Ok(Landing::Failed {
+            fallback: Some(value),
+            ..
+        }) => Ok(Some(value)),
+        Ok(Landing::Failed {
+            cause,
+            fallback: None,
+        }) => Err(LoadError::from_cause(cause)),
+        Err(failure) => Err(LoadError::failed(failure)),
+    }
+}
+
 /// The future returned by [`DataLoader::load`].
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Load<'a, L: Loader> {
@@ -38,6 +57,8 @@ enum LoadState<L: Loader> {
     Start(L::Key),
     /// The key's position in its batch, and the wait for the batch.
     Wait(usize, Waiter<ResultOf<L>>),
+    /// The wait for a cache load another reader started.
+    Flight(Waiter<Landing<L::Value>>),
     Done,
 }
 
@@ -70,6 +91,7 @@ impl<L: Loader> Future for Load<'_, L> {
                 Found::Batch(slot, position) => {
                     this.state = LoadState::Wait(position, Waiter::new(slot));
                 }
+                Found::Flight(waiter) => this.state = LoadState::Flight(waiter),
             }
         }
         match &mut this.state {
@@ -78,6 +100,13 @@ impl<L: Loader> Future for Load<'_, L> {
                     let result = read::<L>(outcome, *position);
                     this.state = LoadState::Done;
                     Poll::Ready(result)
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            LoadState::Flight(waiter) => match Pin::new(waiter).poll(cx) {
+                Poll::Ready(outcome) => {
+                    this.state = LoadState::Done;
+                    Poll::Ready(read_flight::<L>(outcome))
                 }
                 Poll::Pending => Poll::Pending,
             },
@@ -91,7 +120,7 @@ impl<L: Loader> fmt::Debug for Load<'_, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             LoadState::Start(_) => "start",
-            LoadState::Wait(..) => "waiting",
+            LoadState::Wait(..) | LoadState::Flight(_) => "waiting",
             LoadState::Done => "done",
         };
         f.debug_struct("Load")
@@ -110,6 +139,12 @@ pub struct LoadMany<'a, L: Loader> {
 /// Keys with their positions in one batch.
 type Positions<L> = Vec<(<L as Loader>::Key, usize)>;
 
+/// A key waiting for another reader's cache load (`None` once read).
+type FlightWait<L> = (
+    <L as Loader>::Key,
+    Option<Waiter<Landing<<L as Loader>::Value>>>,
+);
+
 /// The keys that went to one batch, and the wait for it (`None` once read).
 type Group<L> = (Option<Waiter<ResultOf<L>>>, Positions<L>);
 
@@ -118,6 +153,8 @@ enum ManyState<L: Loader> {
     Wait {
         values: HashMap<L::Key, L::Value>,
         groups: Vec<Group<L>>,
+        /// Keys waiting for a cache load another reader started (`None` once read).
+        flights: Vec<FlightWait<L>>,
         left: usize,
     },
     Done,
@@ -139,7 +176,9 @@ impl<'a, L: Loader> LoadMany<'a, L> {
         drop(distinct);
         let mut values = HashMap::new();
         let mut slots: Vec<(SlotOf<L>, Positions<L>)> = Vec::new();
+        let mut flights = Vec::new();
         self.loader.find_all(keys.iter(), |key, found| match found {
+            Found::Flight(waiter) => flights.push((key.clone(), Some(waiter))),
             Found::Memo(Some(value)) => {
                 values.insert(key.clone(), value);
             }
@@ -158,8 +197,9 @@ impl<'a, L: Loader> LoadMany<'a, L> {
             .collect();
         ManyState::Wait {
             values,
-            left: groups.len(),
+            left: groups.len() + flights.len(),
             groups,
+            flights,
         }
     }
 }
@@ -178,6 +218,7 @@ impl<L: Loader> Future for LoadMany<'_, L> {
         let ManyState::Wait {
             values,
             groups,
+            flights,
             left,
         } = &mut this.state
         else {
@@ -208,6 +249,24 @@ impl<L: Loader> Future for LoadMany<'_, L> {
                 }
             }
         }
+        for (key, waiter) in flights.iter_mut() {
+            let Some(w) = waiter else { continue };
+            let Poll::Ready(outcome) = Pin::new(w).poll(cx) else {
+                continue;
+            };
+            *waiter = None;
+            *left -= 1;
+            match read_flight::<L>(outcome) {
+                Ok(Some(value)) => {
+                    values.insert(key.clone(), value);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    this.state = ManyState::Done;
+                    return Poll::Ready(Err(error));
+                }
+            }
+        }
         if *left > 0 {
             return Poll::Pending;
         }
@@ -221,7 +280,7 @@ impl<L: Loader> fmt::Debug for LoadMany<'_, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             ManyState::Start(keys) => format!("start ({} keys)", keys.len()),
-            ManyState::Wait { left, .. } => format!("waiting for {left} batches"),
+            ManyState::Wait { left, .. } => format!("waiting for {left} loads"),
             ManyState::Done => "done".to_owned(),
         };
         f.debug_struct("LoadMany")

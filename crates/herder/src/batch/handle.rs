@@ -7,6 +7,7 @@ use super::future::{Load, LoadMany};
 use super::loader::Loader;
 use super::state::{Config, Found, State};
 use super::stats::DataLoaderStats;
+use crate::cache::Inner as CacheInner;
 use crate::flight::task;
 use crate::sync::{Mutex, lock};
 
@@ -61,6 +62,8 @@ pub struct DataLoader<L: Loader> {
 pub(crate) struct Shared<L: Loader> {
     pub(crate) loader: L,
     pub(crate) config: Config,
+    /// The cache in front, if any.
+    pub(crate) cache: Option<Arc<CacheInner<L::Key, L::Value>>>,
     pub(crate) state: Mutex<State<L::Key, L::Value, L::Error>>,
 }
 
@@ -78,10 +81,15 @@ impl<L: Loader> DataLoader<L> {
         Builder::new(loader)
     }
 
-    pub(super) fn from_parts(loader: L, config: Config) -> Self {
+    pub(super) fn from_parts(
+        loader: L,
+        config: Config,
+        cache: Option<Arc<CacheInner<L::Key, L::Value>>>,
+    ) -> Self {
         DataLoader {
             shared: Arc::new(Shared {
                 loader,
+                cache,
                 state: Mutex::new(State::new(&config)),
                 config,
             }),
@@ -248,7 +256,7 @@ impl<L: Loader> DataLoader<L> {
         {
             let mut state = lock(&shared.state);
             for key in keys {
-                let found = state.find(key, &shared.config, &mut actions);
+                let found = state.find(key, &shared.config, shared.cache.as_deref(), &mut actions);
                 each(key, found);
             }
         }

@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
+use super::cached::{self, Consult};
 use super::stats::{Counters, DataLoaderStats};
-use crate::flight::{Failure, Outcome, Slot};
+use crate::cache::{CacheTicket, Inner as CacheInner, Landing};
+use crate::flight::{Failure, Outcome, Slot, Waiter};
 use crate::sync::Arc;
 
 /// What a batch's waiters receive: the values in the order of the batch's keys (`None` where the
@@ -51,16 +53,25 @@ pub(crate) struct Config {
     pub(crate) memo: bool,
 }
 
-/// A batch that stopped accepting keys, on its way to the loader.
-#[derive(Debug)]
+/// A batch: its slot, its keys, and the cache flights it leads (with a cache in front).
 pub(crate) struct Closed<K, V, E> {
     pub(crate) slot: BatchSlot<V, E>,
     pub(crate) keys: Vec<K>,
+    /// Cache flights to finish when the batch ends, with their key's position.
+    pub(crate) tickets: Vec<(usize, CacheTicket<K, V>)>,
 }
 
+impl<K, V, E> std::fmt::Debug for Closed<K, V, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Closed")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The batch accepting keys, and its window.
 struct Open<K, V, E> {
-    slot: BatchSlot<V, E>,
-    keys: Vec<K>,
+    batch: Closed<K, V, E>,
     /// The window has elapsed; the batch waits for a free slot.
     elapsed: bool,
     /// Keys present at the last window check.
@@ -71,9 +82,12 @@ struct Open<K, V, E> {
 
 /// Where a key's value comes from.
 pub(crate) enum Found<V, E> {
+    /// The memo or the cache had it.
     Memo(Option<V>),
     /// The batch, and the key's position in it.
     Batch(BatchSlot<V, E>, usize),
+    /// A load of the cache in front (another caller's) has it.
+    Flight(Waiter<Landing<V>>),
 }
 
 /// Work for the caller to do after releasing the lock.
@@ -122,8 +136,8 @@ pub(crate) struct State<K, V, E> {
 
 impl<K, V, E> State<K, V, E>
 where
-    K: Hash + Eq + Clone,
-    V: Clone,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
 {
     pub(crate) fn new(config: &Config) -> Self {
         State {
@@ -136,11 +150,13 @@ where
         }
     }
 
-    /// Finds where `key`'s value comes from, adding it to the open batch if it is new.
+    /// Finds where `key`'s value comes from: the memo, a batch already holding it, the cache in
+    /// front (if any), or, for a new key, the open batch.
     pub(crate) fn find(
         &mut self,
         key: &K,
         config: &Config,
+        cache: Option<&CacheInner<K, V>>,
         actions: &mut Actions<K, V, E>,
     ) -> Found<V, E> {
         self.counters.requests += 1;
@@ -152,37 +168,70 @@ where
             self.counters.joined += 1;
             return Found::Batch(slot.clone(), *position);
         }
+        let ticket = match cache.map(|cache| cached::consult(cache, key)) {
+            None => None,
+            Some(Consult::Hit(value)) => {
+                self.counters.cache_hits += 1;
+                return Found::Memo(value);
+            }
+            Some(Consult::HitAndRefresh(value, ticket)) => {
+                self.counters.cache_hits += 1;
+                self.enqueue(key, Some(ticket), config, actions);
+                return Found::Memo(value);
+            }
+            Some(Consult::Wait(waiter)) => {
+                self.counters.joined += 1;
+                return Found::Flight(waiter);
+            }
+            Some(Consult::Lead(ticket)) => Some(ticket),
+        };
+        let (slot, position) = self.enqueue(key, ticket, config, actions);
+        Found::Batch(slot, position)
+    }
+
+    /// Adds a new key to the open batch (opening one if needed), closing the batch if full.
+    fn enqueue(
+        &mut self,
+        key: &K,
+        ticket: Option<CacheTicket<K, V>>,
+        config: &Config,
+        actions: &mut Actions<K, V, E>,
+    ) -> (BatchSlot<V, E>, usize) {
         let open = self.open.get_or_insert_with(|| {
             let slot = Arc::new(Slot::new());
             actions.window = Some(slot.clone());
-            Open {
+            let batch = Closed {
                 slot,
                 keys: Vec::new(),
+                tickets: Vec::new(),
+            };
+            Open {
+                batch,
                 elapsed: false,
                 seen: 1,
                 passes: 0,
                 timer: None,
             }
         });
-        let slot = open.slot.clone();
-        let position = open.keys.len();
-        open.keys.push(key.clone());
-        let full = open.keys.len() >= config.max_batch_size;
+        let slot = open.batch.slot.clone();
+        let position = open.batch.keys.len();
+        open.batch.keys.push(key.clone());
+        open.batch
+            .tickets
+            .extend(ticket.map(|ticket| (position, ticket)));
+        let full = open.batch.keys.len() >= config.max_batch_size;
         self.index.insert(key.clone(), (slot.clone(), position));
         if full {
             self.close_open(config, actions);
         }
-        Found::Batch(slot, position)
+        (slot, position)
     }
 
     /// Closes the open batch: runs it if a slot is free, queues it otherwise.
     fn close_open(&mut self, config: &Config, actions: &mut Actions<K, V, E>) {
         let Some(open) = self.open.take() else { return };
         actions.stop_timers.extend(open.timer);
-        let closed = Closed {
-            slot: open.slot,
-            keys: open.keys,
-        };
+        let closed = open.batch;
         if self.running < config.max_concurrent_batches {
             self.start(&closed);
             actions.run.push(closed);
@@ -194,7 +243,7 @@ where
     fn is_open(&self, slot: &BatchSlot<V, E>) -> bool {
         self.open
             .as_ref()
-            .is_some_and(|open| Arc::ptr_eq(&open.slot, slot))
+            .is_some_and(|open| Arc::ptr_eq(&open.batch.slot, slot))
     }
 
     /// Stores the window timer of `slot`'s batch, or hands it back if the batch already closed.
@@ -204,7 +253,7 @@ where
         timer: AbortHandle,
     ) -> Option<AbortHandle> {
         match &mut self.open {
-            Some(open) if Arc::ptr_eq(&open.slot, slot) => {
+            Some(open) if Arc::ptr_eq(&open.batch.slot, slot) => {
                 open.timer = Some(timer);
                 None
             }
@@ -224,19 +273,15 @@ where
         let open = self.open.as_mut().expect("checked above");
         open.timer = None;
         if config.window == Window::Yield
-            && open.keys.len() > open.seen
+            && open.batch.keys.len() > open.seen
             && open.passes < MAX_EXTRA_PASSES
         {
-            open.seen = open.keys.len();
+            open.seen = open.batch.keys.len();
             open.passes += 1;
             return WindowEnd::Extend;
         }
         if self.running < config.max_concurrent_batches && self.ready.is_empty() {
-            let open = self.open.take().expect("checked above");
-            let closed = Closed {
-                slot: open.slot,
-                keys: open.keys,
-            };
+            let closed = self.open.take().expect("checked above").batch;
             self.start(&closed);
             WindowEnd::Run(closed)
         } else {
@@ -295,10 +340,7 @@ where
         let next = match self.ready.pop_front() {
             Some(closed) => closed,
             None => match self.open.take_if(|open| open.elapsed) {
-                Some(open) => Closed {
-                    slot: open.slot,
-                    keys: open.keys,
-                },
+                Some(open) => open.batch,
                 None => return None,
             },
         };
@@ -318,10 +360,7 @@ where
         let mut lost = vec![closed];
         lost.extend(self.ready.drain(..));
         if let Some(open) = self.open.take_if(|open| open.elapsed) {
-            lost.push(Closed {
-                slot: open.slot,
-                keys: open.keys,
-            });
+            lost.push(open.batch);
         }
         for closed in &lost {
             self.unindex(closed);
@@ -335,11 +374,7 @@ where
         if !self.is_open(slot) {
             return None;
         }
-        let open = self.open.take().expect("checked above");
-        let closed = Closed {
-            slot: open.slot,
-            keys: open.keys,
-        };
+        let closed = self.open.take().expect("checked above").batch;
         self.unindex(&closed);
         self.counters.cancelled += 1;
         Some(closed)
@@ -398,7 +433,7 @@ where
         let pending: Vec<BatchSlot<V, E>> = self
             .open
             .iter()
-            .map(|open| open.slot.clone())
+            .map(|open| open.batch.slot.clone())
             .chain(self.ready.iter().map(|closed| closed.slot.clone()))
             .collect();
         self.index

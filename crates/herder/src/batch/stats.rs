@@ -1,7 +1,8 @@
 /// Counters of a [`DataLoader`](crate::DataLoader), read with
 /// [`DataLoader::stats`](crate::DataLoader::stats).
 ///
-/// `requests = memo_hits + joined + batched_keys` once no batch is open.
+/// Once no batch is open, `requests = memo_hits + cache_hits + joined + batched_keys`, minus
+/// keys a batch refreshed for the cache without a caller waiting.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DataLoaderStats {
@@ -10,6 +11,8 @@ pub struct DataLoaderStats {
     pub requests: u64,
     /// Requests answered from the memo.
     pub memo_hits: u64,
+    /// Requests answered by the cache in front ([`Builder::cache`](super::Builder::cache)).
+    pub cache_hits: u64,
     /// Requests that joined a batch already holding their key (open or running).
     pub joined: u64,
     /// Loader calls.
@@ -36,6 +39,7 @@ pub struct DataLoaderStats {
 pub(crate) struct Counters {
     pub(crate) requests: u64,
     pub(crate) memo_hits: u64,
+    pub(crate) cache_hits: u64,
     pub(crate) joined: u64,
     pub(crate) batches: u64,
     pub(crate) batched_keys: u64,
@@ -57,6 +61,7 @@ impl Counters {
         DataLoaderStats {
             requests: self.requests,
             memo_hits: self.memo_hits,
+            cache_hits: self.cache_hits,
             joined: self.joined,
             batches: self.batches,
             batched_keys: self.batched_keys,

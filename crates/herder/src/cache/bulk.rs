@@ -172,10 +172,7 @@ where
                 }),
                 Err(Err(failure)) => Err(failure.clone()),
             };
-            self.count_landing(&landing);
-            self.flights.finish(ticket, landing, |key, landing| {
-                self.store(key, landing, keep_until)
-            });
+            self.finish_load(ticket, landing, keep_until);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::entry::{Entry, Freshness, Loaded};
 use super::error::CacheError;
 use super::handle::Inner;
-use super::load::{self, Fallback, Landing};
+use super::load::{self, CacheTicket, Fallback, Landing};
 use super::stats::Counter;
 use super::status::{Fetched, Status};
 use crate::flight::{Join, Outcome, Waiter, task};
@@ -122,6 +122,37 @@ where
         }
     }
 
+    /// Joins the flight of `key` after a miss, counting the miss (and the wait, for a follower).
+    /// `Found` if a load stored a fresh entry meanwhile.
+    pub(crate) fn join_flight(&self, key: &K) -> Join<K, Landing<V>, Fetched<V>> {
+        let join = self.flights.join(key, false, || self.recheck(key));
+        match &join {
+            Join::Lead(..) => self.stats.bump(Counter::Miss),
+            Join::Follow(..) => {
+                self.stats.bump(Counter::Miss);
+                self.stats.bump(Counter::Coalesced);
+            }
+            Join::Found(_) => {}
+        }
+        join
+    }
+
+    /// The flight for a background refresh of `key`, unless one is under way or the entry that
+    /// asked for it (`stale`) was replaced since it was read.
+    pub(crate) fn join_refresh(&self, key: &K, stale: &Fallback<V>) -> Option<CacheTicket<K, V>> {
+        let replaced = || {
+            let entry = self.storage.peek(key)?;
+            (entry.fresh_until != stale.fresh_until).then_some(())
+        };
+        match self.flights.join(key, false, replaced) {
+            Join::Lead(ticket, _) => {
+                self.stats.bump(Counter::Refresh);
+                Some(ticket)
+            }
+            Join::Follow(..) | Join::Found(()) => None,
+        }
+    }
+
     /// Starts a background refresh of `key` unless one is under way.
     pub(crate) fn refresh<F, Fut, E>(self: &Arc<Self>, key: &K, load: F, stale: Fallback<V>)
     where
@@ -130,13 +161,7 @@ where
         E: Send + Sync + 'static,
     {
         let runtime = task::runtime("Cache");
-        // Skip if the entry was replaced since it was read (a refresh or an insert landed).
-        let replaced = || {
-            let entry = self.storage.peek(key)?;
-            (entry.fresh_until != stale.fresh_until).then_some(())
-        };
-        if let Join::Lead(ticket, _) = self.flights.join(key, false, replaced) {
-            self.stats.bump(Counter::Refresh);
+        if let Some(ticket) = self.join_refresh(key, &stale) {
             load::start(self, &runtime, ticket, load, Some(stale));
         }
     }
@@ -155,18 +180,13 @@ where
         E: Send + Sync + 'static,
     {
         let runtime = task::runtime("Cache");
-        match self.flights.join(key, false, || self.recheck(key)) {
+        match self.join_flight(key) {
             Join::Found(fetched) => Err(fetched),
             Join::Lead(ticket, waiter) => {
-                self.stats.bump(Counter::Miss);
                 load::start(self, &runtime, ticket, load, fallback);
                 Ok((waiter, Status::Miss))
             }
-            Join::Follow(waiter, _) => {
-                self.stats.bump(Counter::Miss);
-                self.stats.bump(Counter::Coalesced);
-                Ok((waiter, Status::Coalesced))
-            }
+            Join::Follow(waiter, _) => Ok((waiter, Status::Coalesced)),
         }
     }
 

@@ -98,7 +98,7 @@ pub(crate) fn start<K, V, F, Fut, E>(
 async fn land<V, F, Fut, E>(
     load: F,
     config: Config,
-    early: Arc<Slot<Landing<V>>>,
+    early: crate::sync::Arc<Slot<Landing<V>>>,
     fallback: Option<V>,
 ) -> Landing<V>
 where
@@ -173,9 +173,23 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
+    /// Ends a load: counts it, stores its result if the flight is still current (see
+    /// [`Inner::store`]) and answers every waiter.
+    pub(crate) fn finish_load(
+        &self,
+        ticket: CacheTicket<K, V>,
+        outcome: Outcome<Landing<V>>,
+        keep_until: Option<u64>,
+    ) {
+        self.count_landing(&outcome);
+        self.flights.finish(ticket, outcome, |key, outcome| {
+            self.store(key, outcome, keep_until)
+        });
+    }
+
     /// The finish step of a current flight (under its shard lock): store what was loaded, or
     /// re-store the fail-safe value for the throttle period. Errors are never stored.
-    pub(crate) fn store(&self, key: &K, outcome: &Outcome<Landing<V>>, keep_until: Option<u64>) {
+    fn store(&self, key: &K, outcome: &Outcome<Landing<V>>, keep_until: Option<u64>) {
         let now = self.clock.now();
         match outcome {
             Ok(Landing::Loaded {
@@ -206,7 +220,7 @@ where
         }
     }
 
-    pub(crate) fn count_landing(&self, outcome: &Outcome<Landing<V>>) {
+    fn count_landing(&self, outcome: &Outcome<Landing<V>>) {
         let counter = match outcome {
             Ok(Landing::Loaded { .. }) => Counter::Load,
             Ok(Landing::Failed {

@@ -18,6 +18,10 @@ mod stats;
 mod status;
 mod storage;
 
+pub(crate) use fetch::Lookup;
+pub(crate) use handle::Inner;
+pub(crate) use load::{CacheTicket, Cause, Landing};
+
 pub use builder::Builder;
 pub use config::EarlyRefresh;
 pub use entry::Loaded;

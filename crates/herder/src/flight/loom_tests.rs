@@ -164,3 +164,36 @@ fn a_join_racing_a_storing_finish_never_starts_a_duplicate_flight() {
         assert_eq!(t.join().unwrap(), 5);
     });
 }
+
+/// The cache's protocol: a load stores its value in the finish step (under the shard lock); an
+/// invalidation retires the flight, then removes the stored value; an insert retires it, then
+/// stores the new value. Whatever the interleaving, the loaded (old) value never outlives an
+/// invalidation or overwrites an insert that began after the load.
+#[test]
+fn a_load_never_stores_over_an_invalidation_or_insert_made_during_it() {
+    for insert in [false, true] {
+        loom::model(move || {
+            let flights = Arc::new(Map::new(1));
+            let storage = Arc::new(loom::sync::Mutex::new(None::<u32>));
+            let Join::Lead(ticket, waiter) = flights.join(&1, false, || None::<()>) else {
+                panic!("first join leads")
+            };
+            let (other, stored) = (flights.clone(), storage.clone());
+            let t = thread::spawn(move || {
+                other.detach(&1);
+                *stored.lock().unwrap() = insert.then_some(2);
+            });
+            let fill = storage.clone();
+            flights.finish(ticket, Ok(1), move |_, outcome| {
+                *fill.lock().unwrap() = Some(*outcome.as_ref().unwrap());
+            });
+            t.join().unwrap();
+            assert_eq!(*storage.lock().unwrap(), insert.then_some(2));
+            assert_eq!(
+                block_on(waiter),
+                Ok(1),
+                "the load still answers its own waiters"
+            );
+        });
+    }
+}
