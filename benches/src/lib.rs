@@ -4,6 +4,7 @@
 //! Every peer loads the same trivial data (`key * 2`) and counts its loader calls, so the numbers
 //! measure the batching machinery and nothing else.
 
+pub mod cache;
 pub mod peers;
 pub mod report;
 pub mod workloads;

@@ -185,6 +185,122 @@ fn dataloader(rounds: usize) {
     );
 }
 
+fn cache(rounds: usize) {
+    use herder_benches::cache::{self as c, PingoraRt, Stampede, Uncoalesced};
+    use std::sync::Arc;
+
+    // Hit path: 2 threads reading 10,000 hot keys.
+    // Capacity for twice the keys, so that every hot key stays cached in every peer.
+    let peers = c::hit_path_peers(20_000);
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); peers.len()];
+    for round in 0..rounds {
+        for offset in 0..peers.len() {
+            let i = (round + offset) % peers.len();
+            samples[i].push(c::hit_path(&peers[i], 2, 10_000, 2_000_000));
+        }
+    }
+    let medians: Vec<Duration> = samples.iter().map(|s| median(s)).collect();
+    let fastest = *medians.iter().min().unwrap();
+    let herder = medians[0];
+    let mut table = Table::new(&[
+        "cache",
+        "ns per get (median)",
+        "min",
+        "max",
+        "vs fastest",
+        "vs herder (TTL)",
+    ]);
+    for (peer, (samples, m)) in peers.iter().zip(samples.iter().zip(&medians)) {
+        table.row(vec![
+            peer.name().to_owned(),
+            format!("{:.1}", m.as_nanos() as f64),
+            format!("{}", samples.iter().min().unwrap().as_nanos()),
+            format!("{}", samples.iter().max().unwrap().as_nanos()),
+            ratio(*m, fastest),
+            ratio(*m, herder),
+        ]);
+    }
+    println!(
+        "### Hit path: 2 threads, 10,000 hot keys, 2,000,000 gets per thread\n\n{}",
+        table.markdown()
+    );
+
+    // Stampede: 10,000 concurrent reads of one cold key, 20 ms backend.
+    let rt = multi_thread();
+    let latency = Duration::from_millis(20);
+    let mut table = Table::new(&[
+        "cache",
+        "backend calls (max over rounds)",
+        "p50",
+        "p99",
+        "max",
+    ]);
+    fn row<S: Stampede>(
+        rt: &Runtime,
+        rounds: usize,
+        latency: Duration,
+        make: impl Fn() -> S,
+        table: &mut Table,
+    ) {
+        let mut calls = Vec::new();
+        let mut all = Vec::new();
+        let mut name = "";
+        for _ in 0..rounds {
+            let cache = Arc::new(rt.block_on(async { make() }));
+            name = cache.name();
+            let run = rt.block_on(c::stampede(cache, 10_000, latency));
+            calls.push(run.backend_calls);
+            all.extend(run.latencies);
+        }
+        table.row(vec![
+            name.to_owned(),
+            format!("{} ({})", median_count(&calls), calls.iter().max().unwrap()),
+            human(median(&all)),
+            human(quantile(&all, 0.99)),
+            human(quantile(&all, 1.0)),
+        ]);
+    }
+    row(
+        &rt,
+        rounds,
+        latency,
+        || herder::Cache::<u64, u64>::new(1000),
+        &mut table,
+    );
+    row(
+        &rt,
+        rounds,
+        latency,
+        || moka::future::Cache::<u64, u64>::new(1000),
+        &mut table,
+    );
+    row(
+        &rt,
+        rounds,
+        latency,
+        || quick_cache::sync::Cache::<u64, u64>::new(1000),
+        &mut table,
+    );
+    row(
+        &rt,
+        rounds,
+        latency,
+        || PingoraRt(pingora_memory_cache::RTCache::new(1000, None, None)),
+        &mut table,
+    );
+    row(
+        &rt,
+        rounds,
+        latency,
+        || Uncoalesced(moka::future::Cache::new(1000)),
+        &mut table,
+    );
+    println!(
+        "### Stampede: 10,000 concurrent reads of one cold key, 20 ms backend (multi-thread, 2 workers)\n\n{}",
+        table.markdown()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rounds = args
@@ -202,5 +318,9 @@ fn main() {
     if all || which.contains(&"dataloader") {
         println!("## DataLoader ({rounds} rounds)\n");
         dataloader(rounds);
+    }
+    if all || which.contains(&"cache") {
+        println!("## Cache ({rounds} rounds)\n");
+        cache(rounds);
     }
 }

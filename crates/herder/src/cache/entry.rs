@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::clock::{NEVER, after, nanos};
+use super::clock::{NEVER, after};
 use super::config::{Config, EarlyRefresh};
 
 /// What a loader found, and for how long to keep it.
@@ -61,16 +61,18 @@ impl<V> Loaded<V> {
 }
 
 /// A stored entry. `value: None` is a cached "not found".
+///
+/// Kept small (24 bytes besides the value): the stale and fail-safe deadlines of an ordinary
+/// entry follow from its expiry and the cache's settings, so only the expiry is stored.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry<V> {
     pub(crate) value: Option<V>,
     pub(crate) fresh_until: u64,
-    pub(crate) stale_until: u64,
-    pub(crate) keep_until: u64,
-    /// Early refresh point for `EarlyRefresh::Fraction`, `NEVER` otherwise.
-    pub(crate) refresh_at: u64,
-    /// How long the load that produced the entry took (XFetch's δ), in nanoseconds.
-    pub(crate) load_nanos: u64,
+    /// Ordinary entries: the early refresh point of `EarlyRefresh::Fraction` (`NEVER` if none).
+    /// Degraded entries: until when the fail-safe value may still be served.
+    aux: u64,
+    /// How long the load that produced the entry took (XFetch's δ), in microseconds.
+    load_micros: u32,
     /// The value is a stale one re-served by fail-safe after a failed load.
     pub(crate) degraded: bool,
 }
@@ -103,16 +105,6 @@ impl<V> Entry<V> {
             (None, None) => config.negative_ttl,
         };
         let fresh_until = ttl.map_or(NEVER, |ttl| after(now, ttl));
-        // A negative entry is not worth serving stale or keeping as a fallback.
-        let (stale_until, keep_until) = if value.is_some() {
-            let stale_until = after(fresh_until, config.stale_window);
-            let keep = config
-                .fail_safe
-                .map_or(stale_until, |fs| after(fresh_until, fs.max_stale));
-            (stale_until, keep.max(stale_until))
-        } else {
-            (fresh_until, fresh_until)
-        };
         let refresh_at = match (config.early_refresh, ttl) {
             (EarlyRefresh::Fraction(f), Some(ttl)) if value.is_some() => after(now, ttl.mul_f64(f)),
             _ => NEVER,
@@ -120,10 +112,8 @@ impl<V> Entry<V> {
         Entry {
             value,
             fresh_until,
-            stale_until,
-            keep_until,
-            refresh_at,
-            load_nanos: nanos(load_time),
+            aux: refresh_at,
+            load_micros: u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX),
             degraded: false,
         }
     }
@@ -135,34 +125,54 @@ impl<V> Entry<V> {
         Entry {
             value: Some(value),
             fresh_until,
-            stale_until: fresh_until,
-            keep_until: keep_until.max(fresh_until),
-            refresh_at: NEVER,
-            load_nanos: 0,
+            aux: keep_until.max(fresh_until),
+            load_micros: 0,
             degraded: true,
         }
     }
 
     /// `true` when classifying this entry needs the time (it expires or refreshes early).
     pub(crate) fn needs_clock(&self) -> bool {
-        self.fresh_until != NEVER || self.refresh_at != NEVER
+        self.fresh_until != NEVER || (!self.degraded && self.aux != NEVER)
     }
 
-    pub(crate) fn freshness(&self, now: u64, early: EarlyRefresh) -> Freshness {
-        if now < self.fresh_until {
-            let refresh = match early {
-                EarlyRefresh::Off => false,
-                EarlyRefresh::Fraction(_) => now >= self.refresh_at,
-                EarlyRefresh::Probabilistic { beta } => {
-                    xfetch(self.fresh_until - now, self.load_nanos, beta)
-                }
-            };
-            Freshness::Fresh {
-                refresh: refresh && self.value.is_some(),
+    /// The end of the stale window (served while refreshed in the background).
+    fn stale_until(&self, config: &Config) -> u64 {
+        if self.degraded || self.value.is_none() {
+            self.fresh_until
+        } else {
+            after(self.fresh_until, config.stale_window)
+        }
+    }
+
+    /// Until when the value may stand in for a failed load (fail-safe).
+    pub(crate) fn keep_until(&self, config: &Config) -> u64 {
+        match (self.degraded, &self.value, config.fail_safe) {
+            (true, _, _) => self.aux,
+            (false, None, _) | (false, Some(_), None) => self.stale_until(config),
+            (false, Some(_), Some(fail_safe)) => {
+                after(self.fresh_until, fail_safe.max_stale).max(self.stale_until(config))
             }
-        } else if now < self.stale_until {
+        }
+    }
+
+    pub(crate) fn freshness(&self, now: u64, config: &Config) -> Freshness {
+        if now < self.fresh_until {
+            let refresh = !self.degraded
+                && self.value.is_some()
+                && match config.early_refresh {
+                    EarlyRefresh::Off => false,
+                    EarlyRefresh::Fraction(_) => now >= self.aux,
+                    EarlyRefresh::Probabilistic { beta } => xfetch(
+                        self.fresh_until - now,
+                        u64::from(self.load_micros) * 1000,
+                        beta,
+                    ),
+                };
+            Freshness::Fresh { refresh }
+        } else if now < self.stale_until(config) {
             Freshness::Stale
-        } else if now < self.keep_until {
+        } else if now < self.keep_until(config) {
             Freshness::Kept
         } else {
             Freshness::Gone

@@ -40,9 +40,14 @@ where
         } else {
             0
         };
-        match (entry.freshness(now, self.config.early_refresh), entry.value) {
+        let (keep_until, fresh_until, degraded) = (
+            entry.keep_until(&self.config),
+            entry.fresh_until,
+            entry.degraded,
+        );
+        match (entry.freshness(now, &self.config), entry.value) {
             (Freshness::Fresh { refresh }, value) => {
-                let status = match (&value, entry.degraded) {
+                let status = match (&value, degraded) {
                     (None, _) => Status::NegativeHit,
                     (Some(_), true) => Status::StaleOnError,
                     (Some(_), false) => Status::Hit,
@@ -55,8 +60,8 @@ where
                 let refresh = match (&value, refresh) {
                     (Some(value), true) => Some(Fallback {
                         value: value.clone(),
-                        keep_until: entry.keep_until,
-                        fresh_until: entry.fresh_until,
+                        keep_until,
+                        fresh_until,
                     }),
                     _ => None,
                 };
@@ -69,8 +74,8 @@ where
                 self.stats.bump(Counter::StaleServed);
                 let refresh = Some(Fallback {
                     value: value.clone(),
-                    keep_until: entry.keep_until,
-                    fresh_until: entry.fresh_until,
+                    keep_until,
+                    fresh_until,
                 });
                 Lookup::Serve {
                     fetched: Fetched {
@@ -82,14 +87,13 @@ where
             }
             (Freshness::Kept, Some(value)) => Lookup::Miss(Some(Fallback {
                 value,
-                keep_until: entry.keep_until,
-                fresh_until: entry.fresh_until,
+                keep_until,
+                fresh_until,
             })),
             (Freshness::Gone, _) => {
                 // Reclaim the dead entry, unless it was replaced meanwhile.
-                let (fresh_until, keep_until) = (entry.fresh_until, entry.keep_until);
                 self.storage.remove_if(key, |e| {
-                    e.fresh_until == fresh_until && e.keep_until == keep_until
+                    e.fresh_until == fresh_until && e.degraded == degraded
                 });
                 Lookup::Miss(None)
             }
@@ -106,7 +110,7 @@ where
         } else {
             0
         };
-        match entry.freshness(now, self.config.early_refresh) {
+        match entry.freshness(now, &self.config) {
             Freshness::Fresh { .. } => {
                 let status = if entry.value.is_some() {
                     Status::Hit

@@ -370,7 +370,7 @@ where
         let now = self.inner.clock.now();
         entry.value.is_some()
             && matches!(
-                entry.freshness(now, self.inner.config.early_refresh),
+                entry.freshness(now, &self.inner.config),
                 Freshness::Fresh { .. } | Freshness::Stale
             )
     }

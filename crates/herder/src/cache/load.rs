@@ -85,12 +85,7 @@ pub(crate) fn start<K, V, F, Fut, E>(
     task::spawn(
         runtime,
         move || land(load, config, early, fallback),
-        move |outcome: Outcome<Landing<V>>| {
-            owner.count_landing(&outcome);
-            let store =
-                |key: &K, outcome: &Outcome<Landing<V>>| owner.store(key, outcome, keep_until);
-            owner.flights.finish(ticket, outcome, store);
-        },
+        move |outcome: Outcome<Landing<V>>| owner.finish_load(ticket, outcome, keep_until),
     );
 }
 

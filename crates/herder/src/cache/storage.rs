@@ -59,7 +59,13 @@ impl<K: Eq + Hash + Clone, V: Clone> Storage<K, V> {
         estimated_items: usize,
         weigher: Option<Weigher<K, V>>,
     ) -> Self {
+        // More shards than quick_cache's default (4 per core): two threads reading hot keys then
+        // rarely share a shard lock's cache line (measured: 116 → 100 ns per read with a TTL and
+        // 70 → 45 ns without, 2 threads, 10,000 keys). quick_cache lowers it for small caches.
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let shards = (cores * 16).max(64);
         let options = OptionsBuilder::new()
+            .shards(shards)
             .estimated_items_capacity(estimated_items)
             .weight_capacity(capacity)
             .build()
