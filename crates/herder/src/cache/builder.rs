@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::config::{Config, EarlyRefresh, FailSafe};
 use super::handle::Cache;
 use super::storage::Storage;
+use super::tier::Tier;
 use crate::error::BuildError;
 
 /// Configures a [`Cache`]; made by [`Cache::builder`].
@@ -34,6 +35,7 @@ pub struct Builder<K, V> {
     estimated_items: Option<usize>,
     weigher: Option<super::storage::Weigher<K, V>>,
     config: Config,
+    tier: Option<Arc<dyn Tier<K, V>>>,
 }
 
 impl<K, V> Builder<K, V>
@@ -47,6 +49,7 @@ where
             estimated_items: None,
             weigher: None,
             config: Config::default(),
+            tier: None,
         }
     }
 
@@ -133,6 +136,18 @@ where
         self
     }
 
+    /// A shared second level (L2) for a fleet of instances, such as `herder-redis`'s: L1 misses
+    /// read it before loading, one instance loads a cold key while the others wait for it, loaded
+    /// values fill it, and invalidations reach every instance. A tier that is slow or down is
+    /// skipped (fail-open).
+    ///
+    /// Single-key reads (`get_with`, `try_get_with`, `fetch`, refreshes) go through the tier;
+    /// bulk reads and DataLoader batches use L1 only.
+    pub fn tier(mut self, tier: Arc<dyn Tier<K, V>>) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+
     /// Builds the cache, or says which setting is invalid.
     pub fn build(self) -> Result<Cache<K, V>, BuildError> {
         let capacity = match self.capacity {
@@ -148,7 +163,7 @@ where
             None => usize::try_from(capacity).unwrap_or(usize::MAX),
         });
         let storage = Storage::new(capacity, estimated.max(1), self.weigher);
-        Ok(Cache::from_parts(storage, self.config))
+        Ok(Cache::from_parts(storage, self.config, self.tier))
     }
 }
 
@@ -158,6 +173,7 @@ impl<K, V> fmt::Debug for Builder<K, V> {
             .field("capacity", &self.capacity)
             .field("weigher", &self.weigher.is_some())
             .field("config", &self.config)
+            .field("tier", &self.tier.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -72,6 +72,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How long a shared tier keeps what was loaded: the entry's TTL plus the stale window (so
+    /// that other instances can serve it stale), the negative TTL for an absence. `None`: no
+    /// expiry; `Some(ZERO)`: do not share (an absence with no negative TTL).
+    pub(crate) fn shared_ttl<V>(&self, loaded: &super::Loaded<V>) -> Option<Duration> {
+        match (&loaded.value, loaded.ttl) {
+            (Some(_), ttl) => ttl.or(self.ttl).map(|ttl| ttl + self.stale_window),
+            (None, Some(ttl)) => Some(ttl),
+            (None, None) => Some(self.negative_ttl.unwrap_or(Duration::ZERO)),
+        }
+    }
+
     /// Why these settings cannot work together, if they cannot.
     pub(crate) fn invalid(&self) -> Option<&'static str> {
         match self.early_refresh {

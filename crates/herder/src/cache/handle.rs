@@ -17,6 +17,7 @@ use super::load::Landing;
 use super::stats::{CacheStats, Counters};
 use super::status::Fetched;
 use super::storage::Storage;
+use super::tier::{LocalCache, Tier};
 use crate::flight::Flights;
 
 /// A bounded, async, read-through cache with stampede protection.
@@ -63,6 +64,8 @@ pub(crate) struct Inner<K, V> {
     pub(crate) storage: Storage<K, V>,
     pub(crate) flights: Flights<K, Landing<V>>,
     pub(crate) config: Config,
+    /// The shared second level, if any.
+    pub(crate) tier: Option<Arc<dyn Tier<K, V>>>,
     pub(crate) clock: Clock,
     pub(crate) stats: Counters,
 }
@@ -90,16 +93,23 @@ where
         Builder::new()
     }
 
-    pub(super) fn from_parts(storage: Storage<K, V>, config: Config) -> Self {
-        Cache {
-            inner: Arc::new(Inner {
-                storage,
-                flights: Flights::new(Flights::<K, Landing<V>>::default_shards()),
-                config,
-                clock: Clock::new(),
-                stats: Counters::default(),
-            }),
+    pub(super) fn from_parts(
+        storage: Storage<K, V>,
+        config: Config,
+        tier: Option<Arc<dyn Tier<K, V>>>,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            storage,
+            flights: Flights::new(Flights::<K, Landing<V>>::default_shards()),
+            config,
+            tier,
+            clock: Clock::new(),
+            stats: Counters::default(),
+        });
+        if let Some(tier) = &inner.tier {
+            tier.attach(LocalCache::new(&inner));
         }
+        Cache { inner }
     }
 
     /// The cached value of `key`, fresh or stale; never loads. `None` for a missing, expired
@@ -310,7 +320,8 @@ where
     }
 
     /// Stores `value` for the cache's time to live. A load of `key` under way still answers its
-    /// callers but will not overwrite this value.
+    /// callers but will not overwrite this value. With a shared [tier](Builder::tier), the other
+    /// instances' copies and the shared one are invalidated.
     pub fn insert(&self, key: K, value: V) {
         self.insert_entry(key, Some(value), None);
     }
@@ -334,6 +345,10 @@ where
 
     fn insert_entry(&self, key: K, value: Option<V>, ttl: Option<Duration>) {
         let inner = &self.inner;
+        // Other instances' copies are now stale: drop them (and the shared one).
+        if let Some(tier) = &inner.tier {
+            tier.invalidate(&key);
+        }
         // Retire the load under way first, so it cannot overwrite what is stored here.
         inner.flights.detach(&key);
         let entry = Entry::new(value, ttl, inner.clock.now(), Duration::ZERO, &inner.config);
@@ -341,7 +356,8 @@ where
     }
 
     /// Removes `key`. A load of `key` under way still answers its callers, but its result is not
-    /// stored: the next read loads again.
+    /// stored: the next read loads again. With a shared [tier](Builder::tier), the key is also
+    /// dropped from the tier and from every other instance's cache (in the background).
     ///
     /// ```
     /// # use herder::Cache;
@@ -353,12 +369,18 @@ where
     pub fn invalidate(&self, key: &K) {
         self.inner.flights.detach(key);
         self.inner.storage.remove(key);
+        if let Some(tier) = &self.inner.tier {
+            tier.invalidate(key);
+        }
     }
 
     /// [`invalidate`](Cache::invalidate) for every key.
     pub fn invalidate_all(&self) {
         self.inner.flights.detach_all();
         self.inner.storage.clear();
+        if let Some(tier) = &self.inner.tier {
+            tier.invalidate_all();
+        }
     }
 
     /// `true` if `key` holds a fresh or stale value (not a cached absence); does not count as a

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use super::config::Config;
 use super::entry::{Entry, Loaded};
 use super::handle::Inner;
 use super::stats::Counter;
+use super::tier::{Acquired, Tier};
 use crate::flight::{Failure, Outcome, Slot, Ticket, task};
 
 /// What a load delivers to its waiters.
@@ -82,11 +83,49 @@ pub(crate) fn start<K, V, F, Fut, E>(
     let early = ticket.slot().clone();
     let config = inner.config;
     let owner = inner.clone();
+    let load = through_tier(inner.tier.clone(), ticket.key().clone(), load, config);
     task::spawn(
         runtime,
         move || land(load, config, early, fallback),
         move |outcome: Outcome<Landing<V>>| owner.finish_load(ticket, outcome, keep_until),
     );
+}
+
+/// Wraps the loader so that it asks the shared tier first, if there is one: the tier's value, or
+/// the loader's under the tier's lease (then filling the tier), or, when the tier cannot help,
+/// the loader's alone.
+fn through_tier<K, V, F, Fut, E>(
+    tier: Option<Arc<dyn Tier<K, V>>>,
+    key: K,
+    load: F,
+    config: Config,
+) -> impl FnOnce() -> Pin<Box<dyn Future<Output = Result<Loaded<V>, E>> + Send>> + Send + 'static
+where
+    K: Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    move || {
+        Box::pin(async move {
+            let Some(tier) = tier else {
+                return load().await;
+            };
+            match tier.acquire(&key).await {
+                Acquired::Hit(loaded) => Ok(loaded),
+                Acquired::Unavailable => load().await,
+                Acquired::Lead(lease) => {
+                    let result = load().await;
+                    if let Ok(loaded) = &result {
+                        let ttl = config.shared_ttl(loaded);
+                        lease.fill(loaded.clone(), ttl).await;
+                    }
+                    result
+                }
+            }
+        })
+    }
 }
 
 /// Runs the loader within the load timeouts and turns whatever happens into a [`Landing`].

@@ -17,6 +17,7 @@ mod load;
 mod stats;
 mod status;
 mod storage;
+mod tier;
 
 pub(crate) use fetch::Lookup;
 pub(crate) use handle::Inner;
@@ -29,3 +30,4 @@ pub use error::CacheError;
 pub use handle::Cache;
 pub use stats::CacheStats;
 pub use status::{Fetched, Status};
+pub use tier::{Acquired, Lease, LocalCache, Tier, TierFuture};

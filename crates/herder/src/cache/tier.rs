@@ -1,0 +1,128 @@
+//! A second-level store shared by a fleet, under each instance's [`Cache`](super::Cache).
+//!
+//! The core crate knows no store: a tier (such as `herder-redis`'s) implements [`Tier`]. On an L1
+//! miss, the instance's leader of the load asks the tier first ([`Tier::acquire`]): the tier
+//! answers with the shared value, or grants this instance the lease to load the key (and fill the
+//! tier), or waits while another instance loads it, or says it is unavailable, in which case the
+//! instance loads on its own and the request never fails because of the tier.
+
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::entry::Loaded;
+use super::handle::Inner;
+
+/// A boxed future, as the object-safe [`Tier`] returns.
+pub type TierFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A shared second-level store (L2) under a [`Cache`](super::Cache).
+///
+/// Every method must be fail-open: a slow or failed store answers
+/// [`Acquired::Unavailable`] within its own time budget, never an error, never a hang.
+pub trait Tier<K, V>: Send + Sync + 'static {
+    /// Called once by the cache this tier is attached to, with a handle through which the tier
+    /// evicts L1 entries that another instance invalidated.
+    fn attach(&self, local: LocalCache<K, V>);
+
+    /// Called on an L1 miss by the instance's one leader of the load of `key`: the shared value,
+    /// or the lease to load it, or a verdict that the tier cannot help.
+    fn acquire<'a>(&'a self, key: &'a K) -> TierFuture<'a, Acquired<V>>;
+
+    /// Drops `key` from the tier and tells every instance to evict it. Must not block: an
+    /// implementation queues the work. Called by [`Cache::invalidate`](super::Cache::invalidate).
+    fn invalidate(&self, key: &K);
+
+    /// Drops every key of this cache from the tier and tells every instance; must not block.
+    fn invalidate_all(&self);
+}
+
+/// The tier's answer to [`Tier::acquire`].
+pub enum Acquired<V> {
+    /// The tier holds the key: the value (or a cached absence) and its remaining TTL.
+    Hit(Loaded<V>),
+    /// This instance loads the key and fills the tier through the lease.
+    Lead(Box<dyn Lease<V>>),
+    /// The tier cannot help (down, slow, circuit open, lease contention past its budget):
+    /// load locally and store nothing in the tier.
+    Unavailable,
+}
+
+impl<V> fmt::Debug for Acquired<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Acquired::Hit(_) => "Acquired::Hit",
+            Acquired::Lead(_) => "Acquired::Lead",
+            Acquired::Unavailable => "Acquired::Unavailable",
+        })
+    }
+}
+
+/// The right to fill the tier with one key's value, granted to one instance at a time.
+/// Dropping it without filling (the load failed) releases it for another instance.
+pub trait Lease<V>: Send {
+    /// Stores what was loaded, for `ttl` (`None`: no expiry), unless the lease was lost (taken
+    /// over after expiry, or revoked by an invalidation): a load that started before an
+    /// invalidation never fills the tier.
+    fn fill(self: Box<Self>, loaded: Loaded<V>, ttl: Option<Duration>) -> TierFuture<'static, ()>;
+}
+
+/// A handle on an instance's L1, given to its tier by [`Tier::attach`]: evicts without telling
+/// the tier again. It does not keep the cache alive.
+pub struct LocalCache<K, V> {
+    inner: Weak<Inner<K, V>>,
+}
+
+impl<K, V> LocalCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new(inner: &Arc<Inner<K, V>>) -> Self {
+        LocalCache {
+            inner: Arc::downgrade(inner),
+        }
+    }
+
+    /// Evicts `key` from this instance's L1. A load of `key` under way here still answers its
+    /// callers but stores nothing (the value it read may predate the invalidation). Returns
+    /// `false` once the cache is gone.
+    pub fn evict(&self, key: &K) -> bool {
+        let Some(inner) = self.inner.upgrade() else {
+            return false;
+        };
+        inner.flights.detach(key);
+        inner.storage.remove(key);
+        true
+    }
+
+    /// Evicts everything from this instance's L1 (after a lost connection, when invalidations
+    /// may have been missed). Returns `false` once the cache is gone.
+    pub fn evict_all(&self) -> bool {
+        let Some(inner) = self.inner.upgrade() else {
+            return false;
+        };
+        inner.flights.detach_all();
+        inner.storage.clear();
+        true
+    }
+}
+
+impl<K, V> Clone for LocalCache<K, V> {
+    fn clone(&self) -> Self {
+        LocalCache {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for LocalCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalCache")
+            .field("alive", &(self.inner.strong_count() > 0))
+            .finish()
+    }
+}
