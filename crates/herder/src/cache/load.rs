@@ -91,6 +91,8 @@ pub(crate) fn start<K, V, F, Fut, E>(
     );
 }
 
+type BoxedLoad<V, E> = Pin<Box<dyn Future<Output = Result<Loaded<V>, E>> + Send>>;
+
 /// Wraps the loader so that it asks the shared tier first, if there is one: the tier's value, or
 /// the loader's under the tier's lease (then filling the tier), or, when the tier cannot help,
 /// the loader's alone.
@@ -99,7 +101,7 @@ fn through_tier<K, V, F, Fut, E>(
     key: K,
     load: F,
     config: Config,
-) -> impl FnOnce() -> Pin<Box<dyn Future<Output = Result<Loaded<V>, E>> + Send>> + Send + 'static
+) -> impl FnOnce() -> BoxedLoad<V, E> + Send + 'static
 where
     K: Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
