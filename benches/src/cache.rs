@@ -221,8 +221,8 @@ impl Stampede for herder::Cache<u64, u64> {
     fn name(&self) -> &'static str {
         "herder Cache::get_with"
     }
-    fn read(self: Arc<Self>, key: u64, backend: Backend) -> impl Future<Output = u64> + Send {
-        async move { self.get_with(key, move || backend.call(key)).await }
+    async fn read(self: Arc<Self>, key: u64, backend: Backend) -> u64 {
+        self.get_with(key, move || backend.call(key)).await
     }
 }
 
@@ -230,8 +230,8 @@ impl Stampede for moka::future::Cache<u64, u64> {
     fn name(&self) -> &'static str {
         "moka 0.12 get_with"
     }
-    fn read(self: Arc<Self>, key: u64, backend: Backend) -> impl Future<Output = u64> + Send {
-        async move { self.get_with(key, backend.call(key)).await }
+    async fn read(self: Arc<Self>, key: u64, backend: Backend) -> u64 {
+        self.get_with(key, backend.call(key)).await
     }
 }
 
@@ -239,11 +239,9 @@ impl Stampede for quick_cache::sync::Cache<u64, u64> {
     fn name(&self) -> &'static str {
         "quick_cache 0.7 get_or_insert_async"
     }
-    fn read(self: Arc<Self>, key: u64, backend: Backend) -> impl Future<Output = u64> + Send {
-        async move {
-            let load = async move { Ok::<_, ()>(backend.call(key).await) };
-            self.get_or_insert_async(&key, load).await.unwrap()
-        }
+    async fn read(self: Arc<Self>, key: u64, backend: Backend) -> u64 {
+        let load = async move { Ok::<_, ()>(backend.call(key).await) };
+        self.get_or_insert_async(&key, load).await.unwrap()
     }
 }
 
@@ -267,8 +265,8 @@ impl Stampede for PingoraRt {
     fn name(&self) -> &'static str {
         "pingora-memory-cache 0.9 RTCache::get"
     }
-    fn read(self: Arc<Self>, key: u64, backend: Backend) -> impl Future<Output = u64> + Send {
-        async move { self.0.get(&key, None, Some(&backend)).await.0.unwrap() }
+    async fn read(self: Arc<Self>, key: u64, backend: Backend) -> u64 {
+        self.0.get(&key, None, Some(&backend)).await.0.unwrap()
     }
 }
 
@@ -279,15 +277,13 @@ impl Stampede for Uncoalesced {
     fn name(&self) -> &'static str {
         "no coalescing (get, then load and insert)"
     }
-    fn read(self: Arc<Self>, key: u64, backend: Backend) -> impl Future<Output = u64> + Send {
-        async move {
-            if let Some(value) = self.0.get(&key).await {
-                return value;
-            }
-            let value = backend.call(key).await;
-            self.0.insert(key, value).await;
-            value
+    async fn read(self: Arc<Self>, key: u64, backend: Backend) -> u64 {
+        if let Some(value) = self.0.get(&key).await {
+            return value;
         }
+        let value = backend.call(key).await;
+        self.0.insert(key, value).await;
+        value
     }
 }
 

@@ -13,10 +13,13 @@ use herder::Cache;
 use herder::cache::{Acquired, Lease, Loaded, LocalCache, Status, Tier, TierFuture};
 use support::BackendDown;
 
+/// A shared value (`None`: a cached absence) and the TTL it was filled with.
+type Stored = (Option<String>, Option<Duration>);
+
 /// A tier in memory: values, leases, and the instances to evict on invalidation.
 #[derive(Default)]
 struct MemoryTier {
-    values: Mutex<HashMap<u32, (Option<String>, Option<Duration>)>>,
+    values: Mutex<HashMap<u32, Stored>>,
     leases: Mutex<HashSet<u32>>,
     instances: Mutex<Vec<LocalCache<u32, String>>>,
     down: AtomicBool,
