@@ -72,6 +72,16 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How long what was loaded stays fresh: its own TTL, else the cache's (for a value) or the
+    /// negative TTL (for an absence).
+    pub(crate) fn fresh_ttl<V>(&self, loaded: &super::Loaded<V>) -> Option<Duration> {
+        loaded.ttl.or(if loaded.value.is_some() {
+            self.ttl
+        } else {
+            self.negative_ttl
+        })
+    }
+
     /// How long a shared tier keeps what was loaded: the entry's TTL plus the stale window (so
     /// that other instances can serve it stale), the negative TTL for an absence. `None`: no
     /// expiry; `Some(ZERO)`: do not share (an absence with no negative TTL).

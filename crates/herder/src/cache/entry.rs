@@ -58,6 +58,11 @@ impl<V> Loaded<V> {
     pub fn value(&self) -> Option<&V> {
         self.value.as_ref()
     }
+
+    /// The TTL this answer carries, if it set one.
+    pub fn expires_after(&self) -> Option<Duration> {
+        self.ttl
+    }
 }
 
 /// A stored entry. `value: None` is a cached "not found".

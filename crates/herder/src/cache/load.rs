@@ -120,8 +120,10 @@ where
                 Acquired::Lead(lease) => {
                     let result = load().await;
                     if let Ok(loaded) = &result {
-                        let ttl = config.shared_ttl(loaded);
-                        lease.fill(loaded.clone(), ttl).await;
+                        let keep = config.shared_ttl(loaded);
+                        let mut shared = loaded.clone();
+                        shared.ttl = config.fresh_ttl(loaded);
+                        lease.fill(shared, keep).await;
                     }
                     result
                 }

@@ -64,9 +64,10 @@ impl<V> fmt::Debug for Acquired<V> {
 /// The right to fill the tier with one key's value, granted to one instance at a time.
 /// Dropping it without filling (the load failed) releases it for another instance.
 pub trait Lease<V>: Send {
-    /// Stores what was loaded, for `ttl` (`None`: no expiry), unless the lease was lost (taken
-    /// over after expiry, or revoked by an invalidation): a load that started before an
-    /// invalidation never fills the tier.
+    /// Stores what was loaded (whose [`expires_after`](Loaded::expires_after) is its fresh TTL)
+    /// for `ttl` (its fresh TTL plus the stale window; `None`: no expiry; zero: do not store),
+    /// unless the lease was lost (taken over after expiry, or revoked by an invalidation): a load
+    /// that started before an invalidation never fills the tier.
     fn fill(self: Box<Self>, loaded: Loaded<V>, ttl: Option<Duration>) -> TierFuture<'static, ()>;
 }
 

@@ -1,0 +1,181 @@
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{Codec, FORMAT, Postcard};
+use crate::error::Error;
+use crate::tier::{RedisTier, Shared};
+use crate::worker::Worker;
+
+/// Settings of a [`RedisTier`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub(crate) lease_ttl: Duration,
+    pub(crate) budget: Duration,
+    pub(crate) max_wait: Duration,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_cooldown: Duration,
+}
+
+/// Configures a [`RedisTier`]; made by [`RedisTier::builder`].
+///
+/// ```no_run
+/// use herder_redis::RedisTier;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), herder_redis::Error> {
+/// let tier = RedisTier::<u64, String>::builder("redis://127.0.0.1:6379")
+///     .namespace("bookstore:authors")
+///     .lease_ttl(Duration::from_secs(2))          // a dead holder's lease is taken over after 2 s
+///     .budget(Duration::from_millis(50))          // every Redis call: 50 ms, then fail open
+///     .build()?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<K, V> {
+    url: String,
+    namespace: String,
+    codec: Arc<dyn Codec<V>>,
+    config: Config,
+    _keys: PhantomData<fn(K)>,
+}
+
+impl<K, V> Builder<K, V>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new(url: &str) -> Self {
+        Builder {
+            url: url.to_owned(),
+            namespace: "herder".to_owned(),
+            codec: Arc::new(Postcard),
+            config: Config {
+                lease_ttl: Duration::from_secs(5),
+                budget: Duration::from_millis(100),
+                max_wait: Duration::from_secs(30),
+                breaker_threshold: 3,
+                breaker_cooldown: Duration::from_secs(1),
+            },
+            _keys: PhantomData,
+        }
+    }
+}
+
+impl<K, V> Builder<K, V>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The prefix of every Redis key and channel of this cache (default `"herder"`). Caches of
+    /// different value types must use different namespaces. The envelope's format version is
+    /// appended, so a new format never reads an old one.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// How values become bytes (default [`Postcard`]).
+    pub fn codec(mut self, codec: impl Codec<V>) -> Self {
+        self.codec = Arc::new(codec);
+        self
+    }
+
+    /// How long a lease lasts unless its holder extends it (default 5 s). The holder's watchdog
+    /// extends it every third of this while the load runs, so a long load keeps its lease; a
+    /// holder that dies loses it after this long, and another instance takes over.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.config.lease_ttl = ttl;
+        self
+    }
+
+    /// The time budget of every Redis call (default 100 ms): past it the call counts as failed
+    /// and the cache goes on without Redis.
+    pub fn budget(mut self, budget: Duration) -> Self {
+        self.config.budget = budget;
+        self
+    }
+
+    /// How long an instance waits for another instance's load of a key before loading it
+    /// itself (default 30 s; the cache's own wait and load timeouts apply too).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.config.max_wait = wait;
+        self
+    }
+
+    /// After `failures` failed calls in a row, skip Redis for `cooldown` (default 3 and 1 s).
+    pub fn circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.config.breaker_threshold = failures;
+        self.config.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Builds the tier and spawns its background worker (pub/sub and invalidations) on the
+    /// current Tokio runtime. Connects lazily: a Redis that is down at start-up only means the
+    /// cache runs without it until it is back.
+    ///
+    /// # Errors
+    ///
+    /// An invalid URL or setting, or no Tokio runtime to spawn the worker on.
+    pub fn build(self) -> Result<RedisTier<K, V>, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::no_runtime())?;
+        let (tier, worker) = self.build_with_worker()?;
+        runtime.spawn(worker.run());
+        Ok(tier)
+    }
+
+    /// Builds the tier and hands back its background worker, for the caller to run (on a runtime
+    /// of its choice). Until the worker runs, no invalidation reaches this instance and none is
+    /// sent.
+    ///
+    /// # Errors
+    ///
+    /// An invalid URL or setting.
+    pub fn build_with_worker(self) -> Result<(RedisTier<K, V>, Worker<K, V>), Error> {
+        let Config {
+            lease_ttl,
+            budget,
+            max_wait,
+            breaker_threshold,
+            ..
+        } = self.config;
+        if lease_ttl < Duration::from_millis(30) {
+            return Err(Error::setting("lease_ttl must be at least 30 ms"));
+        }
+        if budget.is_zero() || max_wait.is_zero() {
+            return Err(Error::setting("budget and max_wait must be positive"));
+        }
+        if breaker_threshold == 0 {
+            return Err(Error::setting("circuit_breaker needs at least 1 failure"));
+        }
+        let client = redis::Client::open(self.url.as_str()).map_err(Error::redis)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(budget.max(Duration::from_millis(250))))
+            .set_response_timeout(Some(budget))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager)
+            .map_err(Error::redis)?;
+        let prefix = format!("{}:h{FORMAT}:", self.namespace);
+        let (shared, jobs) = Shared::new(client, connection, prefix, self.codec, self.config);
+        let worker = Worker::new(&shared, jobs);
+        Ok((RedisTier { shared }, worker))
+    }
+}
+
+impl<K, V> fmt::Debug for Builder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("namespace", &self.namespace)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

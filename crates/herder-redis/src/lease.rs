@@ -1,0 +1,167 @@
+//! A lease held by this instance: extended by a watchdog while the load runs, filled once, or
+//! released if the load fails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herder::cache::{Lease, Loaded, TierFuture};
+use tokio::sync::oneshot;
+
+use crate::codec;
+use crate::events::Kind;
+use crate::scripts::{EXTEND, FILL, RELEASE};
+use crate::stats::bump;
+use crate::tier::Shared;
+
+/// The fresh time stored for a value that never expires (about 142,000 years in ms).
+const NEVER_MS: u64 = 1 << 52;
+
+pub(crate) struct RedisLease<K: Send + Sync + 'static, V: Send + Sync + 'static> {
+    shared: Arc<Shared<K, V>>,
+    key: Vec<u8>,
+    token: String,
+    epoch: String,
+    generation: String,
+    /// Dropping it stops the watchdog.
+    watchdog: Option<oneshot::Sender<()>>,
+    settled: bool,
+}
+
+impl<K, V> RedisLease<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn grant(
+        shared: Arc<Shared<K, V>>,
+        key: Vec<u8>,
+        token: String,
+        epoch: String,
+        generation: String,
+    ) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(watchdog(
+            shared.clone(),
+            key.clone(),
+            token.clone(),
+            generation.clone(),
+            stopped,
+        ));
+        RedisLease {
+            shared,
+            key,
+            token,
+            epoch,
+            generation,
+            watchdog: Some(stop),
+            settled: false,
+        }
+    }
+}
+
+/// Extends the lease every third of its TTL until stopped or lost. Without it, a load longer
+/// than the lease would let another instance take over and load the key again (a convoy).
+async fn watchdog<K, V>(
+    shared: Arc<Shared<K, V>>,
+    key: Vec<u8>,
+    token: String,
+    generation: String,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let every = shared.config.lease_ttl / 3;
+    let lease_ms = shared.config.lease_ttl.as_millis().to_string();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let mut script = EXTEND.prepare_invoke();
+        script
+            .arg(&shared.prefix)
+            .arg(&key)
+            .arg(&token)
+            .arg(&generation)
+            .arg(&lease_ms);
+        if shared.run::<i64>(script).await == Some(0) {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(prefix = %shared.prefix, "redis tier: lease lost while loading");
+            return;
+        }
+    }
+}
+
+impl<K, V> Lease<V> for RedisLease<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn fill(
+        mut self: Box<Self>,
+        loaded: Loaded<V>,
+        ttl: Option<Duration>,
+    ) -> TierFuture<'static, ()> {
+        Box::pin(async move {
+            self.watchdog.take();
+            self.settled = true;
+            let shared = self.shared.clone();
+            // An absence that is not to be cached, or a value the codec cannot encode: release
+            // the lease (waiters then load for themselves) without storing anything.
+            let body = match ttl {
+                Some(ttl) if ttl.is_zero() => Vec::new(),
+                _ => codec::seal(&*shared.codec, loaded.value()).unwrap_or_default(),
+            };
+            let fresh_ms = loaded
+                .expires_after()
+                .map_or(NEVER_MS, |ttl| ttl.as_millis() as u64);
+            let px = ttl.map_or(0, |ttl| (ttl.as_millis() as u64).max(1));
+            let mut script = FILL.prepare_invoke();
+            script
+                .arg(&shared.prefix)
+                .arg(&self.key)
+                .arg(&self.token)
+                .arg(&self.epoch)
+                .arg(&self.generation)
+                .arg(fresh_ms)
+                .arg(&body)
+                .arg(px)
+                .arg(&shared.channel)
+                .arg(shared.message(Kind::Filled, &self.key));
+            match shared.run::<i64>(script).await {
+                Some(1) => bump(&shared.stats.fills),
+                Some(_) => bump(&shared.stats.fills_lost),
+                None => {}
+            }
+        })
+    }
+}
+
+impl<K: Send + Sync + 'static, V: Send + Sync + 'static> Drop for RedisLease<K, V> {
+    fn drop(&mut self) {
+        self.watchdog.take();
+        if self.settled {
+            return;
+        }
+        // The load failed: give the lease up at once, so another instance can load the key
+        // instead of waiting for the lease to expire. Best effort: it expires anyway.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let (key, token, generation) = (
+            self.key.clone(),
+            self.token.clone(),
+            self.generation.clone(),
+        );
+        runtime.spawn(async move {
+            let mut script = RELEASE.prepare_invoke();
+            script
+                .arg(&shared.prefix)
+                .arg(&key)
+                .arg(&token)
+                .arg(&generation)
+                .arg(&shared.channel)
+                .arg(shared.message(Kind::Released, &key));
+            let _ = shared.run::<i64>(script).await;
+        });
+    }
+}

@@ -1,0 +1,78 @@
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters of a [`RedisTier`](crate::RedisTier), read with
+/// [`RedisTier::stats`](crate::RedisTier::stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// L1 misses answered by Redis with a fresh value (or a shared absence).
+    pub l2_hits: u64,
+    /// L1 misses answered with a stale value while another instance refreshes the key.
+    pub l2_stale_hits: u64,
+    /// Leases granted: this instance loaded the key for the fleet.
+    pub leases: u64,
+    /// Acquires that waited for another instance's load.
+    pub lease_waits: u64,
+    /// Leases won after waiting: the holder failed, died or gave up.
+    pub takeovers: u64,
+    /// Values written to Redis under a lease.
+    pub fills: u64,
+    /// Fills refused because the lease was lost (taken over, or revoked by an invalidation).
+    pub fills_lost: u64,
+    /// Redis calls that failed or ran out of their time budget.
+    pub errors: u64,
+    /// Times the circuit breaker opened.
+    pub circuit_opens: u64,
+    /// Acquires skipped (circuit open, or waited past `max_wait`): loaded locally.
+    pub skipped: u64,
+    /// Stored values that could not be decoded (treated as misses).
+    pub decode_failures: u64,
+    /// Invalidations published by this instance.
+    pub invalidations_sent: u64,
+    /// Invalidations that could not be published (Redis unreachable after retries).
+    pub invalidations_failed: u64,
+    /// Invalidations from other instances applied to this instance's L1.
+    pub invalidations_received: u64,
+    /// Successful pub/sub subscriptions, the first one included.
+    pub subscriptions: u64,
+    /// Pub/sub resubscriptions after a lost connection (each flushes L1).
+    pub resubscribes: u64,
+}
+
+macro_rules! counters {
+    ($($field:ident),* $(,)?) => {
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $field: AtomicU64,)*
+        }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self) -> RedisStats {
+                RedisStats { $($field: self.$field.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters!(
+    l2_hits,
+    l2_stale_hits,
+    leases,
+    lease_waits,
+    takeovers,
+    fills,
+    fills_lost,
+    errors,
+    circuit_opens,
+    skipped,
+    decode_failures,
+    invalidations_sent,
+    invalidations_failed,
+    invalidations_received,
+    subscriptions,
+    resubscribes,
+);
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}

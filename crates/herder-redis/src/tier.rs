@@ -1,0 +1,363 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use herder::cache::{Acquired, Loaded, LocalCache, Tier, TierFuture};
+use redis::aio::ConnectionManager;
+use redis::{FromRedisValue, ScriptInvocation, Value};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+use crate::breaker::Breaker;
+use crate::builder::{Builder, Config};
+use crate::codec::{self, Codec};
+use crate::events::{self, Kind};
+use crate::lease::RedisLease;
+use crate::scripts::ACQUIRE;
+use crate::stats::{Counters, RedisStats, bump};
+use crate::worker::Job;
+
+/// A Redis tier under a [`herder::Cache`]: give it to
+/// [`Builder::tier`](herder::cache::Builder::tier) on every instance of a fleet.
+///
+/// * **Shared L2.** An L1 miss reads Redis before loading; loaded values are written with their
+///   TTL plus the stale window, so that the fleet serves them stale while one instance refreshes.
+/// * **Leases.** One atomic script answers: the value, or a lease (`SET NX PX` with a random
+///   token) for this instance to load the key, or "wait". The holder's watchdog extends the lease
+///   while it loads; its fill only lands while the token matches and no invalidation came in
+///   between; waiters wake on a pub/sub message and also poll with backoff; a dead holder's lease
+///   expires and is taken over. N instances × M callers on a cold key: one backend call.
+/// * **Invalidation backplane.** [`Cache::invalidate`](herder::Cache::invalidate) deletes the
+///   value and the lease in Redis, bumps the key's epoch and publishes; every other instance
+///   evicts its L1 copy. After a lost pub/sub connection an instance flushes its L1 and
+///   resubscribes (pub/sub is at most once).
+/// * **Fail-open.** Every call has a time budget; failures open a circuit breaker; a slow, down or
+///   restarting Redis means each instance loads on its own, never a failed request.
+///
+/// ```no_run
+/// use herder::Cache;
+/// use herder_redis::RedisTier;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tier = RedisTier::<u64, String>::builder("redis://127.0.0.1:6379")
+///     .namespace("bookstore:authors")
+///     .build()?;
+/// let authors: Cache<u64, String> = Cache::builder()
+///     .max_capacity(10_000)
+///     .time_to_live(Duration::from_secs(60))
+///     .tier(Arc::new(tier.clone()))
+///     .build()?;
+/// let name = authors.get_with(7, || async { "Ursula K. Le Guin".to_string() }).await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct RedisTier<K, V> {
+    pub(crate) shared: Arc<Shared<K, V>>,
+}
+
+pub(crate) struct Shared<K, V> {
+    pub(crate) client: redis::Client,
+    pub(crate) connection: ConnectionManager,
+    /// `{namespace}:h{FORMAT}:`
+    pub(crate) prefix: String,
+    pub(crate) channel: String,
+    /// Tags this instance's messages, so that it does not evict what it just wrote.
+    pub(crate) instance: u64,
+    pub(crate) codec: Arc<dyn Codec<V>>,
+    pub(crate) config: Config,
+    pub(crate) breaker: Breaker,
+    pub(crate) stats: Counters,
+    pub(crate) local: OnceLock<LocalCache<K, V>>,
+    /// Keys this instance waits for, woken by pub/sub messages.
+    pub(crate) waiters: Mutex<HashMap<Vec<u8>, Arc<Notify>>>,
+    pub(crate) jobs: mpsc::UnboundedSender<Job>,
+    _keys: PhantomData<fn(K)>,
+}
+
+/// What ACQUIRE answered.
+enum Reply {
+    Fresh(Vec<u8>, u64),
+    Lease(String, String),
+    Stale(Vec<u8>),
+    Wait(u64),
+}
+
+impl<K, V> RedisTier<K, V>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// A builder for the tier on the Redis at `url` (`redis://host:port/db`).
+    pub fn builder(url: &str) -> Builder<K, V> {
+        Builder::new(url)
+    }
+}
+
+impl<K, V> RedisTier<K, V> {
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> RedisStats {
+        self.shared.stats.snapshot()
+    }
+}
+
+impl<K, V> Clone for RedisTier<K, V> {
+    fn clone(&self) -> Self {
+        RedisTier {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for RedisTier<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTier")
+            .field("prefix", &self.shared.prefix)
+            .field("instance", &self.shared.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> Shared<K, V> {
+    pub(crate) fn new(
+        client: redis::Client,
+        connection: ConnectionManager,
+        prefix: String,
+        codec: Arc<dyn Codec<V>>,
+        config: Config,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Job>) {
+        let (jobs, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            client,
+            connection,
+            channel: format!("{prefix}events"),
+            prefix,
+            instance: fastrand::u64(..),
+            codec,
+            breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+            config,
+            stats: Counters::default(),
+            local: OnceLock::new(),
+            waiters: Mutex::new(HashMap::new()),
+            jobs,
+            _keys: PhantomData,
+        });
+        (shared, receiver)
+    }
+
+    /// Runs a script within the time budget, through the circuit breaker.
+    pub(crate) async fn run<T: FromRedisValue>(&self, script: ScriptInvocation<'_>) -> Option<T> {
+        if !self.breaker.allows() {
+            bump(&self.stats.skipped);
+            return None;
+        }
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(self.config.budget, script.invoke_async(&mut connection)).await {
+            Ok(Ok(value)) => {
+                self.breaker.succeeded();
+                Some(value)
+            }
+            Ok(Err(_)) | Err(_) => {
+                bump(&self.stats.errors);
+                if self.breaker.failed() {
+                    bump(&self.stats.circuit_opens);
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(prefix = %self.prefix, "redis tier: circuit opened, going on without redis");
+                }
+                None
+            }
+        }
+    }
+
+    pub(crate) fn message(&self, kind: Kind, key: &[u8]) -> Vec<u8> {
+        events::encode(kind, self.instance, key)
+    }
+
+    /// The notifier of `key`'s waiters; removed again by [`WaitGuard`].
+    fn waiter(self: &Arc<Self>, key: &[u8]) -> WaitGuard<K, V> {
+        let notify = lock(&self.waiters).entry(key.to_vec()).or_default().clone();
+        WaitGuard {
+            shared: self.clone(),
+            key: key.to_vec(),
+            notify,
+        }
+    }
+
+    /// Wakes the instance's waiters of `key` (all waiters if `key` is `None`).
+    pub(crate) fn wake(&self, key: Option<&[u8]>) {
+        let waiters = lock(&self.waiters);
+        match key {
+            Some(key) => {
+                if let Some(notify) = waiters.get(key) {
+                    notify.notify_waiters();
+                }
+            }
+            None => waiters.values().for_each(|notify| notify.notify_waiters()),
+        }
+    }
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes a key's notifier when its last waiter leaves.
+struct WaitGuard<K, V> {
+    shared: Arc<Shared<K, V>>,
+    key: Vec<u8>,
+    notify: Arc<Notify>,
+}
+
+impl<K, V> Drop for WaitGuard<K, V> {
+    fn drop(&mut self) {
+        let mut waiters = lock(&self.shared.waiters);
+        // The map's reference and ours: nobody else waits.
+        if Arc::strong_count(&self.notify) == 2 {
+            waiters.remove(&self.key);
+        }
+    }
+}
+
+fn parse(value: Value) -> Option<Reply> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let mut items = items.into_iter();
+    let code = i64::from_redis_value(items.next()?).ok()?;
+    let mut next = || items.next();
+    match code {
+        1 => Some(Reply::Fresh(
+            Vec::<u8>::from_redis_value(next()?).ok()?,
+            u64::from_redis_value(next()?).ok()?,
+        )),
+        2 => Some(Reply::Lease(
+            String::from_redis_value(next()?).ok()?,
+            String::from_redis_value(next()?).ok()?,
+        )),
+        3 => Some(Reply::Stale(Vec::<u8>::from_redis_value(next()?).ok()?)),
+        4 => Some(Reply::Wait(
+            u64::try_from(i64::from_redis_value(next()?).ok()?).unwrap_or(0),
+        )),
+        _ => None,
+    }
+}
+
+impl<K, V> Shared<K, V>
+where
+    K: Serialize + DeserializeOwned + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The acquire protocol (see [`RedisTier`]).
+    async fn acquire(self: &Arc<Self>, key: &K) -> Acquired<V> {
+        let Ok(key) = postcard::to_stdvec(key) else {
+            return Acquired::Unavailable;
+        };
+        let token = format!("{:016x}{:016x}", self.instance, fastrand::u64(..));
+        let lease_ms = self.config.lease_ttl.as_millis().to_string();
+        let started = Instant::now();
+        let waiter = self.waiter(&key);
+        let mut waited = false;
+        let mut ignore_value = false;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let mut woken = pin!(waiter.notify.notified());
+            woken.as_mut().enable();
+            let mut script = ACQUIRE.prepare_invoke();
+            script
+                .arg(&self.prefix)
+                .arg(&key)
+                .arg(&token)
+                .arg(&lease_ms)
+                .arg(if ignore_value { "1" } else { "0" });
+            let Some(reply) = self.run::<Value>(script).await.and_then(parse) else {
+                return Acquired::Unavailable;
+            };
+            match reply {
+                Reply::Fresh(body, left_ms) => match codec::open(&*self.codec, &body) {
+                    Some(value) => {
+                        bump(&self.stats.l2_hits);
+                        return Acquired::Hit(loaded(value, Duration::from_millis(left_ms)));
+                    }
+                    None => {
+                        bump(&self.stats.decode_failures);
+                        ignore_value = true;
+                    }
+                },
+                Reply::Lease(epoch, generation) => {
+                    bump(&self.stats.leases);
+                    if waited {
+                        bump(&self.stats.takeovers);
+                    }
+                    let lease = RedisLease::grant(self.clone(), key, token, epoch, generation);
+                    return Acquired::Lead(Box::new(lease));
+                }
+                Reply::Stale(body) => match codec::open(&*self.codec, &body) {
+                    // Another instance refreshes it: serve it stale meanwhile.
+                    Some(value) => {
+                        bump(&self.stats.l2_stale_hits);
+                        return Acquired::Hit(loaded(value, Duration::ZERO));
+                    }
+                    None => {
+                        bump(&self.stats.decode_failures);
+                        ignore_value = true;
+                    }
+                },
+                Reply::Wait(lease_left_ms) => {
+                    if !waited {
+                        waited = true;
+                        bump(&self.stats.lease_waits);
+                    }
+                    if started.elapsed() >= self.config.max_wait {
+                        bump(&self.stats.skipped);
+                        return Acquired::Unavailable;
+                    }
+                    // A fill or release wakes us; otherwise poll, in case the message was lost
+                    // or the holder died (its lease then expires and the next try takes it).
+                    let poll = backoff.min(Duration::from_millis(lease_left_ms.max(1)));
+                    let _ = tokio::time::timeout(poll, woken).await;
+                    backoff = (backoff * 2).min(self.config.lease_ttl / 4);
+                }
+            }
+        }
+    }
+}
+
+fn loaded<V>(value: Option<V>, ttl: Duration) -> Loaded<V> {
+    match value {
+        Some(value) => Loaded::found(value).ttl(ttl),
+        None => Loaded::not_found().ttl(ttl),
+    }
+}
+
+impl<K, V> Tier<K, V> for RedisTier<K, V>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn attach(&self, local: LocalCache<K, V>) {
+        // A tier serves one cache; a second attach keeps the first.
+        let _ = self.shared.local.set(local);
+    }
+
+    fn acquire<'a>(&'a self, key: &'a K) -> TierFuture<'a, Acquired<V>> {
+        Box::pin(self.shared.acquire(key))
+    }
+
+    fn invalidate(&self, key: &K) {
+        if let Ok(key) = postcard::to_stdvec(key) {
+            let _ = self.shared.jobs.send(Job::Key(key));
+        }
+    }
+
+    fn invalidate_all(&self) {
+        let _ = self.shared.jobs.send(Job::All);
+    }
+}

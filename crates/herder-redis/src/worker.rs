@@ -1,0 +1,211 @@
+//! The tier's background work: the pub/sub subscriber (wake-ups and invalidations from other
+//! instances) and the queue of invalidations this instance sends.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::events::{self, Kind};
+use crate::scripts::{INVALIDATE, INVALIDATE_ALL};
+use crate::stats::bump;
+use crate::tier::Shared;
+
+/// How long a key's epoch outlives its last invalidation: longer than any load should take.
+const EPOCH_TTL_MS: u64 = 3_600_000;
+
+pub(crate) enum Job {
+    Key(Vec<u8>),
+    All,
+}
+
+/// The background half of a [`RedisTier`](crate::RedisTier), from
+/// [`Builder::build_with_worker`](crate::Builder::build_with_worker): run it with
+/// [`Worker::run`]. It ends once every handle on the tier is dropped.
+pub struct Worker<K, V> {
+    shared: Weak<Shared<K, V>>,
+    client: redis::Client,
+    channel: String,
+    jobs: mpsc::UnboundedReceiver<Job>,
+}
+
+impl<K, V> Worker<K, V>
+where
+    K: DeserializeOwned + std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new(shared: &Arc<Shared<K, V>>, jobs: mpsc::UnboundedReceiver<Job>) -> Self {
+        Worker {
+            shared: Arc::downgrade(shared),
+            client: shared.client.clone(),
+            channel: shared.channel.clone(),
+            jobs,
+        }
+    }
+
+    /// Subscribes to the namespace's channel (resubscribing, and flushing L1, after a lost
+    /// connection) and publishes this instance's invalidations, until the tier is dropped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops the background work; the cache goes on with Redis as a
+    /// shared store, but invalidations then neither leave nor reach this instance.
+    pub async fn run(self) {
+        let Worker {
+            shared,
+            client,
+            channel,
+            jobs,
+        } = self;
+        tokio::select! {
+            () = subscribe(shared.clone(), client, channel) => {}
+            () = invalidate(shared, jobs) => {}
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for Worker<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn subscribe<K, V>(shared: Weak<Shared<K, V>>, client: redis::Client, channel: String)
+where
+    K: DeserializeOwned + std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let mut first = true;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(budget) = shared.upgrade().map(|s| s.config.budget) else {
+            return;
+        };
+        let connect = tokio::time::timeout(
+            budget.max(Duration::from_millis(500)),
+            client.get_async_pubsub(),
+        );
+        if let Ok(Ok(mut pubsub)) = connect.await
+            && pubsub.subscribe(&channel).await.is_ok()
+        {
+            backoff = Duration::from_millis(50);
+            if let Some(shared) = shared.upgrade() {
+                bump(&shared.stats.subscriptions);
+            }
+            if !std::mem::take(&mut first) {
+                // Messages were lost while disconnected: every L1 entry may be stale.
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if let Some(local) = shared.local.get() {
+                    local.evict_all();
+                }
+                bump(&shared.stats.resubscribes);
+                shared.wake(None);
+                #[cfg(feature = "tracing")]
+                tracing::info!(prefix = %shared.prefix, "redis tier: resubscribed, L1 flushed");
+            }
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                shared.receive(message.get_payload_bytes());
+            }
+        }
+        if shared.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+impl<K, V> Shared<K, V>
+where
+    K: DeserializeOwned + std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn receive(&self, message: &[u8]) {
+        let Some((kind, origin, key)) = events::decode(message) else {
+            return;
+        };
+        let foreign = origin != self.instance;
+        match kind {
+            Kind::Filled | Kind::Released => self.wake(Some(key)),
+            Kind::Invalidated => {
+                if foreign
+                    && let (Some(local), Ok(key)) =
+                        (self.local.get(), postcard::from_bytes::<K>(key))
+                {
+                    local.evict(&key);
+                    bump(&self.stats.invalidations_received);
+                }
+                self.wake(Some(key));
+            }
+            Kind::All => {
+                if foreign && let Some(local) = self.local.get() {
+                    local.evict_all();
+                    bump(&self.stats.invalidations_received);
+                }
+                self.wake(None);
+            }
+        }
+    }
+}
+
+async fn invalidate<K, V>(shared: Weak<Shared<K, V>>, mut jobs: mpsc::UnboundedReceiver<Job>)
+where
+    K: Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    while let Some(job) = jobs.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(20);
+        let mut sent = false;
+        for _ in 0..5 {
+            let mut script = match &job {
+                Job::Key(key) => {
+                    let mut script = INVALIDATE.prepare_invoke();
+                    script
+                        .arg(&shared.prefix)
+                        .arg(key)
+                        .arg(EPOCH_TTL_MS)
+                        .arg(&shared.channel)
+                        .arg(shared.message(Kind::Invalidated, key));
+                    script
+                }
+                Job::All => {
+                    let mut script = INVALIDATE_ALL.prepare_invoke();
+                    script
+                        .arg(&shared.prefix)
+                        .arg(&shared.channel)
+                        .arg(shared.message(Kind::All, b""));
+                    script
+                }
+            };
+            if shared
+                .run::<i64>(std::mem::replace(&mut script, INVALIDATE.prepare_invoke()))
+                .await
+                .is_some()
+            {
+                sent = true;
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+        bump(if sent {
+            &shared.stats.invalidations_sent
+        } else {
+            &shared.stats.invalidations_failed
+        });
+    }
+}

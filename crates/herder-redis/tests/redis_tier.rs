@@ -1,0 +1,353 @@
+//! The Redis tier against a real `redis-server` (one per test, on a free loopback port), with
+//! several instances: each a `Cache` with its own `RedisTier` and its own connections.
+//!
+//! These tests run on the real clock: Redis and its pub/sub deliveries are another process. They
+//! assert counts and outcomes; where they wait for a message to cross Redis, they poll for it with
+//! a deadline far above what loopback needs, and never sleep to order their own steps.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use herder::Cache;
+use herder_redis::RedisTier;
+use redis::AsyncCommands;
+use support::{RedisServer, eventually};
+use tokio::time::Instant;
+
+const NAMESPACE: &str = "test";
+
+struct Instance {
+    cache: Cache<u64, String>,
+    tier: RedisTier<u64, String>,
+}
+
+fn instance(redis: &RedisServer, lease: Duration) -> Instance {
+    let tier = RedisTier::<u64, String>::builder(&redis.url())
+        .namespace(NAMESPACE)
+        .lease_ttl(lease)
+        .budget(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let cache = Cache::builder()
+        .max_capacity(1000)
+        .time_to_live(Duration::from_secs(60))
+        .tier(Arc::new(tier.clone()))
+        .build()
+        .unwrap();
+    Instance { cache, tier }
+}
+
+/// A backend that counts its calls and takes `latency`.
+#[derive(Clone)]
+struct Backend {
+    calls: Arc<AtomicUsize>,
+    latency: Duration,
+    version: Arc<AtomicU32>,
+}
+
+impl Backend {
+    fn new(latency: Duration) -> Self {
+        Backend {
+            calls: Arc::default(),
+            latency,
+            version: Arc::new(AtomicU32::new(1)),
+        }
+    }
+
+    /// Reads the row as it is when the load starts, then takes its time.
+    fn load(
+        &self,
+        key: u64,
+    ) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, String> + Send + 'static {
+        let backend = self.clone();
+        move || {
+            Box::pin(async move {
+                backend.calls.fetch_add(1, SeqCst);
+                let version = backend.version.load(SeqCst);
+                tokio::time::sleep(backend.latency).await;
+                format!("row {key} v{version}")
+            })
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(SeqCst)
+    }
+}
+
+/// The Redis key under which the tier keeps `key`'s value (generation 0) or lease.
+fn redis_key(kind: &str, key: u64) -> Vec<u8> {
+    let mut name = format!("{NAMESPACE}:h1:0:{kind}:").into_bytes();
+    name.extend(postcard::to_stdvec(&key).unwrap());
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_key_read_by_many_instances_reaches_the_backend_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let backend = Backend::new(Duration::from_millis(100));
+    let instances: Vec<_> = (0..4)
+        .map(|_| instance(&redis, Duration::from_secs(2)))
+        .collect();
+    let mut reads = Vec::new();
+    for instance in &instances {
+        for _ in 0..50 {
+            let (cache, load) = (instance.cache.clone(), backend.load(1));
+            reads.push(tokio::spawn(async move { cache.get_with(1, load).await }));
+        }
+    }
+    for read in reads {
+        assert_eq!(read.await.unwrap(), "row 1 v1");
+    }
+    assert_eq!(backend.calls(), 1, "4 instances × 50 callers");
+    let leases: u64 = instances.iter().map(|i| i.tier.stats().leases).sum();
+    let waits: u64 = instances.iter().map(|i| i.tier.stats().lease_waits).sum();
+    assert_eq!(leases, 1);
+    assert_eq!(
+        waits, 3,
+        "each other instance waited once, for its one local flight"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_holders_lease_is_taken_over_within_its_ttl() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // An instance that took the lease and died: nobody extends or releases it.
+    let mut raw = redis.raw().await;
+    let lease_ms = 400u64;
+    let _: () = raw
+        .pset_ex(redis_key("l", 7), "dead-instance-token", lease_ms)
+        .await
+        .unwrap();
+    let backend = Backend::new(Duration::from_millis(10));
+    let survivor = instance(&redis, Duration::from_millis(lease_ms));
+    let started = Instant::now();
+    assert_eq!(
+        survivor.cache.get_with(7, backend.load(7)).await,
+        "row 7 v1"
+    );
+    let waited = started.elapsed();
+    assert_eq!(backend.calls(), 1);
+    assert_eq!(survivor.tier.stats().takeovers, 1);
+    assert!(
+        waited >= Duration::from_millis(lease_ms - 100),
+        "took over a live lease: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(lease_ms + 600),
+        "took over too late: {waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_longer_than_the_lease_still_makes_one_backend_call() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let lease = Duration::from_millis(150);
+    let backend = Backend::new(Duration::from_millis(900)); // six leases long
+    let (a, b) = (instance(&redis, lease), instance(&redis, lease));
+    let first = tokio::spawn({
+        let (cache, load) = (a.cache.clone(), backend.load(3));
+        async move { cache.get_with(3, load).await }
+    });
+    assert!(eventually(Duration::from_secs(2), || a.tier.stats().leases == 1).await);
+    let second = tokio::spawn({
+        let (cache, load) = (b.cache.clone(), backend.load(3));
+        async move { cache.get_with(3, load).await }
+    });
+    assert_eq!(first.await.unwrap(), "row 3 v1");
+    assert_eq!(second.await.unwrap(), "row 3 v1");
+    assert_eq!(
+        backend.calls(),
+        1,
+        "the lease expired under a live load: a convoy of takeovers"
+    );
+    assert_eq!(b.tier.stats().takeovers, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_during_a_load_leaves_the_new_value_in_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let backend = Backend::new(Duration::from_millis(300));
+    let (a, b, c) = (
+        instance(&redis, Duration::from_secs(2)),
+        instance(&redis, Duration::from_secs(2)),
+        instance(&redis, Duration::from_secs(2)),
+    );
+    let stale_read = tokio::spawn({
+        let (cache, load) = (a.cache.clone(), backend.load(5));
+        async move { cache.get_with(5, load).await }
+    });
+    assert!(eventually(Duration::from_secs(2), || backend.calls() == 1).await);
+    // The row changes while instance a is reading it; instance b invalidates.
+    backend.version.store(2, SeqCst);
+    b.cache.invalidate(&5);
+    assert!(
+        eventually(Duration::from_secs(2), || b.tier.stats().invalidations_sent
+            == 1)
+        .await
+    );
+    assert_eq!(
+        stale_read.await.unwrap(),
+        "row 5 v1",
+        "the load still answers its caller"
+    );
+    assert!(eventually(Duration::from_secs(2), || a.tier.stats().fills_lost == 1).await);
+    assert_eq!(c.cache.get_with(5, backend.load(5)).await, "row 5 v2");
+    let mut raw = redis.raw().await;
+    let stored: Vec<u8> = raw.get(redis_key("v", 5)).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&stored).ends_with("row 5 v2"),
+        "redis kept the stale value"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_reaches_the_other_instances_l1() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let backend = Backend::new(Duration::ZERO);
+    let (a, b) = (
+        instance(&redis, Duration::from_secs(2)),
+        instance(&redis, Duration::from_secs(2)),
+    );
+    // An invalidation published before b subscribed would not be for b.
+    assert!(eventually(Duration::from_secs(2), || b.tier.stats().subscriptions == 1).await);
+    a.cache.get_with(9, backend.load(9)).await;
+    b.cache.get_with(9, backend.load(9)).await;
+    assert_eq!(backend.calls(), 1, "b read a's value from redis");
+    assert!(b.cache.get(&9).is_some());
+    let sent = Instant::now();
+    a.cache.invalidate(&9);
+    assert!(eventually(Duration::from_secs(2), || b.cache.get(&9).is_none()).await);
+    eprintln!(
+        "invalidation reached the other instance's L1 in {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(b.tier.stats().invalidations_received, 1);
+    assert_eq!(
+        a.tier.stats().invalidations_received,
+        0,
+        "an instance ignores its own messages"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_paused_then_killed_every_request_still_gets_the_loaders_value_in_time() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let budget = Duration::from_millis(100);
+    let tier = RedisTier::<u64, String>::builder(&redis.url())
+        .namespace(NAMESPACE)
+        .budget(budget)
+        .build()
+        .unwrap();
+    let cache: Cache<u64, String> = Cache::builder()
+        .max_capacity(1000)
+        .time_to_live(Duration::from_secs(60))
+        .tier(Arc::new(tier.clone()))
+        .build()
+        .unwrap();
+    let backend = Backend::new(Duration::from_millis(5));
+    assert_eq!(cache.get_with(1, backend.load(1)).await, "row 1 v1");
+
+    redis.pause();
+    for key in 100..120 {
+        let started = Instant::now();
+        assert_eq!(
+            cache.get_with(key, backend.load(key)).await,
+            format!("row {key} v1")
+        );
+        assert!(
+            started.elapsed() < budget * 3,
+            "a paused redis held a request for {:?}",
+            started.elapsed()
+        );
+    }
+    redis.resume();
+    redis.kill();
+    for key in 200..220 {
+        let started = Instant::now();
+        assert_eq!(
+            cache.get_with(key, backend.load(key)).await,
+            format!("row {key} v1")
+        );
+        assert!(
+            started.elapsed() < budget * 3,
+            "a dead redis held a request for {:?}",
+            started.elapsed()
+        );
+    }
+    let stats = tier.stats();
+    assert!(stats.errors >= 1 && stats.circuit_opens >= 1, "{stats:?}");
+    assert_eq!(backend.calls(), 41);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_tier_recovers_its_scripts_and_subscriptions() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let backend = Backend::new(Duration::ZERO);
+    let (a, b) = (
+        instance(&redis, Duration::from_secs(2)),
+        instance(&redis, Duration::from_secs(2)),
+    );
+    a.cache.get_with(1, backend.load(1)).await;
+    redis.restart(); // empty, no scripts loaded, no subscribers
+    assert!(
+        eventually(Duration::from_secs(10), || a.tier.stats().resubscribes >= 1
+            && b.tier.stats().resubscribes >= 1)
+        .await
+    );
+    assert_eq!(
+        a.cache.get(&1),
+        None,
+        "L1 was not flushed after the lost connection"
+    );
+    // Scripts are loaded again on first use, fills land, invalidations flow.
+    let reads = Instant::now();
+    loop {
+        a.cache.invalidate_all();
+        let _ = a.cache.get_with(2, backend.load(2)).await;
+        if a.tier.stats().fills >= 2 || reads.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+    }
+    assert!(a.tier.stats().fills >= 2, "{:?}", a.tier.stats());
+    b.cache.get_with(2, backend.load(2)).await;
+    a.cache.invalidate(&2);
+    assert!(eventually(Duration::from_secs(3), || b.cache.get(&2).is_none()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_does_not_decode_is_a_miss_and_is_replaced() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut raw = redis.raw().await;
+    let garbage: &[u8] = b"99999999999999|\x07\x07not an envelope";
+    let _: () = raw.set(redis_key("v", 4), garbage).await.unwrap();
+    let a = instance(&redis, Duration::from_secs(2));
+    let backend = Backend::new(Duration::ZERO);
+    assert_eq!(a.cache.get_with(4, backend.load(4)).await, "row 4 v1");
+    assert_eq!(backend.calls(), 1);
+    assert_eq!(a.tier.stats().decode_failures, 1);
+    let stored: Vec<u8> = raw.get(redis_key("v", 4)).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&stored).ends_with("row 4 v1"),
+        "the garbage was not replaced"
+    );
+}
