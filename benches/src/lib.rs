@@ -5,6 +5,7 @@
 //! measure the batching machinery and nothing else.
 
 pub mod cache;
+pub mod fleet;
 pub mod peers;
 pub mod report;
 pub mod workloads;

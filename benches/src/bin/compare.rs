@@ -301,6 +301,78 @@ fn cache(rounds: usize) {
     );
 }
 
+fn fleet(rounds: usize) {
+    use herder_benches::fleet::{self, Mode, Server};
+
+    let Some(server) = Server::start() else {
+        println!("(redis-server could not be started: fleet section skipped)\n");
+        return;
+    };
+    let rt = multi_thread();
+    let latency = Duration::from_millis(100);
+    let mut table = Table::new(&[
+        "mode",
+        "backend calls (max over rounds)",
+        "p50",
+        "p99",
+        "max",
+        "redis commands per request",
+    ]);
+    for (m, mode) in [Mode::Fleet, Mode::PerInstance, Mode::None]
+        .into_iter()
+        .enumerate()
+    {
+        let mut calls = Vec::new();
+        let mut all = Vec::new();
+        let mut commands = Vec::new();
+        for round in 0..rounds {
+            let namespace = format!("bench:{m}:{round}");
+            let run = rt.block_on(fleet::stampede(
+                &server.url,
+                &namespace,
+                mode,
+                8,
+                200,
+                latency,
+            ));
+            calls.push(run.backend_calls);
+            commands.push(run.redis_commands_per_request);
+            all.extend(run.latencies);
+        }
+        commands.sort_by(f64::total_cmp);
+        table.row(vec![
+            mode.name().to_owned(),
+            format!("{} ({})", median_count(&calls), calls.iter().max().unwrap()),
+            human(median(&all)),
+            human(quantile(&all, 0.99)),
+            human(quantile(&all, 1.0)),
+            format!("{:.2}", commands[commands.len() / 2]),
+        ]);
+    }
+    println!(
+        "### Fleet stampede: 8 instances × 200 concurrent reads of one cold key, 100 ms backend, one local redis-server\n\n{}",
+        table.markdown()
+    );
+
+    let samples = rt.block_on(fleet::invalidation_latency(
+        &server.url,
+        "bench:inv",
+        8,
+        50 * rounds,
+    ));
+    let mut table = Table::new(&["samples", "p50", "p99", "max"]);
+    table.row(vec![
+        samples.len().to_string(),
+        human(median(&samples)),
+        human(quantile(&samples, 0.99)),
+        human(quantile(&samples, 1.0)),
+    ]);
+    println!(
+        "### Invalidation: time until each of 7 other instances' L1 no longer holds the key (loopback)\n\n{}",
+        table.markdown()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rounds = args
@@ -318,6 +390,10 @@ fn main() {
     if all || which.contains(&"dataloader") {
         println!("## DataLoader ({rounds} rounds)\n");
         dataloader(rounds);
+    }
+    if all || which.contains(&"fleet") {
+        println!("## Redis tier ({rounds} rounds)\n");
+        fleet(rounds);
     }
     if all || which.contains(&"cache") {
         println!("## Cache ({rounds} rounds)\n");

@@ -1,0 +1,220 @@
+//! A fleet of instances over one Redis: a cold-key stampede across instances, the time an
+//! invalidation takes to reach the other instances' L1, and Redis commands per request.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use herder::Cache;
+use herder_redis::RedisTier;
+use tokio::time::Instant;
+
+/// A `redis-server` of the bench's own on a free loopback port (killed on drop).
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Server {
+    pub fn start() -> Option<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(Server {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How the instances of a fleet share work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Each instance a herder `Cache` over a shared `RedisTier`.
+    Fleet,
+    /// Each instance a herder `Cache` of its own: coalescing within an instance only.
+    PerInstance,
+    /// No coalescing at all: every request calls the backend.
+    None,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Fleet => "herder Cache + RedisTier (fleet-wide coalescing)",
+            Mode::PerInstance => "herder Cache per instance (no Redis)",
+            Mode::None => "no coalescing",
+        }
+    }
+}
+
+/// What a fleet stampede measured.
+#[derive(Debug)]
+pub struct FleetRun {
+    pub backend_calls: usize,
+    pub latencies: Vec<Duration>,
+    /// Redis commands processed during the run, per request.
+    pub redis_commands_per_request: f64,
+}
+
+fn instance(
+    url: &str,
+    namespace: &str,
+    mode: Mode,
+) -> (Cache<u64, u64>, Option<RedisTier<u64, u64>>) {
+    let tier = (mode == Mode::Fleet).then(|| {
+        RedisTier::<u64, u64>::builder(url)
+            .namespace(namespace)
+            .build()
+            .expect("tier builds")
+    });
+    let mut builder = Cache::builder()
+        .max_capacity(1000)
+        .time_to_live(Duration::from_secs(60));
+    if let Some(tier) = &tier {
+        builder = builder.tier(Arc::new(tier.clone()));
+    }
+    (builder.build().unwrap(), tier)
+}
+
+async fn redis_commands(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `instances` × `per_instance` concurrent reads of one cold key, `latency` backend.
+pub async fn stampede(
+    url: &str,
+    namespace: &str,
+    mode: Mode,
+    instances: usize,
+    per_instance: usize,
+    latency: Duration,
+) -> FleetRun {
+    let fleet: Vec<_> = (0..instances)
+        .map(|_| instance(url, namespace, mode))
+        .collect();
+    // Let the subscribers connect, so that their commands are not counted as the stampede's.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let before = redis_commands(url).await;
+    let gate = Arc::new(tokio::sync::Barrier::new(instances * per_instance));
+    let mut tasks = Vec::new();
+    for (cache, _) in &fleet {
+        for _ in 0..per_instance {
+            let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
+            tasks.push(tokio::spawn(async move {
+                gate.wait().await;
+                let began = Instant::now();
+                let load = move || async move {
+                    calls.fetch_add(1, Relaxed);
+                    tokio::time::sleep(latency).await;
+                    42
+                };
+                let value = match mode {
+                    Mode::None => load().await,
+                    _ => cache.get_with(1, load).await,
+                };
+                assert_eq!(value, 42);
+                began.elapsed()
+            }));
+        }
+    }
+    let mut latencies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        latencies.push(task.await.unwrap());
+    }
+    // Subtract this function's own INFO call.
+    let commands = redis_commands(url).await.saturating_sub(before + 1);
+    FleetRun {
+        backend_calls: calls.load(Relaxed),
+        redis_commands_per_request: commands as f64 / (instances * per_instance) as f64,
+        latencies,
+    }
+}
+
+/// How long an invalidation takes to reach each other instance's L1, `rounds` times.
+pub async fn invalidation_latency(
+    url: &str,
+    namespace: &str,
+    instances: usize,
+    rounds: usize,
+) -> Vec<Duration> {
+    let fleet: Vec<_> = (0..instances)
+        .map(|_| instance(url, namespace, Mode::Fleet))
+        .collect();
+    while fleet
+        .iter()
+        .any(|(_, tier)| tier.as_ref().unwrap().stats().subscriptions == 0)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut samples = Vec::new();
+    for round in 0..rounds as u64 {
+        // Read-through, so every instance holds the key (the first loads it, the others read
+        // it from Redis) without sending any invalidation.
+        for (cache, _) in &fleet {
+            cache.get_with(round, move || async move { round }).await;
+        }
+        let (writer, others) = fleet.split_first().unwrap();
+        let sent = Instant::now();
+        writer.0.invalidate(&round);
+        let mut pending: Vec<_> = others.iter().map(|(cache, _)| cache.clone()).collect();
+        while !pending.is_empty() {
+            pending.retain(|cache| {
+                if cache.get(&round).is_none() {
+                    samples.push(sent.elapsed());
+                    false
+                } else {
+                    true
+                }
+            });
+            tokio::task::yield_now().await;
+            assert!(
+                sent.elapsed() < Duration::from_secs(5),
+                "an invalidation was lost"
+            );
+        }
+    }
+    samples
+}
