@@ -8,6 +8,8 @@
 //! |---|---|
 //! | [`DataLoader`] | batches the keys asked for in one scheduler pass into one [`Loader`] call |
 //! | [`SingleFlight`] | concurrent calls for one key share one execution |
+//! | [`OperationQueue`] | runs queued operations in FIFO order on N runners, hands each caller its result |
+//! | [`Line`] | when many requests hit the same failure, one recovers, the others wait and retry |
 //!
 //! All of them rest on one core: the work runs as its own task, never inside the caller that
 //! happened to start it, so a cancelled, timed-out or parked caller cannot stall, fail or poison
@@ -73,9 +75,13 @@
 pub mod batch;
 mod error;
 pub(crate) mod flight;
+pub mod line;
+pub mod queue;
 pub mod single_flight;
 mod sync;
 
 pub use batch::{DataLoader, LoadError, Loader};
 pub use error::BuildError;
+pub use line::{Epoch, Line, RecoverError, Recovery};
+pub use queue::{LocalOperationQueue, OperationError, OperationHandle, OperationQueue};
 pub use single_flight::{RunError, SingleFlight};
