@@ -259,7 +259,7 @@ impl<J: ?Sized> Core<J> {
         }
     }
 
-    fn finish(&self, id: usize, end: End) {
+    pub(crate) fn finish(&self, id: usize, end: End) {
         let idle = {
             let mut state = lock(&self.state);
             state.finish(id, end);
@@ -328,13 +328,16 @@ impl<J: ?Sized> Drop for RunnerGuard<J> {
 pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<Notify>) {
     let core = guard.core.clone();
     let id = guard.id;
-    let mut finished: Option<End> = None;
+    // The job that just ended. It is dropped, which hands its result to its handle, only once
+    // its end is recorded, so that a caller holding its result sees it in `stats`.
+    let mut finished: Option<(End, Pin<Box<J>>)> = None;
     loop {
         if core.gates.iter().any(|gate| gate.is_recovering()) {
-            // Hold off while a line recovers. The last job's end is recorded first, so that
+            // Hold off while a line recovers, with the last job's end recorded first, so that
             // `stats` and `wait_idle` do not count this runner as busy meanwhile.
-            if let Some(end) = finished.take() {
+            if let Some((end, job)) = finished.take() {
                 core.finish(id, end);
+                drop_quietly(job);
             }
             for gate in core.gates.iter() {
                 while gate.is_recovering() {
@@ -343,21 +346,22 @@ pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<No
             }
             continue;
         }
+        let ended = finished.as_ref().map(|(end, _)| *end);
         let (next, notify) = {
             let mut state = lock(&core.state);
-            let ended = finished.is_some();
-            let next = state.next(id, finished.take());
-            let notify = matches!(next, Next::Exit) || (ended && state.is_idle());
+            let next = state.next(id, ended);
+            let notify = matches!(next, Next::Exit) || (ended.is_some() && state.is_idle());
             (next, notify)
         };
+        drop_quietly(finished.take());
         if notify {
             core.changed.notify_waiters();
         }
         match next {
             Next::Run(mut job) => {
                 core.release(1);
-                finished = Some(execute(job.as_mut(), core.timeout).await);
-                drop_quietly(job);
+                let end = execute(job.as_mut(), core.timeout).await;
+                finished = Some((end, job));
             }
             Next::Park => wake.notified().await,
             Next::Exit => {

@@ -1,9 +1,11 @@
 //! An operation as the runners see it: the caller's future, type-erased behind [`Job`], together
 //! with the sender of its handle's result.
 //!
-//! However an operation ends, its handle hears about it exactly once: its output or error is sent
-//! by [`Job::poll_run`] and [`Job::fail`], and a job dropped before either (cancelled while
-//! queued, or aborted while running) sends the reason from [`Reply`]'s `Drop`.
+//! However an operation ends, its handle hears about it exactly once, when the job is dropped
+//! ([`Reply`]'s `Drop`): its output (kept by [`Job::poll_run`]), the error given to
+//! [`Job::fail`], or, for a job dropped before either, why it has none (cancelled while queued,
+//! aborted while running). The runner drops a finished job only after recording its end in the
+//! queue's state, so a caller that has its result sees it counted in `stats`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,9 +21,9 @@ pub(crate) type Output<T> = Result<T, OperationError>;
 
 /// A queued operation, as a runner drives it.
 pub(crate) trait Job {
-    /// Polls the operation; on completion its output has been sent to the handle.
+    /// Polls the operation; on completion its output is kept for the handle.
     fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
-    /// The operation gave no output (it panicked or timed out): tells its handle why.
+    /// The operation gave no output (it panicked or timed out): keeps why, for the handle.
     fn fail(self: Pin<&mut Self>, error: OperationError);
 }
 
@@ -44,6 +46,7 @@ impl<F: Future> Op<F> {
         let (tx, rx) = oneshot::channel();
         let reply = Reply {
             tx: Some(tx),
+            result: None,
             started: false,
         };
         (Op { fut, reply }, rx)
@@ -63,10 +66,7 @@ impl<F: Future> Job for Op<F> {
         this.reply.started = true;
         match this.fut.poll(cx) {
             Poll::Ready(output) => {
-                if let Some(tx) = this.reply.tx.take() {
-                    // The handle may be gone (detached): the output is dropped.
-                    let _ = tx.send(Ok(output));
-                }
+                this.reply.result = Some(Ok(output));
                 Poll::Ready(())
             }
             Poll::Pending => Poll::Pending,
@@ -74,27 +74,30 @@ impl<F: Future> Job for Op<F> {
     }
 
     fn fail(self: Pin<&mut Self>, error: OperationError) {
-        if let Some(tx) = self.project().reply.tx.take() {
-            let _ = tx.send(Err(error));
-        }
+        self.project().reply.result = Some(Err(error));
     }
 }
 
-/// Sends the handle its result; if dropped before that, sends why there is none.
+/// Sends the handle its result when dropped, or why there is none. It is the last field of
+/// [`Op`], so the caller's future is dropped first.
 struct Reply<T> {
     tx: Option<oneshot::Sender<Output<T>>>,
+    result: Option<Output<T>>,
     started: bool,
 }
 
 impl<T> Drop for Reply<T> {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let error = if self.started {
-                OperationError::aborted()
-            } else {
-                OperationError::cancelled()
-            };
-            let _ = tx.send(Err(error));
+            let result = self.result.take().unwrap_or_else(|| {
+                Err(if self.started {
+                    OperationError::aborted()
+                } else {
+                    OperationError::cancelled()
+                })
+            });
+            // The handle may be gone (dropped after the start, or detached): the result is too.
+            let _ = tx.send(result);
         }
     }
 }
