@@ -664,3 +664,107 @@ fn invalid_settings_are_refused() {
         "invalid OperationQueue setting: timeout must be more than zero"
     );
 }
+
+// ---- the `!Send` flavour ----
+
+mod local {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use herder::LocalOperationQueue;
+    use tokio::sync::Semaphore;
+    use tokio::task::LocalSet;
+    use tokio::time::Instant;
+
+    /// operation-queue's default use: operations holding `Rc`s, runners on a `LocalSet`.
+    #[tokio::test(start_paused = true)]
+    async fn operations_that_are_not_send_run_in_fifo_order() {
+        LocalSet::new()
+            .run_until(async {
+                let queue = LocalOperationQueue::new(1);
+                let log = Rc::new(RefCell::new(Vec::new()));
+                let mut handles = Vec::new();
+                for id in 0..10 {
+                    let log = log.clone();
+                    let op = async move {
+                        log.borrow_mut().push(id);
+                        tokio::task::yield_now().await;
+                        Rc::new(id)
+                    };
+                    handles.push(queue.submit(op).await.unwrap());
+                }
+                for (id, handle) in (0..10).zip(handles) {
+                    assert_eq!(*handle.await.unwrap(), id);
+                }
+                assert_eq!(*log.borrow(), (0..10).collect::<Vec<_>>());
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn panics_drops_and_the_cap_work_as_in_the_send_flavour() {
+        LocalSet::new()
+            .run_until(async {
+                let queue = LocalOperationQueue::builder().runners(2).build().unwrap();
+                let gate = Rc::new(Semaphore::new(0));
+                let active = Rc::new(RefCell::new((0usize, 0usize)));
+                let op = |id: u32| {
+                    let (gate, active) = (gate.clone(), active.clone());
+                    async move {
+                        {
+                            let mut a = active.borrow_mut();
+                            a.0 += 1;
+                            a.1 = a.1.max(a.0);
+                        }
+                        gate.acquire().await.unwrap().forget();
+                        active.borrow_mut().0 -= 1;
+                        id
+                    }
+                };
+                let boom = queue.submit(async { panic!("local panic") }).await.unwrap();
+                assert!(boom.await.unwrap_err().is_panic());
+                let a = queue.submit(op(1)).await.unwrap();
+                let b = queue.submit(op(2)).await.unwrap();
+                let dropped = queue.submit(op(3)).await.unwrap();
+                let c = queue.submit(op(4)).await.unwrap();
+                drop(dropped);
+                super::until("two run", || active.borrow().0 == 2).await;
+                gate.add_permits(3);
+                let outputs = [a.await, b.await, c.await].map(Result::unwrap);
+                assert_eq!(outputs, [1, 2, 4]);
+                assert_eq!(active.borrow().1, 2);
+                let stats = queue.stats();
+                assert_eq!(
+                    (
+                        stats.panicked,
+                        stats.completed,
+                        stats.cancelled,
+                        stats.runners
+                    ),
+                    (1, 3, 1, 2)
+                );
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_cancels_what_did_not_start() {
+        LocalSet::new()
+            .run_until(async {
+                let queue = LocalOperationQueue::builder().runners(1).build().unwrap();
+                let start = Instant::now();
+                let slow = queue
+                    .submit(async { tokio::time::sleep(Duration::from_secs(9)).await })
+                    .await
+                    .unwrap();
+                let queued = queue.submit(async { Rc::new(()) }).await.unwrap();
+                let report = queue.shutdown(start + Duration::from_secs(1)).await;
+                assert_eq!((report.aborted, report.cancelled), (1, 1));
+                assert!(slow.await.unwrap_err().is_aborted());
+                assert!(queued.await.unwrap_err().is_cancelled());
+                assert_eq!(queue.stats().runners, 0);
+            })
+            .await;
+    }
+}
