@@ -43,13 +43,29 @@ pub(crate) struct Runner {
 pub(crate) type NewRunner = (usize, Arc<Notify>);
 
 pub(crate) struct Core<J: ?Sized> {
-    state: Mutex<State<Pin<Box<J>>, Runner>>,
+    /// On a cache line of its own: the submitters and the runners of other threads take this
+    /// lock for every operation, and must not also bounce the line holding the `Arc` counts that
+    /// every new handle bumps.
+    state: Padded<Mutex<State<Pin<Box<J>>, Runner>>>,
     /// One permit per free place in the queue; `None` for an unbounded queue.
     capacity: Option<Semaphore>,
     /// Woken (all waiters) when the queue may have become idle or drained.
     changed: Notify,
     gates: Box<[Arc<dyn Gate>]>,
     timeout: Option<Duration>,
+}
+
+/// Aligns its content to 128 bytes (two cache lines, for adjacent-line prefetching), as
+/// crossbeam's `CachePadded` does on x86-64.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// Why a submission without waiting was refused.
@@ -64,7 +80,7 @@ impl<J: ?Sized> Core<J> {
         let mut state = State::new(config.runners);
         let new = (0..config.runners).map(|_| register(&mut state)).collect();
         let core = Core {
-            state: Mutex::new(state),
+            state: Padded(Mutex::new(state)),
             capacity: config.capacity.map(Semaphore::new),
             changed: Notify::new(),
             gates: config.gates.into_boxed_slice(),
@@ -139,7 +155,7 @@ impl<J: ?Sized> Core<J> {
         let (job, idle) = {
             let mut state = lock(&self.state);
             let job = state.remove(seq);
-            let idle = job.is_some() && state.is_idle();
+            let idle = job.is_some() && state.is_idle() && state.has_watchers();
             (job, idle)
         };
         if job.is_some() {
@@ -206,9 +222,12 @@ impl<J: ?Sized> Core<J> {
         )
     }
 
-    /// Waits until `done` holds. Every change that can make `idle` or `drained` true notifies
-    /// `changed` after releasing the lock; the notification is enabled before the check.
+    /// Waits until `done` holds. While a caller waits, every change that can make `idle` or
+    /// `drained` true notifies `changed` after releasing the lock; the notification is enabled
+    /// before the check.
     async fn wait_until(&self, done: fn(&State<Pin<Box<J>>, Runner>) -> bool) {
+        lock(&self.state).watch();
+        let _watching = Watching(self);
         loop {
             let mut notified = pin!(self.changed.notified());
             notified.as_mut().enable();
@@ -263,11 +282,20 @@ impl<J: ?Sized> Core<J> {
         let idle = {
             let mut state = lock(&self.state);
             state.finish(id, end);
-            state.is_idle()
+            state.is_idle() && state.has_watchers()
         };
         if idle {
             self.changed.notify_waiters();
         }
+    }
+}
+
+/// Unregisters a caller of `wait_until`, however its wait ends.
+struct Watching<'a, J: ?Sized>(&'a Core<J>);
+
+impl<J: ?Sized> Drop for Watching<'_, J> {
+    fn drop(&mut self) {
+        lock(&self.0.state).unwatch();
     }
 }
 
@@ -317,7 +345,14 @@ impl<J: ?Sized> Drop for RunnerGuard<J> {
         if self.exited {
             return;
         }
-        let lost = lock(&self.core.state).lost(self.id);
+        let (lost, wake) = {
+            let mut state = lock(&self.core.state);
+            let (lost, wake) = state.lost(self.id);
+            (lost, wakers(&state, wake.into_iter().collect()))
+        };
+        for wake in wake {
+            wake.notify_one();
+        }
         self.core.release(lost.len());
         self.core.changed.notify_waiters();
         drop_quietly(lost);
@@ -347,24 +382,34 @@ pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<No
             continue;
         }
         let ended = finished.as_ref().map(|(end, _)| *end);
-        let (next, notify) = {
+        let (next, chained, notify) = {
             let mut state = lock(&core.state);
             let next = state.next(id, ended);
-            let notify = matches!(next, Next::Exit) || (ended.is_some() && state.is_idle());
-            (next, notify)
+            let notify = state.has_watchers()
+                && (matches!(next, Next::Exit(_)) || (ended.is_some() && state.is_idle()));
+            let chained = match &next {
+                Next::Run(_, Some(other)) | Next::Exit(Some(other)) => {
+                    state.runner(*other).map(|r| r.wake.clone())
+                }
+                _ => None,
+            };
+            (next, chained, notify)
         };
+        if let Some(other) = chained {
+            other.notify_one();
+        }
         drop_quietly(finished.take());
         if notify {
             core.changed.notify_waiters();
         }
         match next {
-            Next::Run(mut job) => {
+            Next::Run(mut job, _) => {
                 core.release(1);
                 let end = execute(job.as_mut(), core.timeout).await;
                 finished = Some((end, job));
             }
             Next::Park => wake.notified().await,
-            Next::Exit => {
+            Next::Exit(_) => {
                 guard.exited = true;
                 return;
             }

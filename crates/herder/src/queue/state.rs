@@ -10,8 +10,11 @@
 //! * **The cap.** A runner takes a job only while no more runners are alive than the target, and
 //!   each runner runs one job at a time, so no job starts while `target` jobs are running.
 //!   Lowering the target never interrupts a job: the runners in excess exit as they come free.
-//! * **Idle runners park** in a list; a push claims one of them (the caller wakes it), so a job
-//!   never waits while a runner sleeps.
+//! * **Idle runners park** in a list. A push claims one of them for the caller to wake, unless a
+//!   runner is already waking up: that one, once it has taken its job, claims the next parked
+//!   runner if jobs are still queued (chained wake-ups, as tokio's workers do when they search
+//!   for work). So a queued job never waits for a runner that nobody will wake, and a burst of
+//!   pushes does not wake every parked runner from the submitter's thread at once.
 
 use std::collections::VecDeque;
 
@@ -31,12 +34,13 @@ pub(crate) enum End {
 /// What a runner does next.
 #[derive(Debug)]
 pub(crate) enum Next<J> {
-    /// Run this job.
-    Run(J),
+    /// Run this job, after waking this parked runner if there is one (more jobs are queued).
+    Run(J, Option<usize>),
     /// Nothing to do: wait to be woken (the runner is now in the idle list).
     Park,
-    /// Leave: the queue has more runners than its target, or it is closed and empty.
-    Exit,
+    /// Leave: the queue has more runners than its target, or it is closed and empty. Wake this
+    /// parked runner first, if there is one (jobs are queued and this runner was the one waking).
+    Exit(Option<usize>),
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +57,8 @@ struct Runner<R> {
     payload: R,
     running: bool,
     parked: bool,
+    /// Claimed out of the idle list and not yet back in `next`.
+    waking: bool,
 }
 
 pub(crate) struct State<J, R> {
@@ -68,8 +74,13 @@ pub(crate) struct State<J, R> {
     runners: Slab<Runner<R>>,
     /// Parked runners, most recent last.
     idle: Vec<usize>,
+    /// Runners claimed and not yet back in `next`.
+    waking: usize,
     running: usize,
     closed: bool,
+    /// Callers waiting for the queue to become idle or drained: only then do state changes
+    /// need to notify anyone.
+    watchers: usize,
     counters: Counters,
 }
 
@@ -82,10 +93,24 @@ impl<J, R> State<J, R> {
             target,
             runners: Slab::with_capacity(target),
             idle: Vec::with_capacity(target),
+            waking: 0,
             running: 0,
             closed: false,
+            watchers: 0,
             counters: Counters::default(),
         }
+    }
+
+    pub(crate) fn watch(&mut self) {
+        self.watchers += 1;
+    }
+
+    pub(crate) fn unwatch(&mut self) {
+        self.watchers -= 1;
+    }
+
+    pub(crate) fn has_watchers(&self) -> bool {
+        self.watchers > 0
     }
 
     /// Queues `job` at the back; returns its sequence number and the parked runner to wake, if
@@ -97,14 +122,31 @@ impl<J, R> State<J, R> {
         let seq = self.head + self.slots.len() as u64;
         self.slots.push_back(Some(job));
         self.queued += 1;
-        Ok((seq, self.claim_idle()))
+        let wake = if self.waking == 0 {
+            self.claim_idle()
+        } else {
+            None
+        };
+        Ok((seq, wake))
     }
 
     /// Takes a parked runner out of the idle list, for the caller to wake.
     fn claim_idle(&mut self) -> Option<usize> {
         let id = self.idle.pop()?;
-        self.runners[id].parked = false;
+        let runner = &mut self.runners[id];
+        runner.parked = false;
+        runner.waking = true;
+        self.waking += 1;
         Some(id)
+    }
+
+    /// The next parked runner to wake, if jobs are queued and no runner is waking up already.
+    fn chain(&mut self) -> Option<usize> {
+        if self.queued > 0 && self.waking == 0 {
+            self.claim_idle()
+        } else {
+            None
+        }
     }
 
     /// Removes the job `seq` if it is still queued (its handle was dropped).
@@ -147,18 +189,21 @@ impl<J, R> State<J, R> {
             self.runners[id].parked = false;
             self.idle.retain(|parked| *parked != id);
         }
+        if std::mem::take(&mut self.runners[id].waking) {
+            self.waking -= 1;
+        }
         if self.runners.len() > self.target {
             self.runners.remove(id);
-            return Next::Exit;
+            return Next::Exit(self.chain());
         }
         if let Some(job) = self.pop() {
             self.runners[id].running = true;
             self.running += 1;
-            return Next::Run(job);
+            return Next::Run(job, self.chain());
         }
         if self.closed {
             self.runners.remove(id);
-            return Next::Exit;
+            return Next::Exit(None);
         }
         self.runners[id].parked = true;
         self.idle.push(id);
@@ -184,6 +229,7 @@ impl<J, R> State<J, R> {
             payload,
             running: false,
             parked: false,
+            waking: false,
         })
     }
 
@@ -226,10 +272,11 @@ impl<J, R> State<J, R> {
 
     /// Runner `id`'s task is gone before it exited (aborted by a shutdown, or dropped with its
     /// runtime). If it was running a job, that job is aborted. If it was the last runner,
-    /// nothing will run the queued jobs any more: they are returned, to be cancelled.
-    pub(crate) fn lost(&mut self, id: usize) -> Vec<J> {
+    /// nothing will run the queued jobs any more: they are returned, to be cancelled. If it was
+    /// waking up, the parked runner to wake in its place is returned.
+    pub(crate) fn lost(&mut self, id: usize) -> (Vec<J>, Option<usize>) {
         let Some(runner) = self.runners.try_remove(id) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         if runner.running {
             self.running -= 1;
@@ -238,10 +285,13 @@ impl<J, R> State<J, R> {
         if runner.parked {
             self.idle.retain(|parked| *parked != id);
         }
+        if runner.waking {
+            self.waking -= 1;
+        }
         if self.runners.is_empty() {
-            self.take_queued()
+            (self.take_queued(), None)
         } else {
-            Vec::new()
+            (Vec::new(), self.chain())
         }
     }
 
@@ -273,6 +323,13 @@ impl<J, R> State<J, R> {
 
     pub(crate) fn target(&self) -> usize {
         self.target
+    }
+
+    /// Parked runners, and runners claimed but not yet back: for the model's invariant that a
+    /// queued job never waits while every other runner sleeps unclaimed.
+    #[cfg(test)]
+    pub(crate) fn parked_and_waking(&self) -> (usize, usize) {
+        (self.idle.len(), self.waking)
     }
 
     pub(crate) fn counters(&self) -> Counters {

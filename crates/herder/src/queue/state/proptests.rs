@@ -136,7 +136,7 @@ proptest! {
                     };
                     let running_before = model.runners.values().filter(|d| **d != Doing::Idle).count();
                     match state.next(id, finished) {
-                        Next::Run(job) => {
+                        Next::Run(job, _wake) => {
                             prop_assert!(model.runners.len() <= model.target);
                             // The cap: a job starts only while fewer than `target` run.
                             prop_assert!(running_before < model.target);
@@ -149,7 +149,7 @@ proptest! {
                             prop_assert!(model.queued.is_empty() && !model.closed);
                             prop_assert!(model.runners.len() <= model.target);
                         }
-                        Next::Exit => {
+                        Next::Exit(_wake) => {
                             prop_assert!(
                                 model.runners.len() > model.target
                                     || (model.closed && model.queued.is_empty())
@@ -195,7 +195,7 @@ proptest! {
                     if let Some(Doing::Running(_)) = model.runners.remove(&id) {
                         model.aborted += 1;
                     }
-                    let lost = state.lost(id);
+                    let (lost, _wake) = state.lost(id);
                     if model.runners.is_empty() {
                         let expected: Vec<u64> = model.queued.drain(..).collect();
                         model.cancelled += expected.len() as u64;
@@ -207,6 +207,12 @@ proptest! {
             }
 
             let running = model.runners.values().filter(|d| **d != Doing::Idle).count();
+            // No queued job waits while runners sleep and none of them is being woken.
+            let (parked, waking) = state.parked_and_waking();
+            prop_assert!(
+                model.queued.is_empty() || parked == 0 || waking > 0,
+                "{} queued, {parked} parked, none waking", model.queued.len()
+            );
             prop_assert_eq!(state.queued(), model.queued.len());
             prop_assert_eq!(state.running(), running);
             prop_assert_eq!(state.runners(), model.runners.len());
@@ -227,7 +233,8 @@ proptest! {
     }
 }
 
-/// After runners park, a push claims one of them, and each parked runner is claimed once.
+/// After runners park, a push claims one of them; further pushes wait for it to take its job,
+/// and it then wakes the next parked runner.
 #[test]
 fn a_push_claims_a_parked_runner_once() {
     let mut state: State<u8, ()> = State::new(2);
@@ -238,12 +245,19 @@ fn a_push_claims_a_parked_runner_once() {
     // A spurious step does not park a runner twice.
     assert!(matches!(state.next(b, None), Next::Park));
     let (_, first) = state.push(1).unwrap();
+    // One runner is waking up: the next pushes do not wake another yet.
     let (_, second) = state.push(2).unwrap();
     let (_, third) = state.push(3).unwrap();
-    let mut claimed = vec![first.unwrap(), second.unwrap()];
-    claimed.sort_unstable();
-    assert_eq!(claimed, vec![a, b]);
-    assert_eq!(third, None);
+    assert_eq!((second, third), (None, None));
+    // The woken runner takes a job and, jobs being left, claims the other parked runner.
+    let woken = first.unwrap();
+    let Next::Run(1, Some(chained)) = state.next(woken, None) else {
+        panic!("the woken runner runs job 1 and wakes the other runner")
+    };
+    assert_ne!(chained, woken);
+    assert!([a, b].contains(&chained));
+    // That one takes job 2; no parked runner is left to wake.
+    assert!(matches!(state.next(chained, None), Next::Run(2, None)));
 }
 
 /// Lowering the target wakes parked runners so that they exit, and never more than needed.
@@ -257,7 +271,29 @@ fn lowering_the_target_wakes_parked_runners_in_excess() {
     let (add, wake) = state.set_target(1);
     assert_eq!((add, wake.len()), (0, 2));
     for id in wake {
-        assert!(matches!(state.next(id, None), Next::Exit));
+        assert!(matches!(state.next(id, None), Next::Exit(None)));
     }
     assert_eq!(state.runners(), 1);
+}
+
+/// Regression: runners woken to exit (the target went down) held back the wake-up of a push;
+/// the last of them must wake a parked runner for the queued job.
+#[test]
+fn runners_woken_to_exit_hand_the_wake_up_on() {
+    let mut state: State<u8, ()> = State::new(3);
+    let ids: Vec<usize> = (0..3).map(|_| state.add_runner(())).collect();
+    for id in &ids {
+        assert!(matches!(state.next(*id, None), Next::Park));
+    }
+    let (_, exiting) = state.set_target(1);
+    let (_, wake) = state.push(7).unwrap();
+    assert_eq!(
+        wake, None,
+        "a runner is waking: the push does not wake another"
+    );
+    assert!(matches!(state.next(exiting[0], None), Next::Exit(None)));
+    let Next::Exit(Some(next)) = state.next(exiting[1], None) else {
+        panic!("the last exiting runner must wake the parked one")
+    };
+    assert!(matches!(state.next(next, None), Next::Run(7, None)));
 }
