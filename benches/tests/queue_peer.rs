@@ -176,7 +176,10 @@ async fn operation_queue_loses_a_runner_to_a_panic() {
     queue.enqueue(Box::new(after)).await.unwrap();
     let waited = tokio::time::timeout(Duration::from_secs(3600), rx).await;
     assert!(waited.is_err(), "the operation after the panic ran");
-    assert!(queue.running() && !queue.idle(), "the dead runner is reported as busy");
+    assert!(
+        queue.running() && !queue.idle(),
+        "the dead runner is reported as busy"
+    );
 }
 
 #[tokio::test(start_paused = true)]

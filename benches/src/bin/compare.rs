@@ -18,8 +18,12 @@ use herder_benches::workloads::{self, Sample};
 use tokio::runtime::{Builder, Runtime};
 
 fn multi_thread() -> Runtime {
+    multi_thread_with(2)
+}
+
+fn multi_thread_with(workers: usize) -> Runtime {
     Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap()
@@ -197,6 +201,11 @@ fn queue(rounds: usize, only: Option<&str>) {
         (
             "multi-thread runtime (2 workers)",
             multi_thread(),
+            QueuePeer::all(),
+        ),
+        (
+            "multi-thread runtime (1 worker; the submitter has the other core)",
+            multi_thread_with(1),
             QueuePeer::all(),
         ),
     ];
