@@ -526,6 +526,9 @@ fn runners_lost_with_their_runtime_fail_every_handle() {
         (stats.runners, stats.aborted, stats.cancelled, stats.queued),
         (0, 1, 1, 0)
     );
+    // Nothing would run a new operation: the queue is closed, and says so instead of hanging.
+    assert!(queue.is_closed());
+    assert!(queue.try_submit(async { 3 }).unwrap_err().is_closed());
 }
 
 // ---- runners at run time, many submitters ----

@@ -345,13 +345,18 @@ impl<J: ?Sized> Drop for RunnerGuard<J> {
         if self.exited {
             return;
         }
-        let (lost, wake) = {
+        let (lost, wake, closed) = {
             let mut state = lock(&self.core.state);
             let (lost, wake) = state.lost(self.id);
-            (lost, wakers(&state, wake.into_iter().collect()))
+            let wake = wakers(&state, wake.into_iter().collect());
+            (lost, wake, state.is_closed())
         };
         for wake in wake {
             wake.notify_one();
+        }
+        if let (true, Some(capacity)) = (closed, &self.core.capacity) {
+            // The last runner is gone: callers waiting for a place are refused.
+            capacity.close();
         }
         self.core.release(lost.len());
         self.core.changed.notify_waiters();

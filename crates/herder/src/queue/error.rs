@@ -79,7 +79,7 @@ impl OperationError {
 
     /// `true` if the operation never started: a [`shutdown`](super::OperationQueue::shutdown)
     /// reached its deadline while it was still queued, or every runner was lost (their runtime
-    /// shut down).
+    /// shut down; the queue is then closed).
     pub fn is_cancelled(&self) -> bool {
         matches!(self.repr, Repr::Cancelled)
     }

@@ -272,8 +272,8 @@ impl<J, R> State<J, R> {
 
     /// Runner `id`'s task is gone before it exited (aborted by a shutdown, or dropped with its
     /// runtime). If it was running a job, that job is aborted. If it was the last runner,
-    /// nothing will run the queued jobs any more: they are returned, to be cancelled. If it was
-    /// waking up, the parked runner to wake in its place is returned.
+    /// nothing will run jobs any more: the queue closes, and the queued jobs are returned, to be
+    /// cancelled. If it was waking up, the parked runner to wake in its place is returned.
     pub(crate) fn lost(&mut self, id: usize) -> (Vec<J>, Option<usize>) {
         let Some(runner) = self.runners.try_remove(id) else {
             return (Vec::new(), None);
@@ -289,6 +289,7 @@ impl<J, R> State<J, R> {
             self.waking -= 1;
         }
         if self.runners.is_empty() {
+            self.closed = true;
             (self.take_queued(), None)
         } else {
             (Vec::new(), self.chain())

@@ -197,6 +197,7 @@ proptest! {
                     }
                     let (lost, _wake) = state.lost(id);
                     if model.runners.is_empty() {
+                        model.closed = true;
                         let expected: Vec<u64> = model.queued.drain(..).collect();
                         model.cancelled += expected.len() as u64;
                         prop_assert_eq!(lost, expected);
