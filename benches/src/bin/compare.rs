@@ -2,7 +2,7 @@
 //! markdown tables of `docs/BENCHMARKS.md`.
 //!
 //! ```text
-//! cargo run --release -p herder-benches --bin compare -- dataloader [--rounds N]
+//! cargo run --release -p herder-benches --bin compare -- [dataloader] [queue] [--rounds N] [--only NAME]
 //! ```
 //!
 //! Peers run interleaved, round after round, so that a noisy neighbour hurts all of them alike;
@@ -12,13 +12,18 @@ use std::time::Duration;
 
 use herder_benches::on_peer;
 use herder_benches::peers::Peer;
+use herder_benches::queue::QueuePeer;
 use herder_benches::report::{Table, human, median, median_count, quantile, ratio};
 use herder_benches::workloads::{self, Sample};
 use tokio::runtime::{Builder, Runtime};
 
 fn multi_thread() -> Runtime {
+    multi_thread_with(2)
+}
+
+fn multi_thread_with(workers: usize) -> Runtime {
     Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap()
@@ -373,6 +378,72 @@ fn fleet(rounds: usize) {
     );
 }
 
+/// 100,000 trivial operations through 8 runners, each result collected by the submitter.
+fn queue(rounds: usize, only: Option<&str>) {
+    const OPS: u64 = 100_000;
+    const RUNNERS: usize = 8;
+    let mut local = QueuePeer::all();
+    local.insert(1, QueuePeer::HerderLocal);
+    let setups = [
+        ("current-thread runtime", current_thread(), local),
+        (
+            "multi-thread runtime (2 workers)",
+            multi_thread(),
+            QueuePeer::all(),
+        ),
+        (
+            "multi-thread runtime (1 worker; the submitter has the other core)",
+            multi_thread_with(1),
+            QueuePeer::all(),
+        ),
+    ];
+    for (runtime, rt, mut peers) in setups {
+        if let Some(only) = only {
+            peers.retain(|peer| peer.name().contains(only));
+            if peers.is_empty() {
+                continue;
+            }
+        }
+        // One unmeasured run each: allocator and runtime warm-up.
+        for peer in &peers {
+            rt.block_on(peer.run(OPS, RUNNERS));
+        }
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); peers.len()];
+        for round in 0..rounds {
+            for offset in 0..peers.len() {
+                let i = (round + offset) % peers.len();
+                samples[i].push(rt.block_on(peers[i].run(OPS, RUNNERS)));
+            }
+        }
+        let base = median(&samples[0]);
+        let mut table = Table::new(&[
+            "implementation",
+            "median time",
+            "operations/s",
+            "fastest",
+            "slowest",
+            "samples",
+            "time vs herder",
+        ]);
+        for (peer, t) in peers.iter().zip(&samples) {
+            let m = median(t);
+            table.row(vec![
+                peer.name().to_owned(),
+                human(m),
+                format!("{:.2} M", OPS as f64 / m.as_secs_f64() / 1e6),
+                human(quantile(t, 0.0)),
+                human(quantile(t, 1.0)),
+                t.len().to_string(),
+                ratio(m, base),
+            ]);
+        }
+        println!(
+            "### {OPS} trivial operations through {RUNNERS} runners, {runtime}\n\n{}",
+            table.markdown()
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rounds = args
@@ -380,10 +451,19 @@ fn main() {
         .position(|a| a == "--rounds")
         .and_then(|i| args.get(i + 1))
         .map_or(5, |n| n.parse().expect("--rounds takes a number"));
+    // `--only TEXT` keeps the queue peers whose name contains TEXT (for profiling one of them).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
     let which: Vec<&str> = args
         .iter()
         .enumerate()
-        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--rounds"))
+        .filter(|(i, a)| {
+            !a.starts_with("--")
+                && (*i == 0 || (args[i - 1] != "--rounds" && args[i - 1] != "--only"))
+        })
         .map(|(_, a)| a.as_str())
         .collect();
     let all = which.is_empty();
@@ -398,5 +478,9 @@ fn main() {
     if all || which.contains(&"cache") {
         println!("## Cache ({rounds} rounds)\n");
         cache(rounds);
+    }
+    if all || which.contains(&"queue") {
+        println!("## OperationQueue ({rounds} rounds)\n");
+        queue(rounds, only);
     }
 }

@@ -9,6 +9,8 @@
 //! | [`DataLoader`] | batches the keys asked for in one scheduler pass into one [`Loader`] call |
 //! | [`SingleFlight`] | concurrent calls for one key share one execution |
 //! | [`Cache`] | read-through cache: a miss loads once, everyone else waits for that load |
+//! | [`OperationQueue`] | runs queued operations in FIFO order on N runners, hands each caller its result |
+//! | [`Line`] | when many requests hit the same failure, one recovers, the others wait and retry |
 //!
 //! All of them rest on one core: the work runs as its own task, never inside the caller that
 //! happened to start it, so a cancelled, timed-out or parked caller cannot stall, fail or poison
@@ -75,10 +77,14 @@ pub mod batch;
 pub mod cache;
 mod error;
 pub(crate) mod flight;
+pub mod line;
+pub mod queue;
 pub mod single_flight;
 mod sync;
 
 pub use batch::{DataLoader, LoadError, Loader};
 pub use cache::{Cache, CacheError};
 pub use error::BuildError;
+pub use line::{Epoch, Line, RecoverError, Recovery};
+pub use queue::{LocalOperationQueue, OperationError, OperationHandle, OperationQueue};
 pub use single_flight::{RunError, SingleFlight};

@@ -5,8 +5,13 @@ mod support;
 
 use herder::batch::{DataLoaderStats, Load, LoadMany};
 use herder::cache::{CacheStats, Fetched, Loaded, Status};
+use herder::line::LineStats;
+use herder::queue::{OperationQueueStats, ShutdownReport, SubmitError, TrySubmitError};
 use herder::single_flight::{Run, SingleFlightStats};
-use herder::{BuildError, Cache, CacheError, DataLoader, LoadError, RunError, SingleFlight};
+use herder::{
+    BuildError, Cache, CacheError, DataLoader, Epoch, Line, LoadError, OperationError,
+    OperationHandle, OperationQueue, RecoverError, Recovery, RunError, SingleFlight,
+};
 use support::{BackendDown, Instant};
 
 fn send<T: Send>() {}
@@ -28,6 +33,14 @@ fn handles_are_send_sync_and_clone() {
     send::<Cache<String, Vec<u8>>>();
     sync::<Cache<String, Vec<u8>>>();
     clone::<Cache<String, Vec<u8>>>();
+    send::<OperationQueue>();
+    sync::<OperationQueue>();
+    clone::<OperationQueue>();
+    send::<Line<String>>();
+    sync::<Line<String>>();
+    clone::<Line<String>>();
+    send::<herder::queue::Builder<OperationQueue>>();
+    sync::<herder::queue::Builder<OperationQueue>>();
 }
 
 fn send_future<F: std::future::Future + Send>(_: &F) {}
@@ -46,6 +59,15 @@ fn cache_futures_are_send() {
     send_future(&cache.get_many_with(["k".to_string()], load));
 }
 
+/// `Line` must be `'static` to be moved into spawned tasks (operation-queue's `Token<'l>` borrows
+/// its line).
+#[test]
+fn lines_are_owned() {
+    fn owned<T: 'static>() {}
+    owned::<Line<String>>();
+    owned::<Epoch>();
+}
+
 #[test]
 fn futures_are_send_and_unpin() {
     send::<Load<'static, Instant>>();
@@ -54,6 +76,28 @@ fn futures_are_send_and_unpin() {
     unpin::<LoadMany<'static, Instant>>();
     send::<Run<'static, String, u32, Work>>();
     unpin::<Run<'static, String, u32, Work>>();
+    send::<OperationHandle<String>>();
+    sync::<OperationHandle<String>>();
+    unpin::<OperationHandle<String>>();
+}
+
+/// The futures of the `async fn`s can be held across `.await` in spawned tasks.
+#[test]
+fn async_fn_futures_are_send() {
+    fn send_val<T: Send>(_: &T) {}
+    let queue_op = std::future::ready(1u8);
+    let line: Line<u8> = Line::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let queue = OperationQueue::new(1);
+    send_val(&queue.submit(queue_op));
+    send_val(&queue.wait_idle());
+    send_val(&queue.drain());
+    send_val(&queue.shutdown(tokio::time::Instant::now()));
+    send_val(&line.recover(line.epoch(), || std::future::ready(1u8)));
+    send_val(&line.wait_clear());
 }
 
 #[test]
@@ -71,6 +115,18 @@ fn errors_and_stats_cross_threads() {
     send::<CacheStats>();
     send::<Fetched<u32>>();
     send::<Status>();
+    static_error::<OperationError>();
+    clone::<OperationError>();
+    static_error::<RecoverError>();
+    clone::<RecoverError>();
+    static_error::<SubmitError<std::future::Ready<u8>>>();
+    static_error::<TrySubmitError<std::future::Ready<u8>>>();
+    send::<OperationQueueStats>();
+    sync::<OperationQueueStats>();
+    send::<ShutdownReport>();
+    send::<LineStats>();
+    send::<Recovery<String>>();
+    sync::<Recovery<String>>();
 }
 
 #[tokio::test]

@@ -1,0 +1,26 @@
+//! [`Line`]: when many requests hit the same failure (an expired token), exactly one recovers;
+//! the others wait for it and retry.
+//!
+//! thunderbird's `operation-queue` has a `Line` too: the first request to fail takes a token and
+//! handles the failure, the others wait for the token to be released. It cannot tell a failure
+//! that predates a finished recovery from a new one, so requests failing one after another with
+//! the same stale credentials each re-authenticate. Here every request notes the line's
+//! [`Epoch`] when it is sent, and a failure older than the last recovery is answered with
+//! [`Recovery::AlreadyDone`]: retry.
+//!
+//! A recovery is a flight of the core (`crate::flight`): it runs as its own task, so a
+//! cancelled leader does not stop it, and one outcome (or its panic, as a [`RecoverError`])
+//! reaches every caller that joined. `state` holds the epoch logic, explored by `loom_tests`.
+
+mod error;
+mod handle;
+mod state;
+mod stats;
+
+#[cfg(all(test, herder_loom))]
+mod loom_tests;
+
+pub use error::RecoverError;
+pub(crate) use handle::Gate;
+pub use handle::{Epoch, Line, Recovery};
+pub use stats::LineStats;

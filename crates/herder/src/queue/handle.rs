@@ -1,0 +1,392 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::builder::Builder;
+use super::engine::{Config, Core, NewRunner, Refused, RunnerGuard, Ticket, run};
+use super::error::{OperationError, SubmitError, TrySubmitError};
+use super::job::{Op, SendJob};
+use super::stats::{OperationQueueStats, ShutdownReport};
+use crate::error::BuildError;
+
+/// Runs queued operations in FIFO order on at most N runners, and hands each caller its result.
+///
+/// An operation is any `Future + Send + 'static`. [`submit`](OperationQueue::submit) queues it
+/// (waiting for a free place if the queue has a [`capacity`](Builder::capacity)) and returns an
+/// [`OperationHandle`]; awaiting the handle gives the operation's output. Operations start in the
+/// order they were queued, at most [`runners`](Builder::runners) at a time.
+///
+/// * A handle dropped before its operation started removes the operation from the queue.
+/// * A panic reaches the operation's handle as an [`OperationError`]; the runner carries on, so
+///   the queue keeps its N runners.
+/// * [`close`](OperationQueue::close), [`drain`](OperationQueue::drain) and
+///   [`shutdown`](OperationQueue::shutdown) stop it gracefully; dropping the last clone closes it
+///   (what is queued still runs).
+///
+/// The handle is cheap to clone; clones share the queue. For operations that are not `Send`,
+/// use [`LocalOperationQueue`](super::LocalOperationQueue).
+///
+/// ```
+/// use herder::OperationQueue;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // An IMAP-style connection: at most 2 commands in flight, in order.
+/// let queue = OperationQueue::builder().runners(2).build().unwrap();
+/// let mut handles = Vec::new();
+/// for uid in 1..=5u32 {
+///     handles.push(queue.submit(async move { format!("FETCH {uid}") }).await.unwrap());
+/// }
+/// for (uid, handle) in (1..=5).zip(handles) {
+///     assert_eq!(handle.await.unwrap(), format!("FETCH {uid}"));
+/// }
+/// assert_eq!(queue.stats().completed, 5);
+/// # }
+/// ```
+pub struct OperationQueue {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    core: Arc<Core<dyn SendJob>>,
+    runtime: Handle,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last clone is gone: nobody can submit any more. The runners finish what is queued
+        // and exit, instead of waiting forever.
+        self.core.close();
+    }
+}
+
+impl OperationQueue {
+    /// A queue with `runners` runners, no capacity limit and no timeout.
+    ///
+    /// # Panics
+    ///
+    /// If `runners` is 0, or when called outside a Tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let queue = herder::OperationQueue::new(3);
+    /// assert_eq!(queue.stats().runners, 3);
+    /// # }
+    /// ```
+    pub fn new(runners: usize) -> Self {
+        match Self::builder().runners(runners).build() {
+            Ok(queue) => queue,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// A builder for the settings: runners, capacity, timeout, lines to pause on.
+    pub fn builder() -> Builder<OperationQueue> {
+        Builder::new()
+    }
+
+    pub(super) fn from_config(config: Config, runtime: Handle) -> Self {
+        let (core, new) = Core::new(config);
+        let shared = Shared {
+            core: Arc::new(core),
+            runtime,
+        };
+        spawn(&shared, new);
+        OperationQueue {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Queues `operation`, waiting for a free place while the queue is full, and returns its
+    /// handle. A closed queue hands the operation back in the error.
+    ///
+    /// The operation starts once every operation queued before it has started and a runner is
+    /// free. It runs as a task of the queue, not of the caller: awaiting the handle only
+    /// collects its output.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the returned future is dropped before it completes, the operation is dropped without
+    /// being queued, and the callers waiting behind this one for a place keep their order
+    /// (places are granted first come, first served).
+    ///
+    /// ```
+    /// use herder::OperationQueue;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let queue = OperationQueue::builder().runners(1).capacity(1).build().unwrap();
+    /// let a = queue.submit(async { "a" }).await.unwrap();
+    /// // The queue is full: this waits until the runner has taken `a`.
+    /// let b = queue.submit(async { "b" }).await.unwrap();
+    /// assert_eq!((a.await.unwrap(), b.await.unwrap()), ("a", "b"));
+    /// # }
+    /// ```
+    pub async fn submit<F>(
+        &self,
+        operation: F,
+    ) -> Result<OperationHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let core = &self.shared.core;
+        if !core.reserve().await {
+            return Err(SubmitError::new(operation));
+        }
+        self.enqueue(operation)
+            .map_err(|operation| SubmitError::new(operation))
+    }
+
+    /// Queues `operation` if there is a free place, without waiting; otherwise hands it back,
+    /// telling whether the queue was full or closed.
+    ///
+    /// ```
+    /// use herder::OperationQueue;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let queue = OperationQueue::new(1);
+    /// let handle = queue.try_submit(async { 40 + 2 }).unwrap();
+    /// assert_eq!(handle.await.unwrap(), 42);
+    /// queue.close();
+    /// assert!(queue.try_submit(async { 0 }).unwrap_err().is_closed());
+    /// # }
+    /// ```
+    pub fn try_submit<F>(
+        &self,
+        operation: F,
+    ) -> Result<OperationHandle<F::Output>, TrySubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.shared.core.try_reserve() {
+            Ok(()) => self.enqueue(operation).map_err(TrySubmitError::closed),
+            Err(Refused::Full) => Err(TrySubmitError::full(operation)),
+            Err(Refused::Closed) => Err(TrySubmitError::closed(operation)),
+        }
+    }
+
+    /// Queues `operation` in the place reserved for it; a closed queue hands it back.
+    fn enqueue<F>(&self, operation: F) -> Result<OperationHandle<F::Output>, F>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let core = &self.shared.core;
+        let (op, rx) = Op::new(operation);
+        match core.push(Box::new(op), |op| -> Pin<Box<dyn SendJob>> {
+            Box::into_pin(op)
+        }) {
+            Ok(seq) => Ok(OperationHandle {
+                ticket: Ticket::new(rx, core.clone(), seq),
+            }),
+            Err(op) => Err(op.into_future()),
+        }
+    }
+
+    /// Changes how many operations run at once. New runners start at once; when the count goes
+    /// down, running operations finish and the runners in excess exit as they come free.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let queue = herder::OperationQueue::new(2);
+    /// queue.set_runners(8).unwrap();
+    /// assert_eq!((queue.runners(), queue.stats().runners), (8, 8));
+    /// assert!(queue.set_runners(0).is_err());
+    /// # }
+    /// ```
+    pub fn set_runners(&self, runners: usize) -> Result<(), BuildError> {
+        if runners == 0 {
+            return Err(BuildError::new(
+                "OperationQueue",
+                "runners must be at least 1",
+            ));
+        }
+        let new = self.shared.core.set_runners(runners);
+        spawn(&self.shared, new);
+        Ok(())
+    }
+
+    /// How many runners the queue is set to have.
+    pub fn runners(&self) -> usize {
+        self.shared.core.target()
+    }
+
+    /// A snapshot of the queue: queued, running, runners, and what became of every operation.
+    pub fn stats(&self) -> OperationQueueStats {
+        self.shared.core.stats()
+    }
+
+    /// Waits until nothing is queued and nothing runs. Returns at once if that is already so.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only watches the queue.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let queue = herder::OperationQueue::new(2);
+    /// for _ in 0..10 {
+    ///     queue.submit(async { tokio::task::yield_now().await }).await.unwrap().detach();
+    /// }
+    /// queue.wait_idle().await;
+    /// assert_eq!(queue.stats().completed, 10);
+    /// # }
+    /// ```
+    pub async fn wait_idle(&self) {
+        self.shared.core.wait_idle().await;
+    }
+
+    /// Refuses new operations from now on: `submit` and `try_submit` hand them back, and callers
+    /// waiting for a place are refused. What is already queued still runs.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let queue = herder::OperationQueue::new(1);
+    /// queue.close();
+    /// assert!(queue.is_closed());
+    /// assert!(queue.submit(async {}).await.is_err());
+    /// # }
+    /// ```
+    pub fn close(&self) {
+        self.shared.core.close();
+    }
+
+    /// `true` once the queue is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.core.is_closed()
+    }
+
+    /// Closes the queue (if it is not already), then waits until every queued operation has run
+    /// and the runners have exited.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the queue stays closed and its operations go on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let queue = herder::OperationQueue::new(1);
+    /// let done = queue.submit(async { "sent" }).await.unwrap();
+    /// queue.drain().await;
+    /// assert_eq!(queue.stats().runners, 0);
+    /// assert_eq!(done.await.unwrap(), "sent");
+    /// # }
+    /// ```
+    pub async fn drain(&self) {
+        self.shared.core.drain().await;
+    }
+
+    /// Closes the queue and drains it until `deadline`; then cancels the operations still
+    /// queued and aborts those still running. Every handle tells what happened to its operation
+    /// (its output, or [`is_cancelled`](OperationError::is_cancelled) /
+    /// [`is_aborted`](OperationError::is_aborted)); the report counts what had to be stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before the deadline, the queue stays closed and drains as
+    /// [`close`](OperationQueue::close) would; nothing is cancelled.
+    ///
+    /// ```
+    /// use std::future::pending;
+    /// use tokio::time::{Duration, Instant};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let queue = herder::OperationQueue::new(1);
+    /// let stuck = queue.submit(pending::<()>()).await.unwrap();
+    /// let behind = queue.submit(async {}).await.unwrap();
+    /// let report = queue.shutdown(Instant::now() + Duration::from_millis(50)).await;
+    /// assert_eq!((report.aborted, report.cancelled), (1, 1));
+    /// assert!(stuck.await.unwrap_err().is_aborted());
+    /// assert!(behind.await.unwrap_err().is_cancelled());
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
+        self.shared.core.shutdown(deadline).await
+    }
+}
+
+fn spawn(shared: &Shared, new: Vec<NewRunner>) {
+    for (id, wake) in new {
+        let guard = RunnerGuard::new(shared.core.clone(), id);
+        let task = shared.runtime.spawn(run(guard, wake));
+        shared.core.set_abort(id, task.abort_handle());
+    }
+}
+
+impl Clone for OperationQueue {
+    fn clone(&self) -> Self {
+        OperationQueue {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for OperationQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperationQueue")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handle of a queued operation: awaiting it gives the operation's output, or why there is
+/// none.
+///
+/// Dropping it before the operation started removes the operation from the queue; dropping it
+/// later lets the operation finish unobserved. [`detach`](OperationHandle::detach) keeps the
+/// operation queued without anyone awaiting it (fire and forget).
+///
+/// ```
+/// use herder::OperationQueue;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let queue = OperationQueue::new(1);
+/// let kept = queue.submit(async { 1 }).await.unwrap();
+/// let dropped = queue.submit(async { unreachable!("never runs") }).await.unwrap();
+/// drop(dropped);
+/// assert_eq!(kept.await.unwrap(), 1);
+/// assert_eq!(queue.stats().cancelled, 1);
+/// # }
+/// ```
+#[must_use = "dropping the handle of an operation that has not started removes it from the queue; use `detach` to let it run"]
+pub struct OperationHandle<T> {
+    ticket: Ticket<T, dyn SendJob>,
+}
+
+impl<T> OperationHandle<T> {
+    /// Lets the operation run without anyone awaiting its output.
+    pub fn detach(self) {
+        self.ticket.detach();
+    }
+}
+
+impl<T> Future for OperationHandle<T> {
+    type Output = Result<T, OperationError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.ticket).poll(cx)
+    }
+}
+
+impl<T> fmt::Debug for OperationHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperationHandle")
+            .field("attached", &self.ticket.is_attached())
+            .finish_non_exhaustive()
+    }
+}
