@@ -33,6 +33,15 @@ impl HerderGet {
         HerderGet(cache.unwrap(), "herder Cache::get (TTL)")
     }
 
+    pub fn coarse(capacity: u64) -> Self {
+        let cache = herder::Cache::builder()
+            .max_capacity(capacity)
+            .time_to_live(HOUR)
+            .clock_resolution(Duration::from_millis(1))
+            .build();
+        HerderGet(cache.unwrap(), "herder Cache::get (TTL, 1 ms clock)")
+    }
+
     pub fn without_ttl(capacity: u64) -> Self {
         HerderGet(herder::Cache::new(capacity), "herder Cache::get (no TTL)")
     }
@@ -132,6 +141,7 @@ impl HitPath for Pingora {
 pub fn hit_path_peers(capacity: u64) -> Vec<Arc<dyn HitPath>> {
     vec![
         Arc::new(HerderGet::with_ttl(capacity)),
+        Arc::new(HerderGet::coarse(capacity)),
         Arc::new(HerderGet::without_ttl(capacity)),
         Arc::new(HerderGetWith(
             herder::Cache::builder()

@@ -195,7 +195,10 @@ fn cache(rounds: usize) {
     use std::sync::Arc;
 
     // Hit path: 2 threads reading 10,000 hot keys.
-    // Capacity for twice the keys, so that every hot key stays cached in every peer.
+    // Capacity for twice the keys, so that every hot key stays cached in every peer. The coarse
+    // clock's ticker runs on this runtime.
+    let ticker = multi_thread();
+    let _ticking = ticker.enter();
     let peers = c::hit_path_peers(20_000);
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); peers.len()];
     for round in 0..rounds {

@@ -906,8 +906,34 @@ fn invalid_settings_are_refused_by_build() {
                 .max_capacity(1)
                 .wait_timeout(Duration::ZERO)
         ),
-        "timeouts must be positive"
+        "timeouts and the clock resolution must be positive"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_coarse_clock_expires_entries_within_its_resolution() {
+    let cache: Cache<u32, String> = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(100 * Duration::from_millis(1))
+        .clock_resolution(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    cache.insert(1, "v".into());
+    // Waiting lets the ticker run: the clock moves in steps of the resolution.
+    tokio::time::sleep(Duration::from_millis(98)).await;
+    assert_eq!(cache.get(&1).as_deref(), Some("v"));
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    assert_eq!(cache.get(&1), None);
+}
+
+#[test]
+fn a_coarse_clock_needs_a_runtime_to_tick_in() {
+    let err = Cache::<u32, u32>::builder()
+        .max_capacity(1)
+        .clock_resolution(Duration::from_millis(1))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.reason(), "clock_resolution needs a Tokio runtime");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,8 @@ pub(crate) struct Config {
     pub(crate) wait_timeout: Option<Duration>,
     pub(crate) load_timeout: Option<Duration>,
     pub(crate) soft_load_timeout: Option<Duration>,
+    /// Tick of the coarse clock; `None`: the OS clock at every read.
+    pub(crate) clock_resolution: Option<Duration>,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             wait_timeout: None,
             load_timeout: None,
             soft_load_timeout: None,
+            clock_resolution: None,
         }
     }
 }
@@ -115,11 +118,16 @@ impl Config {
         if self.fail_safe.is_some_and(|fs| fs.throttle.is_zero()) {
             return Some("fail_safe throttle must be positive");
         }
-        if [self.wait_timeout, self.load_timeout, self.soft_load_timeout]
-            .iter()
-            .any(|t| t.is_some_and(|t| t.is_zero()))
+        if [
+            self.wait_timeout,
+            self.load_timeout,
+            self.soft_load_timeout,
+            self.clock_resolution,
+        ]
+        .iter()
+        .any(|t| t.is_some_and(|t| t.is_zero()))
         {
-            return Some("timeouts must be positive");
+            return Some("timeouts and the clock resolution must be positive");
         }
         if let (Some(soft), Some(hard)) = (self.soft_load_timeout, self.load_timeout)
             && soft >= hard

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::builder::Builder;
 use super::bulk;
-use super::clock::Clock;
+use super::clock::{self, Clock};
 use super::config::Config;
 use super::entry::{Entry, Freshness, Loaded};
 use super::error::CacheError;
@@ -97,15 +97,22 @@ where
         storage: Storage<K, V>,
         config: Config,
         tier: Option<Arc<dyn Tier<K, V>>>,
+        runtime: Option<tokio::runtime::Handle>,
     ) -> Self {
         let inner = Arc::new(Inner {
             storage,
             flights: Flights::new(Flights::<K, Landing<V>>::default_shards()),
             config,
             tier,
-            clock: Clock::new(),
+            clock: Clock::new(config.clock_resolution.is_some()),
             stats: Counters::default(),
         });
+        if let (Some(resolution), Some(runtime)) = (config.clock_resolution, runtime) {
+            let ticker = clock::tick(Arc::downgrade(&inner), resolution, |inner: &Inner<K, V>| {
+                &inner.clock
+            });
+            runtime.spawn(ticker);
+        }
         if let Some(tier) = &inner.tier {
             tier.attach(LocalCache::new(&inner));
         }
