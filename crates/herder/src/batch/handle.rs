@@ -70,13 +70,44 @@ pub(crate) struct Shared<L: Loader> {
 impl<L: Loader> DataLoader<L> {
     /// A loader with the default settings: no timer window, batches of at most 1000 keys, no cap
     /// on concurrent batches, no memo.
+    ///
+    /// ```
+    /// # use herder::{DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// # struct Rows;
+    /// # impl Loader for Rows {
+    /// #     type Key = u32;
+    /// #     type Value = u32;
+    /// #     type Error = std::convert::Infallible;
+    /// #     async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+    /// #         Ok(keys.iter().map(|k| (*k, *k)).collect())
+    /// #     }
+    /// # }
+    /// let rows = DataLoader::new(Rows);
+    /// assert_eq!(rows.stats().batches, 0);
+    /// ```
     pub fn new(loader: L) -> Self {
         Self::builder(loader)
             .build()
             .expect("the default settings are valid")
     }
 
-    /// A builder for the non-default settings.
+    /// A builder for the non-default settings; see [`Builder`] for each of them.
+    ///
+    /// ```
+    /// # use herder::{DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// # struct Rows;
+    /// # impl Loader for Rows {
+    /// #     type Key = u32;
+    /// #     type Value = u32;
+    /// #     type Error = std::convert::Infallible;
+    /// #     async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+    /// #         Ok(keys.iter().map(|k| (*k, *k)).collect())
+    /// #     }
+    /// # }
+    /// let rows = DataLoader::builder(Rows).max_batch_size(100).memo(true).build().unwrap();
+    /// ```
     pub fn builder(loader: L) -> Builder<L> {
         Builder::new(loader)
     }
@@ -229,16 +260,75 @@ impl<L: Loader> DataLoader<L> {
     }
 
     /// [`clear`](DataLoader::clear) for every key.
+    ///
+    /// ```
+    /// # use herder::{DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// # struct Rows;
+    /// # impl Loader for Rows {
+    /// #     type Key = u32;
+    /// #     type Value = u32;
+    /// #     type Error = std::convert::Infallible;
+    /// #     async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+    /// #         Ok(keys.iter().map(|k| (*k, *k)).collect())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let rows = DataLoader::builder(Rows).memo(true).build().unwrap();
+    /// rows.load_many([1, 2, 3]).await.unwrap();
+    /// assert_eq!(rows.stats().memoized, 3);
+    /// rows.clear_all();
+    /// assert_eq!(rows.stats().memoized, 0);
+    /// # }
+    /// ```
     pub fn clear_all(&self) {
         lock(&self.shared.state).clear_all();
     }
 
     /// A snapshot of the counters.
+    ///
+    /// ```
+    /// # use herder::{DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// # struct Rows;
+    /// # impl Loader for Rows {
+    /// #     type Key = u32;
+    /// #     type Value = u32;
+    /// #     type Error = std::convert::Infallible;
+    /// #     async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+    /// #         Ok(keys.iter().map(|k| (*k, *k)).collect())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let rows = DataLoader::new(Rows);
+    /// let (a, b, c) = tokio::join!(rows.load(1), rows.load(2), rows.load(1));
+    /// let stats = rows.stats();
+    /// assert_eq!((stats.requests, stats.joined, stats.batches, stats.batched_keys), (3, 1, 1, 2));
+    /// # }
+    /// ```
     pub fn stats(&self) -> DataLoaderStats {
         lock(&self.shared.state).stats()
     }
 
     /// The loader.
+    ///
+    /// ```
+    /// # use herder::{DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// struct Table(&'static str);
+    /// # impl Loader for Table {
+    /// #     type Key = u32;
+    /// #     type Value = u32;
+    /// #     type Error = std::convert::Infallible;
+    /// #     async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+    /// #         Ok(HashMap::new())
+    /// #     }
+    /// # }
+    /// let books = DataLoader::new(Table("books"));
+    /// assert_eq!(books.loader().0, "books");
+    /// ```
     pub fn loader(&self) -> &L {
         &self.shared.loader
     }

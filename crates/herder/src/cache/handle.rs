@@ -80,6 +80,11 @@ where
     /// # Panics
     ///
     /// If `max_capacity` is 0.
+    ///
+    /// ```
+    /// let cache: herder::Cache<String, Vec<u8>> = herder::Cache::new(10_000);
+    /// assert_eq!(cache.stats().entries, 0);
+    /// ```
     pub fn new(max_capacity: u64) -> Self {
         match Self::builder().max_capacity(max_capacity).build() {
             Ok(cache) => cache,
@@ -87,8 +92,17 @@ where
         }
     }
 
-    /// A builder for capacity, weigher, TTLs, stale window, fail-safe, early refresh and
-    /// timeouts.
+    /// A builder for capacity, weigher, TTLs, stale window, fail-safe, early refresh, timeouts
+    /// and a shared tier; see [`Builder`] for every setting.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let cache: herder::Cache<u64, String> = herder::Cache::builder()
+    ///     .max_capacity(1_000)
+    ///     .time_to_live(Duration::from_secs(30))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
     pub fn builder() -> Builder<K, V> {
         Builder::new()
     }
@@ -152,6 +166,18 @@ where
     /// If the load panicked (every waiter panics with its message), was cut by the hard
     /// `load_timeout`, or the key is cached as "not found" by [`fetch`](Cache::fetch); and when
     /// polled outside a Tokio runtime on a miss.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache: Cache<&str, String> = Cache::new(100);
+    /// let token = cache.get_with("api", || async { "t-1".to_string() }).await;
+    /// assert_eq!(token, "t-1");
+    /// // Cached: the second init never runs.
+    /// assert_eq!(cache.get_with("api", || async { unreachable!() }).await, "t-1");
+    /// # }
+    /// ```
     pub async fn get_with<F, Fut>(&self, key: K, init: F) -> V
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -329,6 +355,14 @@ where
     /// Stores `value` for the cache's time to live. A load of `key` under way still answers its
     /// callers but will not overwrite this value. With a shared [tier](Builder::tier), the other
     /// instances' copies and the shared one are invalidated.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// let cache: Cache<u32, &str> = Cache::new(10);
+    /// cache.insert(1, "one");
+    /// cache.insert(1, "uno");
+    /// assert_eq!(cache.get(&1), Some("uno"));
+    /// ```
     pub fn insert(&self, key: K, value: V) {
         self.insert_entry(key, Some(value), None);
     }
@@ -382,6 +416,14 @@ where
     }
 
     /// [`invalidate`](Cache::invalidate) for every key.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// let cache: Cache<u32, u32> = Cache::new(10);
+    /// (0..5).for_each(|k| cache.insert(k, k));
+    /// cache.invalidate_all();
+    /// assert_eq!(cache.stats().entries, 0);
+    /// ```
     pub fn invalidate_all(&self) {
         self.inner.flights.detach_all();
         self.inner.storage.clear();
@@ -392,6 +434,13 @@ where
 
     /// `true` if `key` holds a fresh or stale value (not a cached absence); does not count as a
     /// use.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// let cache: Cache<u32, u32> = Cache::new(10);
+    /// cache.insert(1, 10);
+    /// assert!(cache.contains_key(&1) && !cache.contains_key(&2));
+    /// ```
     pub fn contains_key(&self, key: &K) -> bool {
         let Some(entry) = self.inner.storage.peek(key) else {
             return false;
@@ -405,6 +454,18 @@ where
     }
 
     /// A snapshot of the counters.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache: Cache<u32, u32> = Cache::new(10);
+    /// cache.get_with(1, || async { 10 }).await;
+    /// cache.get_with(1, || async { 10 }).await;
+    /// let stats = cache.stats();
+    /// assert_eq!((stats.misses, stats.hits, stats.loads, stats.entries), (1, 1, 1, 1));
+    /// # }
+    /// ```
     pub fn stats(&self) -> CacheStats {
         let inner = &self.inner;
         CacheStats {

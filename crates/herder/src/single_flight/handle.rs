@@ -45,11 +45,20 @@ where
     V: Clone + Send + 'static,
 {
     /// A `SingleFlight` whose work always runs to completion.
+    ///
+    /// ```
+    /// let flights = herder::SingleFlight::<String, u64>::new();
+    /// assert_eq!(flights.in_flight(), 0);
+    /// ```
     pub fn new() -> Self {
         Self::builder().build()
     }
 
     /// A builder for the non-default settings.
+    ///
+    /// ```
+    /// let flights = herder::SingleFlight::<u32, u32>::builder().abort_unused(true).build();
+    /// ```
     pub fn builder() -> Builder<K, V> {
         Builder::new()
     }
@@ -109,6 +118,26 @@ where
     /// Retires the flight under way for `key`, if any: its callers still get its output, but
     /// the next call for `key` starts the work again instead of joining it (Go's `Forget`).
     /// Returns whether a flight was retired.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let flights = herder::SingleFlight::<&str, u32>::new();
+    /// let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+    /// let old = tokio::spawn({
+    ///     let flights = flights.clone();
+    ///     async move { flights.run("config", || async { rx.await.unwrap() }).await }
+    /// });
+    /// while flights.in_flight() == 0 {
+    ///     tokio::task::yield_now().await;
+    /// }
+    /// assert!(flights.forget(&"config"));
+    /// // A new call starts new work instead of joining the old one.
+    /// assert_eq!(flights.run("config", || async { 2 }).await.unwrap(), 2);
+    /// tx.send(1).unwrap();
+    /// assert_eq!(old.await.unwrap().unwrap(), 1);
+    /// # }
+    /// ```
     pub fn forget(&self, key: &K) -> bool {
         self.inner.flights.detach(key)
     }
@@ -124,6 +153,16 @@ where
     }
 
     /// A snapshot of the counters.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let flights = herder::SingleFlight::<u8, u8>::new();
+    /// flights.run(1, || async { 1 }).await.unwrap();
+    /// let stats = flights.stats();
+    /// assert_eq!((stats.started, stats.joined, stats.in_flight), (1, 0, 0));
+    /// # }
+    /// ```
     pub fn stats(&self) -> SingleFlightStats {
         self.inner.counters.snapshot(self.inner.flights.len())
     }
