@@ -140,8 +140,9 @@ async fn a_dead_holders_lease_is_taken_over_within_its_ttl() {
         waited >= Duration::from_millis(lease_ms - 100),
         "took over a live lease: {waited:?}"
     );
+    // The takeover is the first poll after the lease expires; the slack is for a loaded machine.
     assert!(
-        waited < Duration::from_millis(lease_ms + 600),
+        waited < Duration::from_millis(lease_ms + 1500),
         "took over too late: {waited:?}"
     );
 }
@@ -270,8 +271,9 @@ async fn with_redis_paused_then_killed_every_request_still_gets_the_loaders_valu
             cache.get_with(key, backend.load(key)).await,
             format!("row {key} v1")
         );
+        // At most one call's budget (then the circuit opens), plus slack for a loaded machine.
         assert!(
-            started.elapsed() < budget * 3,
+            started.elapsed() < budget + Duration::from_secs(1),
             "a paused redis held a request for {:?}",
             started.elapsed()
         );
@@ -285,7 +287,7 @@ async fn with_redis_paused_then_killed_every_request_still_gets_the_loaders_valu
             format!("row {key} v1")
         );
         assert!(
-            started.elapsed() < budget * 3,
+            started.elapsed() < budget + Duration::from_secs(1),
             "a dead redis held a request for {:?}",
             started.elapsed()
         );
