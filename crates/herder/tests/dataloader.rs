@@ -254,6 +254,40 @@ async fn dropping_the_batch_opener_does_not_strand_the_others() {
     assert_eq!(backend.batches(), vec![vec![1, 2]]);
 }
 
+/// moka #240's shape, for batches: the caller whose key opened the batch is polled once and
+/// never again; the batch still dispatches (after a short fallback timer) for the others.
+#[tokio::test(start_paused = true)]
+async fn a_parked_batch_opener_does_not_strand_the_others() {
+    let backend = Instant::default();
+    let loader = DataLoader::new(backend.clone());
+    let mut parked = Box::pin(loader.load(1));
+    assert!(poll_once(&mut parked).await);
+    let other = tokio::spawn({
+        let loader = loader.clone();
+        async move { loader.load(2).await }
+    });
+    assert_eq!(other.await.unwrap().unwrap(), Some(20));
+    assert_eq!(backend.batches(), vec![vec![1, 2]]);
+    // The parked opener gets its value when it is polled again.
+    assert_eq!(parked.await.unwrap(), Some(10));
+}
+
+/// The window closes when the task that opened it comes round, not when another worker gets to
+/// it: a fan-out polled in one task lands in one batch on a multi-thread runtime too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_in_one_task_makes_one_batch_on_a_multi_thread_runtime() {
+    for round in 0..200 {
+        let backend = Instant::default();
+        let loader = DataLoader::new(backend.clone());
+        let fan_out = tokio::spawn({
+            let loader = loader.clone();
+            async move { join_all((0..100).map(|k| loader.load(k))).await }
+        });
+        assert!(fan_out.await.unwrap().iter().all(Result::is_ok));
+        assert_eq!(backend.calls(), 1, "round {round}: {:?}", backend.batches());
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn dropping_every_caller_still_runs_the_batch_and_fills_the_memo() {
     let backend = Instant::default();

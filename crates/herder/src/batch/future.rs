@@ -5,16 +5,16 @@ use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::dispatch::{self, Drive, Opened, SlotOf};
 use super::error::LoadError;
-use super::handle::DataLoader;
+use super::handle::{DataLoader, Shared};
 use super::loader::Loader;
-use super::state::{BatchResult, BatchSlot, Found};
+use super::state::{BatchResult, Found};
 use crate::cache::Landing;
 use crate::flight::{Outcome, Waiter};
 use crate::sync::Arc;
 
 type ResultOf<L> = BatchResult<<L as Loader>::Value, <L as Loader>::Error>;
-type SlotOf<L> = BatchSlot<<L as Loader>::Value, <L as Loader>::Error>;
 
 /// Reads the value at `position` out of a batch's outcome.
 fn read<L: Loader>(
@@ -46,11 +46,26 @@ fn read_flight<L: Loader>(
     }
 }
 
+/// One pass of the yield window of the batch a future opened (see `dispatch::drive`).
+fn drive<L: Loader>(
+    shared: &std::sync::Arc<Shared<L>>,
+    driving: &mut Option<Opened<L>>,
+    cx: &mut Context<'_>,
+) {
+    if let Some(opened) = driving
+        && dispatch::drive(shared, opened, Some(cx.waker())) == Drive::Done
+    {
+        *driving = None;
+    }
+}
+
 /// The future returned by [`DataLoader::load`].
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Load<'a, L: Loader> {
     loader: &'a DataLoader<L>,
     state: LoadState<L>,
+    /// The batch this load opened, whose yield window it drives from its own task.
+    driving: Option<Opened<L>>,
 }
 
 enum LoadState<L: Loader> {
@@ -70,6 +85,7 @@ impl<'a, L: Loader> Load<'a, L> {
         Load {
             loader,
             state: LoadState::Start(key),
+            driving: None,
         }
     }
 }
@@ -81,7 +97,8 @@ impl<L: Loader> Future for Load<'_, L> {
         let this = self.get_mut();
         if let LoadState::Start(key) = &this.state {
             let mut found = None;
-            this.loader
+            this.driving = this
+                .loader
                 .find_all(std::iter::once(key), |_, f| found = Some(f));
             match found.expect("one key looked up") {
                 Found::Memo(value) => {
@@ -93,6 +110,12 @@ impl<L: Loader> Future for Load<'_, L> {
                 }
                 Found::Flight(waiter) => this.state = LoadState::Flight(waiter),
             }
+            // This load opened the batch: its window task wakes it for a first look.
+            if let Some((_, ctl)) = &this.driving {
+                ctl.register(cx.waker());
+            }
+        } else {
+            drive(&this.loader.shared, &mut this.driving, cx);
         }
         match &mut this.state {
             LoadState::Wait(position, waiter) => match Pin::new(waiter).poll(cx) {
@@ -116,6 +139,15 @@ impl<L: Loader> Future for Load<'_, L> {
     }
 }
 
+impl<L: Loader> Drop for Load<'_, L> {
+    fn drop(&mut self) {
+        // Dropped before its window closed: dispatch the batch now, for the other callers.
+        if let Some(opened) = self.driving.take() {
+            dispatch::drive(&self.loader.shared, &opened, None);
+        }
+    }
+}
+
 impl<L: Loader> fmt::Debug for Load<'_, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
@@ -134,6 +166,8 @@ impl<L: Loader> fmt::Debug for Load<'_, L> {
 pub struct LoadMany<'a, L: Loader> {
     loader: &'a DataLoader<L>,
     state: ManyState<L>,
+    /// The batch this call opened, whose yield window it drives from its own task.
+    driving: Option<Opened<L>>,
 }
 
 /// Keys with their positions in one batch.
@@ -167,17 +201,19 @@ impl<'a, L: Loader> LoadMany<'a, L> {
         LoadMany {
             loader,
             state: ManyState::Start(keys),
+            driving: None,
         }
     }
 
-    fn start(&self, mut keys: Vec<L::Key>) -> ManyState<L> {
+    /// Looks the keys up; returns the wait, and the batch this call opened (to drive), if any.
+    fn start(&self, mut keys: Vec<L::Key>) -> (ManyState<L>, Option<Opened<L>>) {
         let mut distinct = std::collections::HashSet::with_capacity(keys.len());
         keys.retain(|key| distinct.insert(key.clone()));
         drop(distinct);
         let mut values = HashMap::new();
         let mut slots: Vec<(SlotOf<L>, Positions<L>)> = Vec::new();
         let mut flights = Vec::new();
-        self.loader.find_all(keys.iter(), |key, found| match found {
+        let opened = self.loader.find_all(keys.iter(), |key, found| match found {
             Found::Flight(waiter) => flights.push((key.clone(), Some(waiter))),
             Found::Memo(Some(value)) => {
                 values.insert(key.clone(), value);
@@ -195,12 +231,13 @@ impl<'a, L: Loader> LoadMany<'a, L> {
             .into_iter()
             .map(|(slot, keys)| (Some(Waiter::new(slot)), keys))
             .collect();
-        ManyState::Wait {
+        let wait = ManyState::Wait {
             values,
             left: groups.len() + flights.len(),
             groups,
             flights,
-        }
+        };
+        (wait, opened)
     }
 }
 
@@ -213,7 +250,15 @@ impl<L: Loader> Future for LoadMany<'_, L> {
             let ManyState::Start(keys) = mem::replace(&mut this.state, ManyState::Done) else {
                 unreachable!()
             };
-            this.state = this.start(keys);
+            let (wait, opened) = this.start(keys);
+            this.state = wait;
+            this.driving = opened;
+            // This call opened a batch: its window task wakes it for a first look.
+            if let Some((_, ctl)) = &this.driving {
+                ctl.register(cx.waker());
+            }
+        } else {
+            drive(&this.loader.shared, &mut this.driving, cx);
         }
         let ManyState::Wait {
             values,
@@ -273,6 +318,15 @@ impl<L: Loader> Future for LoadMany<'_, L> {
         let values = mem::take(values);
         this.state = ManyState::Done;
         Poll::Ready(Ok(values))
+    }
+}
+
+impl<L: Loader> Drop for LoadMany<'_, L> {
+    fn drop(&mut self) {
+        // Dropped before its window closed: dispatch the batch now, for the other callers.
+        if let Some(opened) = self.driving.take() {
+            dispatch::drive(&self.loader.shared, &opened, None);
+        }
     }
 }
 

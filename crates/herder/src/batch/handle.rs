@@ -2,10 +2,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::builder::Builder;
-use super::dispatch::{ActionsOf, apply};
+use super::dispatch::{ActionsOf, Opened, WindowCtl, apply};
 use super::future::{Load, LoadMany};
 use super::loader::Loader;
-use super::state::{Config, Found, State};
+use super::state::{Config, Found, State, Window};
 use super::stats::DataLoaderStats;
 use crate::cache::Inner as CacheInner;
 use crate::flight::task;
@@ -333,12 +333,14 @@ impl<L: Loader> DataLoader<L> {
         &self.shared.loader
     }
 
-    /// Looks up keys under one lock, then dispatches whatever that opened or closed.
+    /// Looks up keys under one lock, then dispatches whatever that opened or closed. Returns the
+    /// batch this call opened, if it opened a yield window: the caller then drives that window
+    /// from its own task (see `dispatch::drive`).
     pub(super) fn find_all<'k>(
         &self,
         keys: impl Iterator<Item = &'k L::Key>,
         mut each: impl FnMut(&'k L::Key, FoundOf<L>),
-    ) {
+    ) -> Option<Opened<L>> {
         let shared = &self.shared;
         // Before any state changes: without a runtime, nothing could carry the batches.
         let runtime = task::runtime("DataLoader::load");
@@ -350,9 +352,15 @@ impl<L: Loader> DataLoader<L> {
                 each(key, found);
             }
         }
+        let opened = match (shared.config.window, &actions.window) {
+            (Window::Yield, Some(slot)) => Some((slot.clone(), Arc::new(WindowCtl::default()))),
+            _ => None,
+        };
         if actions.window.is_some() || !actions.run.is_empty() || !actions.stop_timers.is_empty() {
-            apply(shared, &runtime, actions);
+            let ctl = opened.as_ref().map(|(_, ctl)| ctl.clone());
+            apply(shared, &runtime, actions, ctl);
         }
+        opened
     }
 }
 

@@ -29,17 +29,23 @@ pub(crate) type BatchResult<V, E> = Result<StdArc<[Option<V>]>, StdArc<E>>;
 /// One batch's in-flight slot; its address is the batch's identity.
 pub(crate) type BatchSlot<V, E> = Arc<Slot<BatchResult<V, E>>>;
 
-/// How many extra scheduler passes a yield window waits while keys keep arriving.
+/// How many extra passes a yield window waits while keys keep arriving.
 ///
-/// The window of [`Window::Yield`] ends after one deferred yield if that pass added no key. When
-/// keys did arrive (callers on other worker threads, or a fan-out that spans several tasks), the
-/// window waits one more pass, up to this many times, so a burst lands in one batch instead of
+/// The window of [`Window::Yield`] is driven by the caller that opened the batch: it wakes its
+/// own task once, and when that task comes round again (after the work that was ready, its
+/// sibling futures included, has run) the batch dispatches, unless keys arrived meanwhile: then
+/// it waits one more pass, up to this many times, so that a burst lands in one batch instead of
 /// being cut at an arbitrary point. Each pass costs microseconds; a full batch never waits.
 pub(crate) const MAX_EXTRA_PASSES: u32 = 8;
 
+/// How long a yield window waits for a caller that opened it and was then parked (polled once,
+/// never again): past it, a timer dispatches the batch for the other callers.
+pub(crate) const PARKED_OPENER_TIMEOUT: Duration = Duration::from_millis(10);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Window {
-    /// Close once the runtime has run the work that was already ready (a deferred yield).
+    /// Close once the task that opened the batch comes round again (see [`MAX_EXTRA_PASSES`]),
+    /// with a timer as a fallback ([`PARKED_OPENER_TIMEOUT`]).
     Yield,
     /// Close after a fixed delay.
     Delay(Duration),
@@ -111,11 +117,20 @@ impl<K, V, E> Default for Actions<K, V, E> {
     }
 }
 
+/// What one look at a yield window finds (see [`State::window_pass`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// Keys arrived since the last look: wait one more pass.
+    Grew,
+    /// No key arrived (or the passes are used up): close the window.
+    Quiet,
+    /// The batch is no longer open (it filled up, or closed).
+    Gone,
+}
+
 /// What the end of a window decides.
 #[derive(Debug)]
 pub(crate) enum WindowEnd<K, V, E> {
-    /// Keys are still arriving: wait one more pass.
-    Extend,
     /// Run the batch now.
     Run(Closed<K, V, E>),
     /// Every batch slot is busy: the batch stays open and runs when a slot frees.
@@ -261,7 +276,26 @@ where
         }
     }
 
-    /// The window of `slot`'s batch has elapsed.
+    /// One look at the yield window of `slot`'s batch, by its opener.
+    pub(crate) fn window_pass(&mut self, slot: &BatchSlot<V, E>) -> Pass {
+        let Some(open) = self
+            .open
+            .as_mut()
+            .filter(|open| Arc::ptr_eq(&open.batch.slot, slot))
+        else {
+            return Pass::Gone;
+        };
+        if open.batch.keys.len() > open.seen && open.passes < MAX_EXTRA_PASSES {
+            open.seen = open.batch.keys.len();
+            open.passes += 1;
+            Pass::Grew
+        } else {
+            Pass::Quiet
+        }
+    }
+
+    /// The window of `slot`'s batch has elapsed (called by its window task, whose own timer is
+    /// then dropped).
     pub(crate) fn window_elapsed(
         &mut self,
         slot: &BatchSlot<V, E>,
@@ -272,14 +306,6 @@ where
         }
         let open = self.open.as_mut().expect("checked above");
         open.timer = None;
-        if config.window == Window::Yield
-            && open.batch.keys.len() > open.seen
-            && open.passes < MAX_EXTRA_PASSES
-        {
-            open.seen = open.batch.keys.len();
-            open.passes += 1;
-            return WindowEnd::Extend;
-        }
         if self.running < config.max_concurrent_batches && self.ready.is_empty() {
             let closed = self.open.take().expect("checked above").batch;
             self.start(&closed);
