@@ -107,6 +107,22 @@ impl<K, V> RedisTier<K, V> {
     pub fn stats(&self) -> RedisStats {
         self.shared.stats.snapshot()
     }
+
+    /// `true` if Redis answers a `PING` within the time budget: a readiness check for start-up
+    /// logs and health endpoints. The tier does not need it (it fails open either way).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn ping(&self) -> bool {
+        let mut connection = self.shared.connection.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        matches!(
+            tokio::time::timeout(self.shared.config.budget, ping).await,
+            Ok(Ok(_))
+        )
+    }
 }
 
 impl<K, V> Clone for RedisTier<K, V> {

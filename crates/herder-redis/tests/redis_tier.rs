@@ -335,6 +335,17 @@ async fn after_a_restart_the_tier_recovers_its_scripts_and_subscriptions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_tells_whether_redis_answers() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let a = instance(&redis, Duration::from_secs(2));
+    assert!(a.tier.ping().await);
+    redis.kill();
+    assert!(!a.tier.ping().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_that_does_not_decode_is_a_miss_and_is_replaced() {
     let Some(redis) = RedisServer::start() else {
         return;

@@ -58,7 +58,8 @@
 //!
 //! | flag | default | what it enables |
 //! |---|---|---|
-//! | `tracing` | on | `tracing` spans for batches and events for panics; never a global subscriber |
+//! | `tracing` | on | `tracing` spans for batches and loads, events for panics; never a global subscriber |
+//! | `serde` | off | `serde::Serialize` for every stats struct |
 //!
 //! # Runtime
 //!

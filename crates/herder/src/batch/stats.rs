@@ -3,6 +3,7 @@
 ///
 /// Once no batch is open, `requests = memo_hits + cache_hits + joined + batched_keys`, minus
 /// keys a batch refreshed for the cache without a caller waiting.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DataLoaderStats {

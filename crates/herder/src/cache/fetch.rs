@@ -136,7 +136,12 @@ where
                 self.stats.bump(Counter::Miss);
                 self.stats.bump(Counter::Coalesced);
             }
-            Join::Found(_) => {}
+            // A load stored the key between the lookup and the join: a hit after all.
+            Join::Found(fetched) => self.stats.bump(if fetched.value.is_some() {
+                Counter::Hit
+            } else {
+                Counter::NegativeHit
+            }),
         }
         join
     }

@@ -17,6 +17,7 @@ use super::state::Counters;
 /// assert_eq!((stats.runners, stats.completed, stats.queued, stats.running), (2, 1, 0, 0));
 /// # }
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OperationQueueStats {
