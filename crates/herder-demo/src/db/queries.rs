@@ -8,8 +8,8 @@ use sqlx::Row;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 
-use super::Db;
 use super::model::{Author, Book, Review, YearStats};
+use super::{Backend, Db};
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
@@ -17,21 +17,20 @@ const BOOK: &str = "SELECT id, author_id, title, year, pages FROM books";
 const AUTHOR: &str = "SELECT id, name, born, country FROM authors";
 const REVIEW: &str = "SELECT id, book_id, rating, reviewer, body FROM reviews";
 
-/// `$1, $2, ..., $n`
-fn placeholders(n: usize) -> String {
+/// `$1, $2, ..., $n` on PostgreSQL, `?, ?, ..., ?` on SQLite.
+///
+/// SQLite looks each named parameter (`$7`) up in a list of the statement's names, which costs
+/// `n²` for a long list; anonymous ones (`?`) are numbered as they come.
+pub(super) fn placeholders(backend: Backend, n: usize) -> String {
     let mut list = String::new();
     for i in 1..=n {
-        let _ = write!(list, "{}${i}", if i == 1 { "" } else { ", " });
+        let separator = if i == 1 { "" } else { ", " };
+        let _ = match backend {
+            Backend::Postgres => write!(list, "{separator}${i}"),
+            Backend::Sqlite => write!(list, "{separator}?"),
+        };
     }
     list
-}
-
-/// `{select} WHERE {column} IN ($1, ..., $n) ORDER BY id`
-fn in_list(select: &str, column: &str, n: usize) -> String {
-    format!(
-        "{select} WHERE {column} IN ({}) ORDER BY id",
-        placeholders(n)
-    )
 }
 
 /// `sql` with `ids` bound to its placeholders.
@@ -70,6 +69,12 @@ fn review(row: &AnyRow) -> Result<Review> {
 }
 
 impl Db {
+    /// `{select} WHERE {column} IN (...n placeholders) ORDER BY id`
+    fn in_list(&self, select: &str, column: &str, n: usize) -> String {
+        let list = placeholders(self.backend(), n);
+        format!("{select} WHERE {column} IN ({list}) ORDER BY id")
+    }
+
     /// `books(first:, offset:)`: a page of books by id.
     pub async fn books_page(&self, first: i64, offset: i64) -> Result<Vec<Book>> {
         let sql = format!("{BOOK} ORDER BY id LIMIT $1 OFFSET $2");
@@ -98,7 +103,7 @@ impl Db {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = in_list(AUTHOR, "id", ids.len());
+        let sql = self.in_list(AUTHOR, "id", ids.len());
         let rows = self.fetch_all(with_ids(&sql, ids)).await?;
         rows.iter().map(author).collect()
     }
@@ -115,7 +120,7 @@ impl Db {
         if books.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = in_list(REVIEW, "book_id", books.len());
+        let sql = self.in_list(REVIEW, "book_id", books.len());
         let rows = self.fetch_all(with_ids(&sql, books)).await?;
         rows.iter().map(review).collect()
     }
@@ -132,7 +137,7 @@ impl Db {
         if authors.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = in_list(BOOK, "author_id", authors.len());
+        let sql = self.in_list(BOOK, "author_id", authors.len());
         let rows = self.fetch_all(with_ids(&sql, authors)).await?;
         rows.iter().map(book).collect()
     }

@@ -7,6 +7,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor};
 
+use super::queries::placeholders;
 use super::{Backend, schema};
 
 /// How many rows to seed.
@@ -212,6 +213,7 @@ pub(super) async fn seed(
     });
     insert(
         &mut tx,
+        backend,
         "authors (id, name, born, country)",
         authors.collect(),
     )
@@ -241,6 +243,7 @@ pub(super) async fn seed(
     });
     insert(
         &mut tx,
+        backend,
         "books (id, author_id, title, year, pages)",
         books.collect(),
     )
@@ -273,6 +276,7 @@ pub(super) async fn seed(
     });
     insert(
         &mut tx,
+        backend,
         "reviews (id, book_id, rating, reviewer, body)",
         reviews.collect(),
     )
@@ -293,19 +297,19 @@ pub(super) async fn seed(
 /// `INSERT INTO {table} VALUES (...), (...)`, `CHUNK` rows at a time.
 async fn insert(
     tx: &mut sqlx::Transaction<'_, Any>,
+    backend: Backend,
     table: &str,
     rows: Vec<Vec<Value>>,
 ) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(CHUNK) {
         let columns = chunk[0].len();
+        let values = placeholders(backend, chunk.len() * columns);
+        let mut params = values.split(", ");
         let mut sql = format!("INSERT INTO {table} VALUES ");
         for row in 0..chunk.len() {
-            sql.push_str(if row == 0 { "(" } else { ", (" });
-            for column in 0..columns {
-                let n = row * columns + column + 1;
-                let _ = write!(sql, "{}${n}", if column == 0 { "" } else { ", " });
-            }
-            sql.push(')');
+            let row_params: Vec<&str> = params.by_ref().take(columns).collect();
+            let separator = if row == 0 { "" } else { ", " };
+            let _ = write!(sql, "{separator}({})", row_params.join(", "));
         }
         let mut query: Query<'_, Any, AnyArguments<'_>> = sqlx::query(&sql);
         for row in chunk {

@@ -137,13 +137,15 @@ async fn instances(
         fleet.push(instance);
     }
     // Every instance subscribed: Redis answers, and the lease holder's message will reach them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let patience = (settings.redis_budget * 10).max(Duration::from_secs(2));
+    let deadline = tokio::time::Instant::now() + patience;
     let tiers: Vec<_> = fleet.iter().filter_map(|(_, tier)| tier.as_ref()).collect();
     while tiers.iter().any(|tier| tier.stats().subscriptions == 0) {
         if tokio::time::Instant::now() > deadline {
             return Err(DemoError::new(format!(
-                "cannot reach redis at {} (no answer within 5 s)",
-                redact(redis_url)
+                "cannot reach redis at {} (no answer within {:?})",
+                redact(redis_url),
+                patience
             )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
