@@ -22,10 +22,16 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            // clap's first line says what is wrong; the rest (usage, tips) is left to --help.
+            // clap's first paragraph says what is wrong, on one line; usage and tips are left
+            // to --help.
             let text = err.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = first.join(" ");
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
             eprintln!("herder-demo: {first} (see --help)");
             return ExitCode::from(2);
         }

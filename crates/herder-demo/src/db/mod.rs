@@ -23,11 +23,14 @@ use std::time::Duration;
 
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 
 use crate::error::{DemoError, redact};
 pub use model::{Author, Book, Review, YearStats};
 pub use seed::SeedSize;
+
+/// How long the database has to answer a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which database a [`Db`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +127,7 @@ impl Db {
         let set_path = format!("SET search_path TO {schema}");
         let mut pool = AnyPoolOptions::new()
             .max_connections(options.connections.max(1))
-            .acquire_timeout(Duration::from_secs(5));
+            .acquire_timeout(CONNECT_TIMEOUT);
         if backend == Backend::Postgres {
             pool = pool.after_connect(move |conn, _| {
                 let set_path = set_path.clone();
@@ -133,6 +136,18 @@ impl Db {
                     Ok(())
                 })
             });
+        }
+        // One plain connection first: a pool would only say that it timed out, not why.
+        let cannot = format!("cannot connect to the database at {}", redact(&url));
+        match tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(&url)).await {
+            Ok(Ok(conn)) => drop(conn.close().await),
+            Ok(Err(err)) => return Err(DemoError::with_cause(cannot, err)),
+            Err(_) => {
+                let waited = CONNECT_TIMEOUT.as_secs();
+                return Err(DemoError::new(format!(
+                    "{cannot}: no answer within {waited} s"
+                )));
+            }
         }
         let pool = pool.connect(&url).await.map_err(|err| {
             DemoError::with_cause(
