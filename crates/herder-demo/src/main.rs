@@ -2,6 +2,12 @@
 //! stderr with a non-zero exit.
 
 #![forbid(unsafe_code)]
+#![warn(
+    missing_debug_implementations,
+    missing_docs,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 
 use std::process::ExitCode;
 
