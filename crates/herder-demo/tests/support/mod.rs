@@ -268,7 +268,7 @@ fn dechunk(mut rest: &str) -> String {
             break;
         }
         body.push_str(&tail[..size]);
-        rest = &tail[size..].trim_start_matches("\r\n");
+        rest = tail[size..].trim_start_matches("\r\n");
     }
     body
 }
