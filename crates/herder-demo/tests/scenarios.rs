@@ -104,8 +104,14 @@ async fn every_mode_of_the_n_plus_one_scenario_gives_the_same_answer() {
     assert_eq!(trips[0], 8 * (1 + 2 * N as u64));
     // A DataLoader per request: at least one query per level, far fewer than naive.
     assert!((8 * 3..trips[0] / 4).contains(&trips[1]), "{trips:?}");
-    // The caches: each key loaded once for the whole burst.
-    assert!(trips[2] >= 3 && trips[2] <= trips[1], "{trips:?}");
+    // The caches: each key loaded once for the whole burst, one round trip per loader call.
+    let caches = runs[2]
+        .stats
+        .caches
+        .expect("DataLoader + Cache mode has caches");
+    assert_eq!(caches.pages.loads, 1);
+    assert_eq!(caches.reviews.loads, N as u64);
+    assert_eq!(trips[2], 1 + runs[2].stats.loaders.batches(), "{trips:?}");
     assert!(runs.iter().all(|r| r.latencies.len() == 8));
 }
 
@@ -123,7 +129,14 @@ async fn a_stampede_on_herders_cache_is_one_backend_call() {
     assert_eq!(calls[2], 1, "herder's Cache: one load for all");
     let cache = runs[2].stats.year_cache.expect("herder's cache");
     assert_eq!(cache.loads, 1);
-    assert_eq!(cache.hits + cache.coalesced + 1, 200);
+    // Every other read was a hit or waited for the load. (Not `== 200`: herder counts a read
+    // that misses, then finds the value stored as it joins the flight, as neither.)
+    assert!(cache.hits + cache.misses <= 200, "{cache:?}");
+    assert_eq!(
+        cache.misses,
+        cache.coalesced + 1,
+        "one leader, the other misses waited"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
