@@ -165,7 +165,7 @@ async fn run_serve(db: &DbArgs, redis: &RedisArgs, args: &ServeArgs) -> Result<(
             (store, None)
         }
         Some(url) => {
-            let (cache, tier) = serve::year_cache_with_redis(url)?;
+            let (cache, tier) = serve::year_cache_with_redis(url, size.books)?;
             let store = Bookstore::with_year_cache(database, RowAccess::DataLoaderCache, cache);
             (store, Some(tier))
         }

@@ -38,12 +38,14 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, DemoError> {
         .map_err(|err| DemoError::with_cause(format!("cannot listen on {addr}"), err))
 }
 
-/// The aggregate's cache over a Redis tier shared by every `serve` pointed at the same Redis.
+/// The aggregate's cache over a Redis tier shared by every `serve` of the same bookstore
+/// (`books` books) pointed at the same Redis.
 pub fn year_cache_with_redis(
     url: &str,
+    books: i64,
 ) -> Result<(Cache<i64, YearStats>, RedisTier<i64, YearStats>), DemoError> {
     let tier = RedisTier::<i64, YearStats>::builder(url)
-        .namespace("herder-demo:year-stats")
+        .namespace(format!("herder-demo:{books}-books:year-stats"))
         .build()
         .map_err(|err| DemoError::with_cause(format!("redis at {}", redact(url)), err))?;
     let cache = Cache::builder()
