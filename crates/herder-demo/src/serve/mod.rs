@@ -57,7 +57,24 @@ pub fn year_cache_with_redis(
     Ok((cache, tier))
 }
 
-/// Serves `store` on `listener` until Ctrl-C. Prints the address once ready.
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, so that the server stops cleanly and the embedded
+/// database's file is removed.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Serves `store` on `listener` until Ctrl-C or SIGTERM. Prints the address once ready.
 pub async fn run(
     listener: TcpListener,
     store: Bookstore,
@@ -71,11 +88,8 @@ pub async fn run(
         "herder-demo: serving on http://{addr}/ (chart), http://{addr}/graphql (GraphiQL), \
          http://{addr}/stats (JSON); Ctrl-C stops"
     );
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stop_signal())
         .await
         .map_err(|err| DemoError::with_cause("the server failed", err))
 }
