@@ -268,6 +268,7 @@ async fn a_parked_batch_opener_does_not_strand_the_others() {
     });
     assert_eq!(other.await.unwrap().unwrap(), Some(20));
     assert_eq!(backend.batches(), vec![vec![1, 2]]);
+    assert_eq!(loader.stats().unattended_windows, 1);
     // The parked opener gets its value when it is polled again.
     assert_eq!(parked.await.unwrap(), Some(10));
 }
@@ -285,6 +286,7 @@ async fn a_fan_out_in_one_task_makes_one_batch_on_a_multi_thread_runtime() {
         });
         assert!(fan_out.await.unwrap().iter().all(Result::is_ok));
         assert_eq!(backend.calls(), 1, "round {round}: {:?}", backend.batches());
+        assert_eq!(loader.stats().unattended_windows, 0);
     }
 }
 

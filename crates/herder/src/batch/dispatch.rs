@@ -107,6 +107,7 @@ pub(crate) type Opened<L> = (SlotOf<L>, Arc<WindowCtl>);
 /// opener, whose task comes round after its siblings and looks; then do what it asks (one more
 /// pass, or close). If it does not come round within the fallback time (it is parked), close.
 async fn window<L: Loader>(mut guard: WindowGuard<L>, ctl: Option<Arc<WindowCtl>>) {
+    let mut unattended = false;
     match (guard.shared.config.window, ctl) {
         (Window::Yield, Some(ctl)) => 'passes: loop {
             tokio::task::yield_now().await;
@@ -122,15 +123,19 @@ async fn window<L: Loader>(mut guard: WindowGuard<L>, ctl: Option<Arc<WindowCtl>
                 let asked = std::pin::pin!(ctl.asked.notified());
                 let parked = std::pin::pin!(tokio::time::sleep(PARKED_OPENER_TIMEOUT));
                 if let Either::Right(_) = futures_util::future::select(asked, parked).await {
+                    unattended = true;
                     break 'passes;
                 }
             }
         },
-        (Window::Yield, None) => tokio::time::sleep(PARKED_OPENER_TIMEOUT).await,
+        (Window::Yield, None) => {
+            tokio::time::sleep(PARKED_OPENER_TIMEOUT).await;
+            unattended = true;
+        }
         (Window::Delay(delay), _) => tokio::time::sleep(delay).await,
     }
     let slot = guard.slot.take().expect("armed until the window ends");
-    let end = lock(&guard.shared.state).window_elapsed(&slot, &guard.shared.config);
+    let end = lock(&guard.shared.state).window_elapsed(&slot, &guard.shared.config, unattended);
     if let WindowEnd::Run(closed) = end {
         run(RunGuard {
             shared: guard.shared.clone(),

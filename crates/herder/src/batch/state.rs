@@ -38,9 +38,11 @@ pub(crate) type BatchSlot<V, E> = Arc<Slot<BatchResult<V, E>>>;
 /// being cut at an arbitrary point. Each pass costs microseconds; a full batch never waits.
 pub(crate) const MAX_EXTRA_PASSES: u32 = 8;
 
-/// How long a yield window waits for a caller that opened it and was then parked (polled once,
-/// never again): past it, a timer dispatches the batch for the other callers.
-pub(crate) const PARKED_OPENER_TIMEOUT: Duration = Duration::from_millis(10);
+/// How long a yield window waits for the caller that opened it to come round: past it, a timer
+/// dispatches the batch for the other callers. It only fires when the opener is parked (polled
+/// once, never again), or when its task waited this long for a worker (a saturated runtime; at
+/// 10 ms that happened in the demo on two busy vCPUs, splitting levels into several batches).
+pub(crate) const PARKED_OPENER_TIMEOUT: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Window {
@@ -295,14 +297,18 @@ where
     }
 
     /// The window of `slot`'s batch has elapsed (called by its window task, whose own timer is
-    /// then dropped).
+    /// then dropped). `unattended`: a yield window closed by its timer, not by its opener.
     pub(crate) fn window_elapsed(
         &mut self,
         slot: &BatchSlot<V, E>,
         config: &Config,
+        unattended: bool,
     ) -> WindowEnd<K, V, E> {
         if !self.is_open(slot) {
             return WindowEnd::Gone;
+        }
+        if unattended {
+            self.counters.unattended_windows += 1;
         }
         let open = self.open.as_mut().expect("checked above");
         open.timer = None;

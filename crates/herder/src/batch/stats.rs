@@ -28,6 +28,10 @@ pub struct DataLoaderStats {
     pub panics: u64,
     /// Batches dropped before they finished (their runtime shut down).
     pub cancelled: u64,
+    /// Yield windows closed by their fallback timer instead of by the caller that opened them:
+    /// that caller was parked, or its task waited long for a worker. Nonzero on a healthy
+    /// service means batches are being cut short.
+    pub unattended_windows: u64,
     /// Keys in an open or running batch when the stats were read.
     pub in_flight: usize,
     /// Entries in the memo when the stats were read.
@@ -48,6 +52,7 @@ pub(crate) struct Counters {
     pub(crate) errors: u64,
     pub(crate) panics: u64,
     pub(crate) cancelled: u64,
+    pub(crate) unattended_windows: u64,
 }
 
 impl Counters {
@@ -70,6 +75,7 @@ impl Counters {
             errors: self.errors,
             panics: self.panics,
             cancelled: self.cancelled,
+            unattended_windows: self.unattended_windows,
             in_flight,
             memoized,
         }
