@@ -53,9 +53,12 @@ impl<L: Loader> Builder<L> {
     }
 
     /// Collect keys for a fixed `delay` after the first key of a batch, for callers spread over
-    /// many tasks. The default, and `Duration::ZERO`, is no timer at all: a batch dispatches once
-    /// the runtime has run the work that was already ready (a deferred yield), which is all a
-    /// fan-out polled in one task (a GraphQL resolver tree) needs, and adds microseconds.
+    /// many tasks. The default, and `Duration::ZERO`, is no timer: a batch dispatches once the
+    /// task whose key opened it comes round again, after the work that was ready (its sibling
+    /// futures included) has run, plus a pass or more while keys keep arriving. That is all a
+    /// fan-out polled in one task (a GraphQL resolver tree) needs, on any runtime, and it adds
+    /// microseconds. If that caller is parked (polled once, never again), a timer dispatches the
+    /// batch after 200 ms (counted in `unattended_windows`).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.config.window = if delay.is_zero() {
             Window::Yield

@@ -18,7 +18,8 @@ type FoundOf<L> = Found<<L as Loader>::Value, <L as Loader>::Error>;
 /// The N+1 problem: a GraphQL resolver (or any fan-out) asks for one row per parent, and each ask
 /// is a round trip. A `DataLoader` collects the keys requested while the runtime runs what is
 /// ready, and calls the loader once for all of them. By default there is no timer: a batch
-/// dispatches after one deferred yield, so a single `load` adds microseconds, not a millisecond.
+/// dispatches once the task that asked first comes round again, so a single `load` adds
+/// microseconds, not a millisecond, and a resolver tree lands one batch per level on any runtime.
 ///
 /// * Keys already in an open or running batch join it (in-flight dedup).
 /// * Batches run as their own tasks: dropping any caller, including the one whose key opened the
