@@ -110,6 +110,9 @@ async fn window<L: Loader>(mut guard: WindowGuard<L>, ctl: Option<Arc<WindowCtl>
     let mut unattended = false;
     match (guard.shared.config.window, ctl) {
         (Window::Yield, Some(ctl)) => 'passes: loop {
+            // Let the work that was ready run first (other tasks' loads join the batch). Waking
+            // the opener at once saves ~0.3 µs on a lone load but, measured, cut 100,000 loads
+            // from as many tasks into 2,078 batches instead of 154.
             tokio::task::yield_now().await;
             ctl.opener.wake();
             // On the same worker, the opener has had its look by the end of one more yield.
