@@ -108,6 +108,15 @@ fn instance(
     (builder.build().unwrap(), tier)
 }
 
+/// Waits until every instance with a tier has subscribed to its invalidation channel (polling:
+/// the subscriber's connection is real and has no event to wait on).
+async fn subscribed(fleet: &[(Cache<u64, u64>, Option<RedisTier<u64, u64>>)]) {
+    let tiers = || fleet.iter().filter_map(|(_, tier)| tier.as_ref());
+    while tiers().any(|tier| tier.stats().subscriptions == 0) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn redis_commands(url: &str) -> u64 {
     let client = redis::Client::open(url).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
@@ -134,8 +143,8 @@ pub async fn stampede(
     let fleet: Vec<_> = (0..instances)
         .map(|_| instance(url, namespace, mode))
         .collect();
-    // Let the subscribers connect, so that their commands are not counted as the stampede's.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait for the subscribers, so that their commands are not counted as the stampede's.
+    subscribed(&fleet).await;
     let calls = Arc::new(AtomicUsize::new(0));
     let before = redis_commands(url).await;
     let gate = Arc::new(tokio::sync::Barrier::new(instances * per_instance));
@@ -183,12 +192,7 @@ pub async fn invalidation_latency(
     let fleet: Vec<_> = (0..instances)
         .map(|_| instance(url, namespace, Mode::Fleet))
         .collect();
-    while fleet
-        .iter()
-        .any(|(_, tier)| tier.as_ref().unwrap().stats().subscriptions == 0)
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    subscribed(&fleet).await;
     let mut samples = Vec::new();
     for round in 0..rounds as u64 {
         // Read-through, so every instance holds the key (the first loads it, the others read

@@ -63,7 +63,7 @@ pub(crate) fn apply<L: Loader>(
         let handle = runtime.spawn(window(guard, ctl));
         // If the batch closed meanwhile, either it filled up or its opener dispatched it (the
         // timer is harmless), or this very task took it to run: the handle must not abort it.
-        drop(lock(&shared.state).set_timer(&slot, handle.abort_handle()));
+        lock(&shared.state).set_timer(&slot, handle.abort_handle());
     }
 }
 
@@ -215,7 +215,7 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
             ),
         );
         let started = tokio::time::Instant::now();
-        let outcome = task::catch(load).await;
+        let outcome = task::catch(load).await.map_err(Failure::Panicked);
         let took = started.elapsed();
         let mut closed = guard.closed.take().expect("armed during the load");
         #[cfg(feature = "tracing")]

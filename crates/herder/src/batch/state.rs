@@ -263,18 +263,13 @@ where
             .is_some_and(|open| Arc::ptr_eq(&open.batch.slot, slot))
     }
 
-    /// Stores the window timer of `slot`'s batch, or hands it back if the batch already closed.
-    pub(crate) fn set_timer(
-        &mut self,
-        slot: &BatchSlot<V, E>,
-        timer: AbortHandle,
-    ) -> Option<AbortHandle> {
-        match &mut self.open {
-            Some(open) if Arc::ptr_eq(&open.batch.slot, slot) => {
-                open.timer = Some(timer);
-                None
-            }
-            _ => Some(timer),
+    /// Stores the window timer of `slot`'s batch; drops it (without aborting) if the batch
+    /// already closed.
+    pub(crate) fn set_timer(&mut self, slot: &BatchSlot<V, E>, timer: AbortHandle) {
+        if let Some(open) = &mut self.open
+            && Arc::ptr_eq(&open.batch.slot, slot)
+        {
+            open.timer = Some(timer);
         }
     }
 

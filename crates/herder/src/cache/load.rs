@@ -200,8 +200,7 @@ where
     let result = match outcome {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(Cause::Error(Arc::new(error))),
-        Err(Failure::Panicked(message)) => Err(Cause::Panicked(message)),
-        Err(Failure::Cancelled) => unreachable!("catch reports panics only"),
+        Err(message) => Err(Cause::Panicked(message)),
     };
     (result, started.elapsed())
 }

@@ -25,17 +25,15 @@ pub(crate) enum Failure {
     Cancelled,
 }
 
-impl Failure {
-    /// Turns a caught panic payload into a failure that every waiter can read.
-    pub(crate) fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
-        let message: StdArc<str> = if let Some(s) = payload.downcast_ref::<&'static str>() {
-            StdArc::from(*s)
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            StdArc::from(s.as_str())
-        } else {
-            StdArc::from("non-string panic payload")
-        };
-        Failure::Panicked(message)
+/// The message of a caught panic, shareable by every waiter: the payload when it is a string,
+/// else `"non-string panic payload"`.
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> StdArc<str> {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        StdArc::from(*s)
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        StdArc::from(s.as_str())
+    } else {
+        StdArc::from("non-string panic payload")
     }
 }
 

@@ -5,12 +5,13 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc as StdArc;
 
 use futures_util::FutureExt as _;
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
-use super::slot::{Failure, Outcome};
+use super::slot::{Failure, Outcome, panic_message};
 
 /// Calls its `finish` closure exactly once: with the work's outcome through
 /// [`FinishGuard::finish`], or with [`Failure::Cancelled`] when dropped first (the task was
@@ -52,12 +53,12 @@ impl<T, F: FnOnce(Outcome<T>)> fmt::Debug for FinishGuard<T, F> {
     }
 }
 
-/// Runs `fut` to completion, turning a panic into [`Failure::Panicked`].
-pub(crate) async fn catch<T>(fut: impl Future<Output = T>) -> Outcome<T> {
+/// Runs `fut` to completion, turning a panic into its [message](panic_message).
+pub(crate) async fn catch<T>(fut: impl Future<Output = T>) -> Result<T, StdArc<str>> {
     AssertUnwindSafe(fut)
         .catch_unwind()
         .await
-        .map_err(Failure::from_panic)
+        .map_err(panic_message)
 }
 
 /// The runtime that will carry spawned work.
@@ -85,7 +86,9 @@ where
     let guard = FinishGuard::new(finish);
     let task = async move {
         // `work()` runs inside `catch`, so a panic while building the future is caught too.
-        let outcome = catch(async move { work().await }).await;
+        let outcome = catch(async move { work().await })
+            .await
+            .map_err(Failure::Panicked);
         guard.finish(outcome);
     };
     #[cfg(feature = "tracing")]

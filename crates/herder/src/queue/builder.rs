@@ -93,9 +93,7 @@ impl<Q> Builder<Q> {
 
     fn config(self) -> Result<(Config, Option<Handle>), BuildError> {
         let refuse = |reason| Err(BuildError::new("OperationQueue", reason));
-        if self.runners == 0 {
-            return refuse("runners must be at least 1");
-        }
+        check_runners(self.runners)?;
         if self.capacity == Some(0) {
             return refuse("capacity must be at least 1");
         }
@@ -110,6 +108,17 @@ impl<Q> Builder<Q> {
         };
         Ok((config, self.runtime))
     }
+}
+
+/// The one rule on a runner count, at build time and in `set_runners`.
+pub(super) fn check_runners(runners: usize) -> Result<(), BuildError> {
+    if runners == 0 {
+        return Err(BuildError::new(
+            "OperationQueue",
+            "runners must be at least 1",
+        ));
+    }
+    Ok(())
 }
 
 impl Builder<OperationQueue> {

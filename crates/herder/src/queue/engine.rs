@@ -21,7 +21,7 @@ use super::error::OperationError;
 use super::job::{Job, Output, RunJob};
 use super::state::{End, Next, State};
 use super::stats::{OperationQueueStats, ShutdownReport};
-use crate::flight::Failure;
+use crate::flight::panic_message;
 use crate::line::Gate;
 use crate::sync::{Mutex, lock};
 
@@ -445,10 +445,7 @@ async fn execute<J: ?Sized + Job>(mut job: Pin<&mut J>, timeout: Option<Duration
         }
         Ok(end) => end,
         Err(payload) => {
-            let message = match Failure::from_panic(payload) {
-                Failure::Panicked(message) => message,
-                Failure::Cancelled => "cancelled".into(),
-            };
+            let message = panic_message(payload);
             #[cfg(feature = "tracing")]
             tracing::warn!(%message, "queued operation panicked");
             job.as_mut().fail(OperationError::panicked(message));

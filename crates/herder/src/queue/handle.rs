@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-use super::builder::Builder;
+use super::builder::{Builder, check_runners};
 use super::engine::{Config, Core, NewRunner, Refused, RunnerGuard, Ticket, run};
 use super::error::{OperationError, SubmitError, TrySubmitError};
 use super::job::{Op, SendJob};
@@ -205,12 +205,7 @@ impl OperationQueue {
     /// # }
     /// ```
     pub fn set_runners(&self, runners: usize) -> Result<(), BuildError> {
-        if runners == 0 {
-            return Err(BuildError::new(
-                "OperationQueue",
-                "runners must be at least 1",
-            ));
-        }
+        check_runners(runners)?;
         let new = self.shared.core.set_runners(runners);
         spawn(&self.shared, new);
         Ok(())

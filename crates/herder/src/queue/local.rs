@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
-use super::builder::Builder;
+use super::builder::{Builder, check_runners};
 use super::engine::{Config, Core, NewRunner, Refused, RunnerGuard, Ticket, run};
 use super::error::{OperationError, SubmitError, TrySubmitError};
 use super::job::{Job, Op};
@@ -196,12 +196,7 @@ impl LocalOperationQueue {
     /// # }
     /// ```
     pub fn set_runners(&self, runners: usize) -> Result<(), BuildError> {
-        if runners == 0 {
-            return Err(BuildError::new(
-                "OperationQueue",
-                "runners must be at least 1",
-            ));
-        }
+        check_runners(runners)?;
         let new = self.shared.core.set_runners(runners);
         spawn(&self.shared, new);
         Ok(())
