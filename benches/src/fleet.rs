@@ -1,7 +1,6 @@
 //! A fleet of instances over one Redis: a cold-key stampede across instances, the time an
 //! invalidation takes to reach the other instances' L1, and Redis commands per request.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
@@ -9,54 +8,6 @@ use std::time::Duration;
 use herder::Cache;
 use herder_redis::RedisTier;
 use tokio::time::Instant;
-
-/// A `redis-server` of the bench's own on a free loopback port (killed on drop).
-pub struct Server {
-    child: Child,
-    pub url: String,
-}
-
-impl Server {
-    pub fn start() -> Option<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .ok()?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Some(Server {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// How the instances of a fleet share work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

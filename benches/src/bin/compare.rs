@@ -310,9 +310,10 @@ fn cache(rounds: usize) {
 }
 
 fn fleet(rounds: usize) {
-    use herder_benches::fleet::{self, Mode, Server};
+    use herder_benches::fleet::{self, Mode};
+    use herder_testkit::RedisServer;
 
-    let Some(server) = Server::start() else {
+    let Some(server) = RedisServer::start() else {
         println!("(redis-server could not be started: fleet section skipped)\n");
         return;
     };
@@ -336,7 +337,7 @@ fn fleet(rounds: usize) {
         for round in 0..rounds {
             let namespace = format!("bench:{m}:{round}");
             let run = rt.block_on(fleet::stampede(
-                &server.url,
+                &server.url(),
                 &namespace,
                 mode,
                 8,
@@ -363,7 +364,7 @@ fn fleet(rounds: usize) {
     );
 
     let samples = rt.block_on(fleet::invalidation_latency(
-        &server.url,
+        &server.url(),
         "bench:inv",
         8,
         50 * rounds,

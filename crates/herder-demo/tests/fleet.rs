@@ -9,7 +9,7 @@ use herder_demo::scenarios::fleet::{self, FleetMode, Settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_over_redis_loads_a_cold_key_once() {
-    let Some(redis) = support::RedisServer::start() else {
+    let Some(redis) = herder_testkit::RedisServer::start() else {
         return;
     };
     let db = support::sqlite(Duration::from_millis(1)).await;
@@ -20,7 +20,7 @@ async fn a_fleet_over_redis_loads_a_cold_key_once() {
         // Generous: a loaded machine must not make a Redis call fail open and load locally.
         redis_budget: Duration::from_secs(5),
     };
-    let runs = fleet::run(&db, &redis.url, settings, |_| {})
+    let runs = fleet::run(&db, &redis.url(), settings, |_| {})
         .await
         .expect("runs");
     let calls: Vec<u64> = runs.iter().map(|r| r.backend_calls).collect();

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use herder::Cache;
 use herder_redis::RedisTier;
+use herder_testkit::RedisServer;
 use redis::AsyncCommands;
-use support::{RedisServer, eventually};
+use support::{eventually, raw};
 use tokio::time::Instant;
 
 const NAMESPACE: &str = "test";
@@ -120,7 +121,7 @@ async fn a_dead_holders_lease_is_taken_over_within_its_ttl() {
         return;
     };
     // An instance that took the lease and died: nobody extends or releases it.
-    let mut raw = redis.raw().await;
+    let mut raw = raw(&redis).await;
     let lease_ms = 400u64;
     let _: () = raw
         .pset_ex(redis_key("l", 7), "dead-instance-token", lease_ms)
@@ -205,7 +206,7 @@ async fn an_invalidation_during_a_load_leaves_the_new_value_in_redis() {
     );
     assert!(eventually(Duration::from_secs(2), || a.tier.stats().fills_lost == 1).await);
     assert_eq!(c.cache.get_with(5, backend.load(5)).await, "row 5 v2");
-    let mut raw = redis.raw().await;
+    let mut raw = raw(&redis).await;
     let stored: Vec<u8> = raw.get(redis_key("v", 5)).await.unwrap();
     assert!(
         String::from_utf8_lossy(&stored).ends_with("row 5 v2"),
@@ -350,7 +351,7 @@ async fn a_value_that_does_not_decode_is_a_miss_and_is_replaced() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let mut raw = redis.raw().await;
+    let mut raw = raw(&redis).await;
     let garbage: &[u8] = b"99999999999999|\x07\x07not an envelope";
     let _: () = raw.set(redis_key("v", 4), garbage).await.unwrap();
     let a = instance(&redis, Duration::from_secs(2));

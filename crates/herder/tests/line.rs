@@ -3,6 +3,7 @@
 //! panics reaching every joiner, a cancelled leader. Recoveries wait on semaphores the test opens;
 //! the staggered scenario runs its simulated latencies on a paused clock.
 
+#[macro_use]
 mod support;
 
 use std::future::Future;
@@ -12,25 +13,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use herder::{Line, Recovery};
-use support::poll_once;
+use support::{poll_once, until};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-
-macro_rules! on_both_runtimes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(start_paused = true)]
-            async fn current_thread() {
-                super::$name().await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn multi_thread() {
-                super::$name().await
-            }
-        }
-    )*};
-}
 
 on_both_runtimes!(
     a_failure_during_a_recovery_joins_it,
@@ -38,16 +23,6 @@ on_both_runtimes!(
     many_concurrent_failures_cause_one_recovery,
     the_recovery_failure_reaches_every_joiner,
 );
-
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1_000_000 {
-        if done() {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("gave up waiting until {what}");
-}
 
 /// A recovery that counts its runs and ends when the test opens its gate.
 #[derive(Clone)]

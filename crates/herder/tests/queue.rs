@@ -3,6 +3,7 @@
 //! shutdown, on current-thread (paused clock) and multi-thread runtimes. Operations wait on
 //! semaphores the test opens; nothing waits on a sleep for ordering.
 
+#[macro_use]
 mod support;
 
 use std::future::Future;
@@ -12,27 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herder::{Line, OperationQueue};
-use support::poll_once;
+use support::{poll_once, until};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-
-/// Runs one test body on a current-thread runtime with a paused clock and on a multi-thread
-/// runtime (where the clock cannot be paused; those bodies do not depend on time).
-macro_rules! on_both_runtimes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(start_paused = true)]
-            async fn current_thread() {
-                super::$name().await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn multi_thread() {
-                super::$name().await
-            }
-        }
-    )*};
-}
 
 on_both_runtimes!(
     started_runners_are_idle,
@@ -44,17 +27,6 @@ on_both_runtimes!(
     many_submitters_all_get_their_results,
     runners_can_be_added_and_removed_while_running,
 );
-
-/// Yields until `done()` holds (other tasks, or the other worker, make progress meanwhile).
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1_000_000 {
-        if done() {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("gave up waiting until {what}");
-}
 
 /// Operations that wait for the test: each takes one permit of `gate` before it ends, and
 /// records how many run at once.

@@ -1,5 +1,6 @@
-//! What the demo's integration tests share: small seeded databases, a `redis-server` of the
-//! test's own, the demo binary as a child process, and a minimal HTTP client.
+//! What the demo's integration tests share: small seeded databases, the demo binary as a child
+//! process, and a minimal HTTP client (a `redis-server` of the test's own is
+//! [`herder_testkit::RedisServer`]).
 //!
 //! External services are used for real. Without them a test says so and is skipped, unless the
 //! variable that requires it is set (`.ci/run` sets them): `HERDER_REQUIRE_POSTGRES=1`,
@@ -82,56 +83,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A `redis-server` of the test's own on a free loopback port, killed on drop.
-pub struct RedisServer {
-    child: Child,
-    pub url: String,
-}
-
-impl RedisServer {
-    /// Starts one, or returns `None` (skipped) if `redis-server` is not installed.
-    pub fn start() -> Option<Self> {
-        let port = free_port();
-        let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--loglevel", "warning"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(err) => return missing("redis-server", err, "HERDER_REQUIRE_REDIS"),
-        };
-        let server = RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Some(server)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The demo binary.

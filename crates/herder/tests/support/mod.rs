@@ -1,6 +1,6 @@
 //! A scripted backend for the tests, in the spirit of `tower-test`'s mock: the test decides when
 //! each loader call answers, fails or panics, and every call is recorded.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,6 +8,24 @@ use std::task::Poll;
 
 use herder::Loader;
 use tokio::sync::{mpsc, oneshot};
+
+/// Runs each named test body on a current-thread runtime with a paused clock and on a multi-thread
+/// runtime (where the clock cannot be paused; those bodies do not depend on time).
+macro_rules! on_both_runtimes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(start_paused = true)]
+            async fn current_thread() {
+                super::$name().await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn multi_thread() {
+                super::$name().await
+            }
+        }
+    )*};
+}
 
 /// Loader error used by the scripts: deliberately not `Clone`, like `sqlx::Error`.
 #[derive(Debug, PartialEq, Eq)]
@@ -158,11 +176,8 @@ pub async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> bool {
         .await
 }
 
-/// Lets every task that is ready run until the runtime has nothing left to do.
-///
-/// On a paused clock, advancing by zero processes timers due now; the yields let spawned tasks
-/// (batch windows, loads) reach their next await point. Enough rounds are run for a window, a
-/// load and its wake-ups.
+/// Lets every task that is ready run: yields enough rounds for spawned tasks (a batch window, a
+/// load and its wake-ups) to reach their next await point.
 pub async fn settle() {
     for _ in 0..64 {
         tokio::task::yield_now().await;
@@ -209,4 +224,15 @@ impl Gate {
     pub fn calls(&self) -> usize {
         self.calls.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Yields until `done()` holds (other tasks, or the other worker, make progress meanwhile).
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1_000_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("gave up waiting until {what}");
 }
