@@ -171,7 +171,7 @@ impl<L: Loader> DataLoader<L> {
     ///
     /// # Panics
     ///
-    /// When polled outside a Tokio runtime (unless `keys` is empty or memoized).
+    /// When polled outside a Tokio runtime, as [`load`](DataLoader::load).
     ///
     /// ```
     /// # use herder::{DataLoader, Loader};
