@@ -107,7 +107,6 @@ impl DbArgs {
     fn options(&self) -> DbOptions {
         DbOptions {
             url: self.database_url.clone(),
-            latency: self.db_latency,
             connections: self.connections,
             ..DbOptions::embedded(self.db_latency)
         }

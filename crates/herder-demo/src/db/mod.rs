@@ -125,8 +125,9 @@ impl Db {
             return Err(DemoError::new(format!("invalid schema name {schema:?}")));
         }
         let set_path = format!("SET search_path TO {schema}");
+        let connections = options.connections.max(1);
         let mut pool = AnyPoolOptions::new()
-            .max_connections(options.connections.max(1))
+            .max_connections(connections)
             .acquire_timeout(CONNECT_TIMEOUT);
         if backend == Backend::Postgres {
             pool = pool.after_connect(move |conn, _| {
@@ -149,18 +150,16 @@ impl Db {
                 )));
             }
         }
-        let pool = pool.connect(&url).await.map_err(|err| {
-            DemoError::with_cause(
-                format!("cannot connect to the database at {}", redact(&url)),
-                err,
-            )
-        })?;
+        let pool = pool
+            .connect(&url)
+            .await
+            .map_err(|err| DemoError::with_cause(cannot, err))?;
         Ok(Db {
             inner: Arc::new(Inner {
                 pool,
                 backend,
                 latency: options.latency,
-                connections: options.connections.max(1),
+                connections,
                 round_trips: AtomicU64::new(0),
                 place,
                 pg_schema: options.pg_schema.clone(),

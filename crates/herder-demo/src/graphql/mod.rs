@@ -17,6 +17,8 @@ mod types;
 
 pub use loaders::{AuthorsById, BooksByAuthor, ReviewsByBook};
 pub use plain_cache::PlainCache;
-pub use stats::{BookstoreStats, CacheCounters, LoaderCounters, LoaderTotals, RowCacheStats};
-pub use store::{AggregateAccess, Bookstore, BookstoreSchema, RowAccess, RowCaches};
+pub use stats::{BookstoreStats, LoaderCounters, LoaderTotals, RowCacheStats};
+pub use store::{
+    AggregateAccess, Bookstore, BookstoreSchema, RowAccess, RowCaches, year_cache_over_redis,
+};
 pub use types::Query;

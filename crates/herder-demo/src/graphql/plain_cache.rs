@@ -35,16 +35,6 @@ impl<K: Hash + Eq + Clone, V: Clone> PlainCache<K, V> {
         Ok(value)
     }
 
-    /// How many keys it holds.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// `true` if it holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }

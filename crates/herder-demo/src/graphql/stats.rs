@@ -1,5 +1,5 @@
-//! The bookstore's counters as plain serde types (herder's stats types have no serde), for
-//! `/stats` and the report.
+//! The bookstore's counters, for `/stats` and the report: herder's own stats types (with its
+//! `serde` feature), and the DataLoaders' counters summed over requests.
 
 use herder::batch::DataLoaderStats;
 use herder::cache::CacheStats;
@@ -22,7 +22,7 @@ pub struct BookstoreStats {
     /// The row caches shared by every request, in DataLoader + Cache mode.
     pub caches: Option<RowCacheStats>,
     /// The cache in front of the year aggregate, if herder's.
-    pub year_cache: Option<CacheCounters>,
+    pub year_cache: Option<CacheStats>,
 }
 
 impl BookstoreStats {
@@ -39,12 +39,12 @@ impl BookstoreStats {
             db_latency_us: u64::try_from(db.latency().as_micros()).unwrap_or(u64::MAX),
             loaders,
             caches: caches.map(|c| RowCacheStats {
-                pages: c.pages.stats().into(),
-                authors: c.authors.stats().into(),
-                reviews: c.reviews.stats().into(),
-                books_by_author: c.books_by_author.stats().into(),
+                pages: c.pages.stats(),
+                authors: c.authors.stats(),
+                reviews: c.reviews.stats(),
+                books_by_author: c.books_by_author.stats(),
             }),
-            year_cache: year_cache.map(CacheCounters::from),
+            year_cache,
         }
     }
 }
@@ -104,48 +104,15 @@ impl LoaderTotals {
     }
 }
 
-/// A cache's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct CacheCounters {
-    /// Reads answered by a fresh value.
-    pub hits: u64,
-    /// Reads that found nothing usable.
-    pub misses: u64,
-    /// Reads that waited for a load another read had started.
-    pub coalesced: u64,
-    /// Keys loaded.
-    pub loads: u64,
-    /// Loads that failed.
-    pub load_errors: u64,
-    /// Entries held.
-    pub entries: usize,
-    /// Loads under way.
-    pub in_flight: usize,
-}
-
-impl From<CacheStats> for CacheCounters {
-    fn from(stats: CacheStats) -> Self {
-        CacheCounters {
-            hits: stats.hits,
-            misses: stats.misses,
-            coalesced: stats.coalesced,
-            loads: stats.loads,
-            load_errors: stats.load_errors + stats.load_panics + stats.load_timeouts,
-            entries: stats.entries,
-            in_flight: stats.in_flight,
-        }
-    }
-}
-
 /// The row caches of DataLoader + Cache mode.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct RowCacheStats {
     /// Pages of books.
-    pub pages: CacheCounters,
+    pub pages: CacheStats,
     /// Authors.
-    pub authors: CacheCounters,
+    pub authors: CacheStats,
     /// Reviews of each book.
-    pub reviews: CacheCounters,
+    pub reviews: CacheStats,
     /// Books of each author.
-    pub books_by_author: CacheCounters,
+    pub books_by_author: CacheStats,
 }

@@ -8,12 +8,43 @@ use std::time::Duration;
 
 use async_graphql::{EmptyMutation, EmptySubscription, Schema};
 use herder::{Cache, DataLoader};
+use herder_redis::RedisTier;
 
 use super::loaders::{AuthorsById, BooksByAuthor, ReviewsByBook};
 use super::plain_cache::PlainCache;
 use super::stats::{BookstoreStats, LoaderTotals};
 use super::types::Query;
+use crate::DemoError;
 use crate::db::{Author, Book, Db, Review, YearStats};
+use crate::error::redact;
+
+/// The year aggregate's cache: up to 1,000 years, each fresh for 60 s.
+fn year_cache() -> herder::cache::Builder<i64, YearStats> {
+    Cache::builder()
+        .max_capacity(1_000)
+        .time_to_live(Duration::from_secs(60))
+}
+
+/// The year aggregate's cache over a [`RedisTier`] in `namespace` (with the tier's default
+/// budget unless `budget`), and the tier, for its stats.
+pub fn year_cache_over_redis(
+    url: &str,
+    namespace: &str,
+    budget: Option<Duration>,
+) -> std::result::Result<(Cache<i64, YearStats>, RedisTier<i64, YearStats>), DemoError> {
+    let mut tier = RedisTier::<i64, YearStats>::builder(url).namespace(namespace);
+    if let Some(budget) = budget {
+        tier = tier.budget(budget);
+    }
+    let tier = tier
+        .build()
+        .map_err(|err| DemoError::with_cause(format!("redis at {}", redact(url)), err))?;
+    let cache = year_cache()
+        .tier(Arc::new(tier.clone()))
+        .build()
+        .map_err(|err| DemoError::with_cause("the year cache", err))?;
+    Ok((cache, tier))
+}
 
 /// The bookstore's GraphQL schema.
 pub type BookstoreSchema = Schema<Query, EmptyMutation, EmptySubscription>;
@@ -108,13 +139,9 @@ impl Bookstore {
         let aggregates = match aggregates {
             AggregateAccess::Direct => Aggregates::Direct,
             AggregateAccess::PlainCache => Aggregates::Plain(PlainCache::new()),
-            AggregateAccess::HerderCache => Aggregates::Herder(
-                Cache::builder()
-                    .max_capacity(1_000)
-                    .time_to_live(Duration::from_secs(60))
-                    .build()
-                    .expect("valid cache settings"),
-            ),
+            AggregateAccess::HerderCache => {
+                Aggregates::Herder(year_cache().build().expect("valid cache settings"))
+            }
         };
         Self::from_parts(db, rows, aggregates)
     }
@@ -170,16 +197,6 @@ impl Bookstore {
     /// The database.
     pub fn db(&self) -> &Db {
         &self.inner.db
-    }
-
-    /// How rows are read.
-    pub fn rows(&self) -> RowAccess {
-        self.inner.rows
-    }
-
-    /// The shared row caches ([`RowAccess::DataLoaderCache`] only).
-    pub fn caches(&self) -> Option<&RowCaches> {
-        self.inner.caches.as_ref()
     }
 
     /// The counters: requests, round trips, loaders (summed over requests), caches.

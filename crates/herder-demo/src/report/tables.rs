@@ -15,10 +15,7 @@ pub fn n_plus_one(settings: n_plus_one::Settings, runs: &[n_plus_one::ModeRun]) 
         ),
         runs.iter().map(|r| n_plus_one::mode_name(r.mode)),
     )
-    .note(format!(
-        "{{ books(first: {}) {{ id title year author {{ id name }} reviews {{ rating reviewer }} }} }}",
-        settings.books
-    ))
+    .note(format!("{}, $first = {}", n_plus_one::QUERY, settings.books))
     .row("DB round trips", cells(&|r| count(r.round_trips)))
     .row("  per request", cells(&|r| average(r.round_trips, n)))
     .row(
@@ -48,8 +45,8 @@ pub fn stampede(settings: stampede::Settings, runs: &[stampede::ModeRun]) -> Tab
         runs.iter().map(|r| stampede::mode_name(r.mode)),
     )
     .note(format!(
-        "{{ yearStats(year: {}) {{ books reviews averageRating }} }}: a scan of books joined with their reviews",
-        settings.year
+        "{}: a scan of books joined with their reviews",
+        stampede::query(settings.year)
     ))
     .row("backend calls", cells(&|r| count(r.backend_calls)))
     .row(

@@ -7,10 +7,8 @@
 //! cache, one instance takes the lease and loads, the others wait for its value in Redis: one
 //! backend call for the fleet.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use herder::Cache;
 use herder_redis::{RedisStats, RedisTier};
 
 use super::stampede;
@@ -18,7 +16,7 @@ use super::{Latencies, burst, response_error};
 use crate::DemoError;
 use crate::db::{Db, YearStats};
 use crate::error::redact;
-use crate::graphql::{AggregateAccess, Bookstore, RowAccess};
+use crate::graphql::{AggregateAccess, Bookstore, RowAccess, year_cache_over_redis};
 
 /// How the instances share work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,12 +87,6 @@ fn fresh_namespace() -> String {
     format!("herder-demo:{}:{nanos}", std::process::id())
 }
 
-fn year_cache() -> herder::cache::Builder<i64, YearStats> {
-    Cache::builder()
-        .max_capacity(1_000)
-        .time_to_live(Duration::from_secs(60))
-}
-
 /// Builds the instances: a bookstore each, and its tier in Redis mode.
 async fn instances(
     db: &Db,
@@ -107,30 +99,17 @@ async fn instances(
     for _ in 0..settings.instances {
         let instance = match mode {
             FleetMode::NoCache => (
-                Bookstore::new(db.clone(), RowAccess::DataLoader, AggregateAccess::Direct),
+                Bookstore::new(db.clone(), RowAccess::Naive, AggregateAccess::Direct),
                 None,
             ),
             FleetMode::CachePerInstance => (
-                Bookstore::new(
-                    db.clone(),
-                    RowAccess::DataLoader,
-                    AggregateAccess::HerderCache,
-                ),
+                Bookstore::new(db.clone(), RowAccess::Naive, AggregateAccess::HerderCache),
                 None,
             ),
             FleetMode::RedisTier => {
-                let tier = RedisTier::<i64, YearStats>::builder(redis_url)
-                    .namespace(namespace.as_str())
-                    .budget(settings.redis_budget)
-                    .build()
-                    .map_err(|err| {
-                        DemoError::with_cause(format!("redis at {}", redact(redis_url)), err)
-                    })?;
-                let cache = year_cache()
-                    .tier(Arc::new(tier.clone()))
-                    .build()
-                    .map_err(|err| DemoError::with_cause("fleet", err))?;
-                let store = Bookstore::with_year_cache(db.clone(), RowAccess::DataLoader, cache);
+                let (cache, tier) =
+                    year_cache_over_redis(redis_url, &namespace, Some(settings.redis_budget))?;
+                let store = Bookstore::with_year_cache(db.clone(), RowAccess::Naive, cache);
                 (store, Some(tier))
             }
         };

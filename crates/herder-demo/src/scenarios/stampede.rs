@@ -1,8 +1,8 @@
 //! Stampede: a burst of concurrent requests for one cold, expensive item (the year aggregate):
 //! no cache, a plain cache without coalescing, and herder's `Cache`.
 //!
-//! Without a cache every request queries. A plain cache does not help a cold burst: every
-//! request misses before the first load has finished, so every request loads. herder's `Cache`
+//! Without a cache every request queries. A plain cache does not help a cold burst: requests
+//! that miss before the first load has finished all load (most of them, in the report). herder's `Cache`
 //! loads once; every other request waits for that load.
 
 use std::time::Duration;
@@ -43,11 +43,14 @@ impl Settings {
     };
 }
 
-/// The request: one year's aggregate.
+/// The query: one year's aggregate.
+pub fn query(year: i64) -> String {
+    format!("{{ yearStats(year: {year}) {{ year books reviews averageRating }} }}")
+}
+
+/// The request: [`query`].
 pub fn request(year: i64) -> Request {
-    Request::new(format!(
-        "{{ yearStats(year: {year}) {{ year books reviews averageRating }} }}"
-    ))
+    Request::new(query(year))
 }
 
 /// What one mode measured.

@@ -1,6 +1,5 @@
 //! The router: `/`, `/graphql`, `/stats`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use async_graphql::http::GraphiQLSource;
@@ -10,7 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
-use herder_redis::RedisTier;
+use herder_redis::{RedisStats, RedisTier};
 use serde::Serialize;
 
 use super::pages;
@@ -22,7 +21,7 @@ use crate::graphql::{Bookstore, BookstoreStats};
 pub struct AppState {
     store: Bookstore,
     redis: Option<RedisTier<i64, YearStats>>,
-    started: Arc<Instant>,
+    started: Instant,
 }
 
 impl AppState {
@@ -31,7 +30,7 @@ impl AppState {
         AppState {
             store,
             redis,
-            started: Arc::new(Instant::now()),
+            started: Instant::now(),
         }
     }
 }
@@ -43,17 +42,7 @@ struct Stats {
     database: String,
     #[serde(flatten)]
     store: BookstoreStats,
-    redis: Option<RedisCounters>,
-}
-
-/// The Redis tier's counters.
-#[derive(Debug, Serialize)]
-struct RedisCounters {
-    l2_hits: u64,
-    leases: u64,
-    lease_waits: u64,
-    takeovers: u64,
-    errors: u64,
+    redis: Option<RedisStats>,
 }
 
 /// The app.
@@ -78,16 +67,7 @@ async fn graphql(State(state): State<AppState>, request: GraphQLRequest) -> Grap
 }
 
 async fn stats(State(state): State<AppState>) -> Json<Stats> {
-    let redis = state.redis.as_ref().map(|tier| {
-        let s = tier.stats();
-        RedisCounters {
-            l2_hits: s.l2_hits,
-            leases: s.leases,
-            lease_waits: s.lease_waits,
-            takeovers: s.takeovers,
-            errors: s.errors,
-        }
-    });
+    let redis = state.redis.as_ref().map(RedisTier::stats);
     Json(Stats {
         uptime_ms: u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         database: state.store.db().place().to_owned(),

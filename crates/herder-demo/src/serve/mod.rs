@@ -17,8 +17,6 @@ mod app;
 mod pages;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use herder::Cache;
 use herder_redis::RedisTier;
@@ -28,8 +26,7 @@ pub use app::{AppState, router};
 
 use crate::DemoError;
 use crate::db::YearStats;
-use crate::error::redact;
-use crate::graphql::Bookstore;
+use crate::graphql::{Bookstore, year_cache_over_redis};
 
 /// Listens on `addr`; a port in use or an address not of this machine is a one-line error.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, DemoError> {
@@ -44,17 +41,7 @@ pub fn year_cache_with_redis(
     url: &str,
     books: i64,
 ) -> Result<(Cache<i64, YearStats>, RedisTier<i64, YearStats>), DemoError> {
-    let tier = RedisTier::<i64, YearStats>::builder(url)
-        .namespace(format!("herder-demo:{books}-books:year-stats"))
-        .build()
-        .map_err(|err| DemoError::with_cause(format!("redis at {}", redact(url)), err))?;
-    let cache = Cache::builder()
-        .max_capacity(1_000)
-        .time_to_live(Duration::from_secs(60))
-        .tier(Arc::new(tier.clone()))
-        .build()
-        .map_err(|err| DemoError::with_cause("serve", err))?;
-    Ok((cache, tier))
+    year_cache_over_redis(url, &format!("herder-demo:{books}-books:year-stats"), None)
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, so that the server stops cleanly and the embedded
