@@ -314,8 +314,7 @@ impl History {
                 let staleness = read.start - write.at;
                 report.worst_staleness = report.worst_staleness.max(staleness);
                 if !overlaps_fault(write.at, read.end) {
-                    report.worst_healthy_staleness =
-                        report.worst_healthy_staleness.max(staleness);
+                    report.worst_healthy_staleness = report.worst_healthy_staleness.max(staleness);
                 }
             }
             if let Some(violation) = worst {
@@ -350,7 +349,10 @@ mod tests {
         let report = history.check(bounds());
         assert_eq!(report.violation_count, 1, "{report}");
         let v = &report.violations[0];
-        assert_eq!((v.rule, v.required, v.read.version), (Rule::ReadYourInvalidations, 3, 2));
+        assert_eq!(
+            (v.rule, v.required, v.read.version),
+            (Rule::ReadYourInvalidations, 3, 2)
+        );
     }
 
     #[test]
@@ -394,6 +396,9 @@ mod tests {
         history.failed_read();
         let report = history.check(bounds());
         assert!(report.is_ok(), "{report}");
-        assert_eq!((report.reads, report.failed_reads, report.invalidations), (2, 1, 3));
+        assert_eq!(
+            (report.reads, report.failed_reads, report.invalidations),
+            (2, 1, 3)
+        );
     }
 }

@@ -84,7 +84,10 @@ struct Counters {
 }
 
 enum Command {
-    Set(Box<dyn FnOnce(&mut Mode) + Send>, std::sync::mpsc::SyncSender<()>),
+    Set(
+        Box<dyn FnOnce(&mut Mode) + Send>,
+        std::sync::mpsc::SyncSender<()>,
+    ),
     Reset(std::sync::mpsc::SyncSender<()>),
     Stop,
 }
@@ -120,7 +123,9 @@ impl FaultProxy {
             "the proxy forwards to loopback only"
         );
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let port = listener.local_addr().expect("a bound listener").port();
         let (commands, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
@@ -163,7 +168,11 @@ impl FaultProxy {
 
     fn set(&self, change: impl FnOnce(&mut Mode) + Send + 'static) {
         let (ack, done) = std::sync::mpsc::sync_channel(1);
-        if self.commands.send(Command::Set(Box::new(change), ack)).is_ok() {
+        if self
+            .commands
+            .send(Command::Set(Box::new(change), ack))
+            .is_ok()
+        {
             let _ = done.recv();
         }
     }

@@ -21,7 +21,8 @@ pub type ReadFuture = Pin<Box<dyn Future<Output = Option<u64>> + Send + 'static>
 
 /// One cache instance, as the workload drives it.
 pub trait Node: Send + Sync + 'static {
-    /// Reads `key` through one of the instance's read paths, chosen with `rng`.
+    /// Reads `key` through one of the instance's read paths, chosen with `rng`. A read that
+    /// panics counts as failed.
     fn read(&self, key: u64, rng: &mut fastrand::Rng) -> ReadFuture;
 
     /// Invalidates `key` (the row was just bumped).
@@ -148,7 +149,7 @@ async fn reader(
         let cancel = rng.u8(..100) < workload.cancel_percent;
         let give_up = Duration::from_micros(rng.u64(..2_000));
         let start = Instant::now();
-        let read = node.read(key, &mut rng);
+        let read = CatchUnwind(node.read(key, &mut rng));
         let got = if cancel {
             tokio::time::timeout(give_up, read).await.ok().flatten()
         } else {
@@ -163,6 +164,24 @@ async fn reader(
             tokio::task::yield_now().await;
         } else {
             tokio::time::sleep(pause(&mut rng, workload.read_pause)).await;
+        }
+    }
+}
+
+/// A read that panics (`get_with` joined a load that failed, say) is a failed read.
+struct CatchUnwind(ReadFuture);
+
+impl Future for CatchUnwind {
+    type Output = Option<u64>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<u64>> {
+        let read = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => std::task::Poll::Ready(None),
         }
     }
 }

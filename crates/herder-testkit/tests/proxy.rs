@@ -95,7 +95,10 @@ async fn a_stall_holds_the_bytes_until_resumed() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(&got, b"held", "the held bytes arrive, the connection survived");
+    assert_eq!(
+        &got, b"held",
+        "the held bytes arrive, the connection survived"
+    );
     assert_eq!(proxy.faults().stalls, 1);
 }
 
