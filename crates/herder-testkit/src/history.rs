@@ -9,12 +9,13 @@
 //!
 //! 1. **Read your invalidations.** On the invalidating instance, a read that starts after
 //!    `invalidate` returned gets at least the version written before it.
-//! 2. **Bounded propagation.** On any other instance, a read that starts more than `bound`
-//!    after `invalidate` returned gets at least that version, if no fault window overlapped
-//!    the `bound` after the invalidation.
-//! 3. **Recovery.** After a fault window ends, a read on any instance that starts more than
-//!    `recovery` after the end gets at least every version whose invalidation returned before
-//!    the end.
+//! 2. **Bounded propagation.** On any other instance, a read that starts more than
+//!    `propagation` after `invalidate` returned gets at least that version, while the tier is
+//!    healthy.
+//! 3. **Recovery.** The tier is unhealthy from a fault window's start until `recovery` after its
+//!    end (connections and subscriptions come back, the breaker closes). An invalidation whose
+//!    `propagation` bound meets such a time must be visible everywhere by the time it ends; the
+//!    deadline moves on to the end of every unhealthy time it meets in turn.
 //!
 //! ```
 //! use herder_testkit::{Bounds, History};
@@ -151,8 +152,8 @@ pub struct Report {
     /// Every violation found.
     pub violation_count: usize,
     /// The longest a read on another instance still got an older version than one whose
-    /// invalidation had returned, measured from that return, over reads whose interval overlaps
-    /// no fault window.
+    /// invalidation had returned, measured from that return, over invalidations made while the
+    /// tier was healthy (their propagation bound met no fault).
     pub worst_healthy_staleness: Duration,
     /// The same over every read, faults included.
     pub worst_staleness: Duration,
@@ -207,7 +208,8 @@ impl History {
     }
 
     /// Records that `invalidate(key)` on `instance`, made after the row was bumped to `version`,
-    /// returned at `at`.
+    /// returned at `at`. A key's writes must be recorded in the order of their versions (hold
+    /// the row's lock, [`Database::lock`](crate::Database::lock), while writing and recording).
     pub fn write(&self, key: u64, version: u64, instance: usize, at: Instant) {
         self.records.lock().unwrap().writes.push(Write {
             key,
@@ -251,16 +253,32 @@ impl History {
     /// Checks every recorded read against the contract.
     pub fn check(&self, bounds: Bounds) -> Report {
         let records = self.records.lock().unwrap();
-        let mut by_key: HashMap<u64, Vec<Write>> = HashMap::new();
+        let mut faults: Vec<&FaultWindow> = records.faults.iter().collect();
+        faults.sort_by_key(|f| f.start);
+        // Each write with the time by which every instance must see it, and whether that time
+        // was moved by a fault.
+        let mut by_key: HashMap<u64, Vec<(Write, Instant, bool)>> = HashMap::new();
         for write in &records.writes {
-            by_key.entry(write.key).or_default().push(*write);
+            let mut deadline = write.at + bounds.propagation;
+            let mut moved = false;
+            for fault in &faults {
+                let unhealthy_until = fault.end + bounds.recovery;
+                if fault.start <= deadline
+                    && write.at <= unhealthy_until
+                    && unhealthy_until > deadline
+                {
+                    deadline = unhealthy_until;
+                    moved = true;
+                }
+            }
+            by_key
+                .entry(write.key)
+                .or_default()
+                .push((*write, deadline, moved));
         }
         for writes in by_key.values_mut() {
-            writes.sort_by_key(|w| w.at);
+            writes.sort_by_key(|(w, _, _)| w.at);
         }
-        let faults = &records.faults;
-        let overlaps_fault =
-            |from: Instant, to: Instant| faults.iter().any(|f| f.start <= to && from <= f.end);
         let mut report = Report {
             reads: records.reads.len(),
             failed_reads: records.failed_reads,
@@ -273,28 +291,25 @@ impl History {
                 continue;
             };
             // Writes whose invalidation returned before the read started.
-            let before = writes.partition_point(|w| w.at < read.start);
+            let before = writes.partition_point(|(w, _, _)| w.at < read.start);
             let mut worst: Option<Violation> = None;
-            let mut stalest: Option<&Write> = None;
-            for write in &writes[..before] {
-                if write.version <= read.version {
-                    continue;
-                }
+            let mut stalest: Option<(&Write, bool)> = None;
+            // Versions rise with each key's writes (a row's writes are serialized), so the
+            // writes of a newer version than the read got are the last ones.
+            let newer = writes[..before].partition_point(|(w, _, _)| w.version <= read.version);
+            for (write, deadline, moved) in &writes[newer..before] {
                 let after = read.start - write.at;
-                if write.instance != read.instance && stalest.is_none_or(|s| write.at < s.at) {
-                    stalest = Some(write);
+                if write.instance != read.instance && stalest.is_none_or(|(s, _)| write.at < s.at) {
+                    stalest = Some((write, *moved));
                 }
                 let rule = if write.instance == read.instance {
                     Some(Rule::ReadYourInvalidations)
-                } else if after > bounds.propagation
-                    && !overlaps_fault(write.at, write.at + bounds.propagation)
-                {
-                    Some(Rule::Propagation)
-                } else if faults
-                    .iter()
-                    .any(|f| write.at < f.end && f.end + bounds.recovery < read.start)
-                {
-                    Some(Rule::Recovery)
+                } else if read.start > *deadline {
+                    Some(if *moved {
+                        Rule::Recovery
+                    } else {
+                        Rule::Propagation
+                    })
                 } else {
                     None
                 };
@@ -310,10 +325,10 @@ impl History {
                     });
                 }
             }
-            if let Some(write) = stalest {
+            if let Some((write, moved)) = stalest {
                 let staleness = read.start - write.at;
                 report.worst_staleness = report.worst_staleness.max(staleness);
-                if !overlaps_fault(write.at, read.end) {
+                if !moved {
                     report.worst_healthy_staleness = report.worst_healthy_staleness.max(staleness);
                 }
             }
@@ -377,9 +392,13 @@ mod tests {
         history.read(2, 7, t + 40 * MS, t + 41 * MS, 2); // in the fault
         history.read(2, 7, t + 120 * MS, t + 121 * MS, 2); // within recovery
         history.read(2, 7, t + 160 * MS, t + 161 * MS, 2); // past recovery
+        // A write just after the fault, while the tier is still recovering.
+        history.write(8, 1, 1, t + 60 * MS);
+        history.read(2, 8, t + 100 * MS, t + 101 * MS, 0); // past propagation, within recovery
         let report = history.check(bounds());
         assert_eq!(report.violation_count, 1, "{report}");
         assert_eq!(report.violations[0].rule, Rule::Recovery);
+        assert_eq!(report.violations[0].read.key, 7);
         assert_eq!(report.worst_staleness, 160 * MS);
         assert_eq!(report.worst_healthy_staleness, Duration::ZERO);
     }
@@ -388,9 +407,9 @@ mod tests {
     fn older_writes_and_other_keys_do_not_count() {
         let t = Instant::now();
         let history = History::new();
-        history.write(7, 3, 1, t);
-        history.write(7, 2, 2, t + MS); // a slower writer of an older version
-        history.write(8, 9, 1, t);
+        history.write(7, 2, 2, t);
+        history.write(7, 3, 1, t + MS);
+        history.write(8, 9, 1, t); // another key
         history.read(2, 7, t + 50 * MS, t + 51 * MS, 3);
         history.read(1, 7, t + 50 * MS, t + 51 * MS, 4);
         history.failed_read();

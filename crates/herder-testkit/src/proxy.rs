@@ -349,18 +349,23 @@ async fn connection(
         counters.clone(),
     ));
     let kill = mode.wait_for(|m| m.epoch > born || (!m.dropping && poisoned.load(Relaxed)));
+    let (mut up_done, mut down_done) = (false, false);
     tokio::select! {
         _ = kill => {
             counters.resets.fetch_add(1, Relaxed);
         }
-        _ = &mut up => {}
-        _ = &mut down => {}
+        _ = &mut up => up_done = true,
+        _ = &mut down => down_done = true,
     }
     // Both halves of both sockets close now (dropped by the aborted pumps).
     up.abort();
     down.abort();
-    let _ = up.await;
-    let _ = down.await;
+    if !up_done {
+        let _ = up.await;
+    }
+    if !down_done {
+        let _ = down.await;
+    }
 }
 
 /// Forwards one direction until EOF or an error.
