@@ -11,7 +11,8 @@
 //! invalidations and faults of the run, the contract violations (must be 0), the worst staleness
 //! seen against the bounds, and whether every instance converged; exits 1 on a violation.
 //! Options: `--seed N`, `--keys N`, `--bound-ms N` (propagation bound, default 250),
-//! `--recovery-ms N` (default 3000), `--no-faults`. The harness is the one `cargo test` runs
+//! `--recovery-ms N` (default 3000), `--gap-ms N` (longest healthy gap between faults, default
+//! 4000), `--hold-ms N` (longest fault, default 800), `--no-faults`. The harness is the one `cargo test` runs
 //! (`crates/herder-redis/tests/support/fleet.rs`).
 
 #[path = "../../../crates/herder-redis/tests/support/fleet.rs"]
@@ -50,6 +51,8 @@ fn main() {
     let bound = Duration::from_millis(arg(&args, "--bound-ms").unwrap_or(250));
     let recovery = Duration::from_millis(arg(&args, "--recovery-ms").unwrap_or(3_000));
     let faults = !args.iter().any(|a| a == "--no-faults");
+    let gap = Duration::from_millis(arg(&args, "--gap-ms").unwrap_or(4_000));
+    let hold = Duration::from_millis(arg(&args, "--hold-ms").unwrap_or(800));
     let Some(redis) = RedisServer::start() else {
         eprintln!("fleet_check needs redis-server on the PATH");
         std::process::exit(2);
@@ -59,17 +62,17 @@ fn main() {
         .build()
         .expect("a runtime");
     println!(
-        "fleet_check: {minutes} min, {instances} instances, {keys} keys, seed {seed}, faults {faults}, \
-         bounds: propagation {bound:?}, recovery {recovery:?}"
+        "fleet_check: {minutes} min, {instances} instances, {keys} keys, seed {seed}, faults {faults} \
+         (gaps up to {gap:?}, held up to {hold:?}), bounds: propagation {bound:?}, recovery {recovery:?}"
     );
     let ok = runtime.block_on(async move {
         // Propagation on healthy Redis, measured alone (no workload, no faults).
         let probe = fleet::Fleet::new(&redis, instances.max(2), keys);
-        let mut took = probe.propagation(2_000).await;
+        let (mut took, skipped) = probe.propagation(2_000).await;
         took.sort();
         println!(
-            "invalidation propagation on healthy Redis (L1 of another instance, {} samples): \
-             p50 {:?}, p99 {:?}, max {:?}",
+            "invalidation propagation on healthy Redis (L1 of another instance, {} samples, {skipped} \
+             skipped): p50 {:?}, p99 {:?}, max {:?}",
             took.len(),
             percentile(&took, 0.50),
             percentile(&took, 0.99),
@@ -82,6 +85,8 @@ fn main() {
             keys,
             duration: Duration::from_secs(60 * minutes),
             faults,
+            gap,
+            hold,
             bounds: Bounds::new(bound, recovery),
         };
         let (outcome, _redis) = fleet::run(redis, check).await;

@@ -172,6 +172,9 @@ pub struct Check {
     pub duration: Duration,
     /// Inject faults (through the proxy and to the server) while the workload runs.
     pub faults: bool,
+    /// The longest healthy gap between faults, and the longest a fault is held.
+    pub gap: Duration,
+    pub hold: Duration,
     pub bounds: Bounds,
 }
 
@@ -186,6 +189,8 @@ impl Check {
             keys: 64,
             duration,
             faults: true,
+            gap: Chaos::new(seed).gap,
+            hold: Chaos::new(seed).hold,
             bounds: Bounds::new(Duration::from_millis(250), Duration::from_secs(3)),
         }
     }
@@ -276,23 +281,39 @@ impl Fleet {
         }
     }
 
-    /// How long an invalidation on one instance takes to drop the key from another's L1, on a
-    /// healthy Redis: `samples` times, a key cached on every instance is bumped and invalidated
-    /// through one, and another is watched (its L1 only) until the old value is gone.
-    pub async fn propagation(&self, samples: usize) -> Vec<Duration> {
+    /// How long an invalidation on one instance takes, from the `invalidate` call, to drop the
+    /// key from another's L1, on a healthy Redis: `samples` times, a key cached on another instance is bumped and
+    /// invalidated through one, and the other is watched (its L1 only) until the old value is
+    /// gone. Also returns how many samples could not start (the key would not stay in the
+    /// other's L1).
+    pub async fn propagation(&self, samples: usize) -> (Vec<Duration>, usize) {
         let mut took = Vec::with_capacity(samples);
+        let mut skipped = 0;
         let n = self.members.len();
         for sample in 0..samples {
             let key = sample as u64 % self.db.keys();
             let (from, to) = (sample % n, (sample + 1) % n);
-            self.members[to].get_with(key).await;
-            let old = self.members[to].cache.get(&key);
+            let mut old = None;
+            for _ in 0..10 {
+                self.members[to].get_with(key).await;
+                old = self.members[to].cache.get(&key);
+                if old.is_some() {
+                    break;
+                }
+            }
+            if old.is_none() {
+                skipped += 1;
+                continue;
+            }
             let mut row = self.db.lock(key);
             row.bump();
+            // Timed from the call: the thread that returns from `invalidate` may be descheduled
+            // while the other cores deliver the message, and a start taken after it would miss
+            // that time.
+            let start = Instant::now();
             self.members[from].cache.invalidate(&key);
             drop(row);
-            let start = Instant::now();
-            while self.members[to].cache.get(&key) == old && old.is_some() {
+            while self.members[to].cache.get(&key) == old {
                 if start.elapsed() > Duration::from_secs(5) {
                     break;
                 }
@@ -300,7 +321,7 @@ impl Fleet {
             }
             took.push(start.elapsed());
         }
-        took
+        (took, skipped)
     }
 }
 
@@ -315,11 +336,16 @@ pub async fn run(redis: RedisServer, check: Check) -> (Outcome, RedisServer) {
     let history = Arc::new(History::new());
     let chaos = {
         let (proxy, history) = (fleet.proxy.clone(), history.clone());
-        let (duration, faults, seed) = (check.duration, check.faults, check.seed);
+        let chaos = Chaos {
+            seed: check.seed ^ 0x5eed,
+            gap: check.gap,
+            hold: check.hold,
+        };
+        let (duration, faults) = (check.duration, check.faults);
         let mut redis = redis;
         tokio::task::spawn_blocking(move || {
             let injected = if faults {
-                Chaos::new(seed ^ 0x5eed).run(&proxy, &mut redis, &history, duration, &Fault::ALL)
+                chaos.run(&proxy, &mut redis, &history, duration, &Fault::ALL)
             } else {
                 Injected::default()
             };
