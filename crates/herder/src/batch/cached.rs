@@ -39,10 +39,10 @@ where
             fetched,
             refresh: Some(stale),
         } => match cache.join_refresh(key, &stale) {
-            Some(ticket) => Consult::HitAndRefresh(fetched.value, ticket),
+            Some((ticket, _)) => Consult::HitAndRefresh(fetched.value, ticket),
             None => Consult::Hit(fetched.value),
         },
-        Lookup::Miss(_) => match cache.join_flight(key) {
+        Lookup::Miss(_) => match cache.join_flight(key).0 {
             Join::Found(fetched) => Consult::Hit(fetched.value),
             Join::Follow(waiter, _) => Consult::Wait(waiter),
             Join::Lead(ticket, _) => Consult::Lead(ticket),

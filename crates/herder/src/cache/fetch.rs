@@ -5,7 +5,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::entry::{Entry, Freshness, Loaded};
+use super::entry::{Freshness, Loaded};
 use super::error::CacheError;
 use super::handle::Inner;
 use super::load::{self, CacheTicket, Fallback, Landing};
@@ -102,34 +102,53 @@ where
         }
     }
 
-    /// Under the flight shard lock, after a miss: did a load store a fresh entry meanwhile?
-    pub(crate) fn recheck(&self, key: &K) -> Option<Fetched<V>> {
-        let entry: Entry<V> = self.storage.peek(key)?;
+    /// Under the flight shard lock, after a miss: did a load store a fresh entry meanwhile? If
+    /// not, the value the new flight may fall back on is read here, under the lock that every
+    /// write of `key` takes (see `write.rs`): a fallback read before an invalidation never
+    /// reaches a flight registered after it.
+    fn recheck(&self, key: &K) -> Result<Fetched<V>, Option<Fallback<V>>> {
+        let Some(entry) = self.storage.peek(key) else {
+            return Err(None);
+        };
         let now = if entry.needs_clock() {
             self.clock.now()
         } else {
             0
         };
-        match entry.freshness(now, &self.config) {
-            Freshness::Fresh { .. } => {
+        match (entry.freshness(now, &self.config), &entry.value) {
+            (Freshness::Fresh { .. }, _) => {
                 let status = if entry.value.is_some() {
                     Status::Hit
                 } else {
                     Status::NegativeHit
                 };
-                Some(Fetched {
+                Ok(Fetched {
                     value: entry.value,
                     status,
                 })
             }
-            _ => None,
+            (Freshness::Stale | Freshness::Kept, Some(_)) => {
+                Err(Some(Fallback::of(entry, &self.config)))
+            }
+            _ => Err(None),
         }
     }
 
     /// Joins the flight of `key` after a miss, counting the miss (and the wait, for a follower).
-    /// `Found` if a load stored a fresh entry meanwhile.
-    pub(crate) fn join_flight(&self, key: &K) -> Join<K, Landing<V>, Fetched<V>> {
-        let join = self.flights.join(key, false, || self.recheck(key));
+    /// `Found` if a load stored a fresh entry meanwhile. A leader also gets the stale value its
+    /// load may fall back on, as it stood when the flight was registered.
+    pub(crate) fn join_flight(
+        &self,
+        key: &K,
+    ) -> (Join<K, Landing<V>, Fetched<V>>, Option<Fallback<V>>) {
+        let mut fallback = None;
+        let join = self.flights.join(key, false, || match self.recheck(key) {
+            Ok(fetched) => Some(fetched),
+            Err(stale) => {
+                fallback = stale;
+                None
+            }
+        });
         match &join {
             Join::Lead(..) => self.stats.bump(Counter::Miss),
             Join::Follow(..) => {
@@ -143,20 +162,36 @@ where
                 Counter::NegativeHit
             }),
         }
-        join
+        (join, fallback)
     }
 
     /// The flight for a background refresh of `key`, unless one is under way or the entry that
-    /// asked for it (`stale`) was replaced since it was read.
-    pub(crate) fn join_refresh(&self, key: &K, stale: &Fallback<V>) -> Option<CacheTicket<K, V>> {
-        let replaced = || {
-            let entry = self.storage.peek(key)?;
-            (entry.fresh_until != stale.fresh_until).then_some(())
+    /// asked for it (`stale`) was replaced or removed since it was read. The refresh falls back
+    /// on the entry as it stands under the flight lock, never on the caller's earlier copy.
+    pub(crate) fn join_refresh(
+        &self,
+        key: &K,
+        stale: &Fallback<V>,
+    ) -> Option<(CacheTicket<K, V>, Option<Fallback<V>>)> {
+        let mut fallback = None;
+        let current = || {
+            let entry = self
+                .storage
+                .peek(key)
+                .filter(|entry| entry.fresh_until == stale.fresh_until);
+            match entry {
+                Some(entry) if entry.value.is_some() => {
+                    fallback = Some(Fallback::of(entry, &self.config));
+                    None
+                }
+                // Replaced, invalidated or expired meanwhile: nothing to refresh.
+                _ => Some(()),
+            }
         };
-        match self.flights.join(key, false, replaced) {
+        match self.flights.join(key, false, current) {
             Join::Lead(ticket, _) => {
                 self.stats.bump(Counter::Refresh);
-                Some(ticket)
+                Some((ticket, fallback))
             }
             Join::Follow(..) | Join::Found(()) => None,
         }
@@ -170,8 +205,8 @@ where
         E: Send + Sync + 'static,
     {
         let runtime = task::runtime("Cache");
-        if let Some(ticket) = self.join_refresh(key, &stale) {
-            load::start(self, &runtime, ticket, load, Some(stale));
+        if let Some((ticket, fallback)) = self.join_refresh(key, &stale) {
+            load::start(self, &runtime, ticket, load, fallback);
         }
     }
 
@@ -181,7 +216,6 @@ where
         self: &Arc<Self>,
         key: &K,
         load: F,
-        fallback: Option<Fallback<V>>,
     ) -> Result<(Waiter<Landing<V>>, Status), Fetched<V>>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -189,7 +223,8 @@ where
         E: Send + Sync + 'static,
     {
         let runtime = task::runtime("Cache");
-        match self.join_flight(key) {
+        let (join, fallback) = self.join_flight(key);
+        match join {
             Join::Found(fetched) => Err(fetched),
             Join::Lead(ticket, waiter) => {
                 load::start(self, &runtime, ticket, load, fallback);
@@ -289,7 +324,7 @@ where
         Lookup::Miss(fallback) => fallback,
     };
     let deadline = wait.map(|wait| (tokio::time::Instant::now() + wait, wait));
-    match inner.join_load(&key, load, fallback.clone()) {
+    match inner.join_load(&key, load) {
         Err(fetched) => Ok(fetched),
         Ok((waiter, status)) => inner.wait(waiter, status, deadline, fallback).await,
     }

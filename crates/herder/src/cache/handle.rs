@@ -390,10 +390,9 @@ where
         if let Some(tier) = &inner.tier {
             tier.invalidate(&key);
         }
-        // Retire the load under way first, so it cannot overwrite what is stored here.
-        inner.flights.detach(&key);
+        // Retires the load under way, in the same step, so it cannot overwrite this value.
         let entry = Entry::new(value, ttl, inner.clock.now(), Duration::ZERO, &inner.config);
-        inner.storage.insert(key, entry);
+        inner.put(key, entry);
     }
 
     /// Removes `key`. A load of `key` under way still answers its callers, but its result is not
@@ -408,11 +407,13 @@ where
     /// assert_eq!(cache.get(&"a"), None);
     /// ```
     pub fn invalidate(&self, key: &K) {
-        self.inner.flights.detach(key);
-        self.inner.storage.remove(key);
+        // The tier first: from here on this instance does not read `key` from it until the
+        // shared copy is gone, so a load that starts after the local removal cannot bring the
+        // old value back from the tier.
         if let Some(tier) = &self.inner.tier {
             tier.invalidate(key);
         }
+        self.inner.remove_key(key);
     }
 
     /// [`invalidate`](Cache::invalidate) for every key.
@@ -425,11 +426,10 @@ where
     /// assert_eq!(cache.stats().entries, 0);
     /// ```
     pub fn invalidate_all(&self) {
-        self.inner.flights.detach_all();
-        self.inner.storage.clear();
         if let Some(tier) = &self.inner.tier {
             tier.invalidate_all();
         }
+        self.inner.remove_all();
     }
 
     /// `true` if `key` holds a fresh or stale value (not a cached absence); does not count as a

@@ -60,6 +60,23 @@ pub(crate) struct Fallback<V> {
     pub(crate) fresh_until: u64,
 }
 
+impl<V> Fallback<V> {
+    /// The fallback an entry holding a value offers.
+    ///
+    /// # Panics
+    ///
+    /// If the entry is a cached absence (callers check).
+    pub(crate) fn of(entry: Entry<V>, config: &Config) -> Self {
+        let keep_until = entry.keep_until(config);
+        let fresh_until = entry.fresh_until;
+        Fallback {
+            value: entry.value.expect("an entry with a value"),
+            keep_until,
+            fresh_until,
+        }
+    }
+}
+
 pub(crate) type CacheTicket<K, V> = Ticket<K, Landing<V>>;
 
 /// Starts the load of a flight this caller leads, as its own task.
