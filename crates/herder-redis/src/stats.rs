@@ -48,6 +48,9 @@ pub struct RedisStats {
     pub subscriptions: u64,
     /// Pub/sub resubscriptions after a lost connection (each flushes L1).
     pub resubscribes: u64,
+    /// Pub/sub connections given up because a PING did not come back in time (a half-open
+    /// socket or a stalled server); each is followed by a resubscription.
+    pub heartbeats_missed: u64,
 }
 
 macro_rules! counters {
@@ -88,6 +91,7 @@ counters!(
     invalidations_received,
     subscriptions,
     resubscribes,
+    heartbeats_missed,
 );
 
 pub(crate) fn bump(counter: &AtomicU64) {

@@ -23,6 +23,9 @@ const EPOCH_TTL_MS: u64 = 3_600_000;
 /// attempts to resubscribe: with Redis back, both resume within this.
 pub(crate) const MAX_RETRY: Duration = Duration::from_millis(250);
 
+/// How often the subscriber checks that its connection still answers.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// The background half of a [`RedisTier`](crate::RedisTier), from
 /// [`Builder::build_with_worker`](crate::Builder::build_with_worker): run it with
 /// [`Worker::run`]. It ends once every handle on the tier is dropped.
@@ -111,12 +114,33 @@ where
                 #[cfg(feature = "tracing")]
                 tracing::info!(prefix = %shared.prefix, "redis tier: resubscribed, L1 flushed");
             }
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                shared.receive(message.get_payload_bytes());
+            let (mut sink, mut messages) = pubsub.split();
+            // A connection can die without a word (a half-open socket, a paused server): a
+            // PING that does not come back in time ends it like a lost connection, so that the
+            // next subscription flushes L1.
+            let mut heartbeat = tokio::time::interval(HEARTBEAT);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            heartbeat.tick().await;
+            let ping_budget = budget.max(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    message = messages.next() => {
+                        let Some(message) = message else { break };
+                        let Some(shared) = shared.upgrade() else {
+                            return;
+                        };
+                        shared.receive(message.get_payload_bytes());
+                    }
+                    _ = heartbeat.tick() => {
+                        let ping = tokio::time::timeout(ping_budget, sink.ping::<redis::Value>());
+                        if !matches!(ping.await, Ok(Ok(_))) {
+                            if let Some(shared) = shared.upgrade() {
+                                bump(&shared.stats.heartbeats_missed);
+                            }
+                            break;
+                        }
+                    }
+                }
             }
         }
         if shared.strong_count() == 0 {
