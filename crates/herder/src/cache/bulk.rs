@@ -101,10 +101,7 @@ where
     if let (false, Some(runtime)) = (leads.is_empty(), &runtime) {
         start(inner, runtime, leads, load);
     }
-    let deadline = inner
-        .config
-        .wait_timeout
-        .map(|wait| (tokio::time::Instant::now() + wait, wait));
+    let deadline = super::clock::deadline(inner.config.wait_timeout);
     for wait in waits {
         let fetched = inner
             .wait(wait.waiter, wait.status, deadline, wait.fallback)

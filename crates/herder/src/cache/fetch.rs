@@ -323,7 +323,7 @@ where
         }
         Lookup::Miss(fallback) => fallback,
     };
-    let deadline = wait.map(|wait| (tokio::time::Instant::now() + wait, wait));
+    let deadline = super::clock::deadline(wait);
     match inner.join_load(&key, load) {
         Err(fetched) => Ok(fetched),
         Ok((waiter, status)) => inner.wait(waiter, status, deadline, fallback).await,

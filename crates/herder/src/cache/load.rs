@@ -206,9 +206,13 @@ where
             Err(_) => on_soft(soft),
         }
     }
-    let outcome = match (done, config.load_timeout) {
+    // A limit too long to express as an instant is no limit (see `Builder::load_timeout`).
+    let hard = config
+        .load_timeout
+        .and_then(|hard| Some((started.checked_add(hard)?, hard)));
+    let outcome = match (done, hard) {
         (Some(outcome), _) => outcome,
-        (None, Some(hard)) => match tokio::time::timeout_at(started + hard, load).await {
+        (None, Some((at, hard))) => match tokio::time::timeout_at(at, load).await {
             Ok(outcome) => outcome,
             Err(_) => return (Err(Cause::TimedOut(hard)), started.elapsed()),
         },
