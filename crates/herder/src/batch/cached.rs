@@ -42,7 +42,7 @@ where
             Some((ticket, _)) => Consult::HitAndRefresh(fetched.value, ticket),
             None => Consult::Hit(fetched.value),
         },
-        Lookup::Miss(_) => match cache.join_flight(key).0 {
+        Lookup::Miss(_) => match cache.join_flight(key, true).0 {
             Join::Found(fetched) => Consult::Hit(fetched.value),
             Join::Follow(waiter, _) => Consult::Wait(waiter),
             Join::Lead(ticket, _) => Consult::Lead(ticket),
@@ -74,11 +74,13 @@ pub(crate) fn finish<K, V, E>(
                 Ok(Landing::Failed {
                     cause,
                     fallback: None,
+                    late: None,
                 })
             }
             Err(Failure::Panicked(message)) => Ok(Landing::Failed {
                 cause: Cause::Panicked(message.clone()),
                 fallback: None,
+                late: None,
             }),
             Err(Failure::Cancelled) => Err(Failure::Cancelled),
         };

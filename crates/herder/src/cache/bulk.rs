@@ -75,7 +75,7 @@ where
             }
             continue;
         }
-        match inner.join_flight(&key) {
+        match inner.join_flight(&key, true) {
             (Join::Found(fetched), _) => {
                 found.insert(key, fetched);
             }
@@ -104,7 +104,7 @@ where
     let deadline = super::clock::deadline(inner.config.wait_timeout);
     for wait in waits {
         let fetched = inner
-            .wait(wait.waiter, wait.status, deadline, wait.fallback)
+            .wait(wait.waiter, wait.status, deadline, wait.fallback, false)
             .await?;
         found.insert(wait.key, fetched);
     }
@@ -166,6 +166,7 @@ where
                 }),
                 Err(Ok(cause)) => Ok(Landing::Failed {
                     cause: cause.clone(),
+                    late: None,
                     fallback: fallback.filter(|_| fail_safe).map(|f| f.value),
                 }),
                 Err(Err(failure)) => Err(failure.clone()),
