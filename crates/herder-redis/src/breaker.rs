@@ -36,9 +36,14 @@ impl Breaker {
         self.now() >= self.open_until.load(Relaxed)
     }
 
+    /// Records a success, which closes the circuit (a background call may succeed while it is
+    /// open: Redis is back).
     pub(crate) fn succeeded(&self) {
         if self.failures.load(Relaxed) != 0 {
             self.failures.store(0, Relaxed);
+        }
+        if self.open_until.load(Relaxed) != 0 {
+            self.open_until.store(0, Relaxed);
         }
     }
 
@@ -73,5 +78,9 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         breaker.succeeded();
         assert!(!breaker.failed(), "a success closed it");
+        let opened = (0..3).map(|_| breaker.failed()).last();
+        assert!(opened == Some(true) && !breaker.allows(), "open again");
+        breaker.succeeded();
+        assert!(breaker.allows(), "a success while open closes it at once");
     }
 }

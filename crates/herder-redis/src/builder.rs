@@ -21,6 +21,7 @@ pub(crate) struct Config {
     pub(crate) max_wait: Duration,
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
+    pub(crate) max_pending: usize,
 }
 
 /// Configures a [`RedisTier`]; made by [`RedisTier::builder`].
@@ -64,6 +65,7 @@ where
                 max_wait: Duration::from_secs(30),
                 breaker_threshold: 3,
                 breaker_cooldown: Duration::from_secs(1),
+                max_pending: 10_000,
             },
             _keys: PhantomData,
         }
@@ -118,6 +120,16 @@ where
         self
     }
 
+    /// How many invalidated keys this instance keeps while Redis cannot be reached (default
+    /// 10,000). Each is replayed when Redis answers again, and until then this instance does not
+    /// read the key from Redis. Past the bound the pending keys are folded into one
+    /// `invalidate_all` of the namespace (Redis cannot be told which keys to drop without
+    /// keeping them): correct, but every instance then reloads every key. Must be at least 1.
+    pub fn max_pending_invalidations(mut self, keys: usize) -> Self {
+        self.config.max_pending = keys;
+        self
+    }
+
     /// Builds the tier and spawns its background worker (pub/sub and invalidations) on the
     /// current Tokio runtime. Connects lazily: a Redis that is down at start-up only means the
     /// cache runs without it until it is back.
@@ -153,6 +165,11 @@ where
         if budget.is_zero() || max_wait.is_zero() {
             return Err(Error::setting("budget and max_wait must be positive"));
         }
+        if self.config.max_pending == 0 {
+            return Err(Error::setting(
+                "max_pending_invalidations must be at least 1",
+            ));
+        }
         if breaker_threshold == 0 {
             return Err(Error::setting("circuit_breaker needs at least 1 failure"));
         }
@@ -165,8 +182,8 @@ where
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager)
             .map_err(Error::redis)?;
         let prefix = format!("{}:h{FORMAT}:", self.namespace);
-        let (shared, jobs) = Shared::new(client, connection, prefix, self.codec, self.config);
-        let worker = Worker::new(&shared, jobs);
+        let shared = Shared::new(client, connection, prefix, self.codec, self.config);
+        let worker = Worker::new(&shared);
         Ok((RedisTier { shared }, worker))
     }
 }

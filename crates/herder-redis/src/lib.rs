@@ -49,6 +49,7 @@ mod codec;
 mod error;
 mod events;
 mod lease;
+mod pending;
 mod scripts;
 mod stats;
 mod tier;

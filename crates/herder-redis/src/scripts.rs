@@ -23,25 +23,39 @@ end
 ";
 
 /// ACQUIRE(prefix, key, token, lease_ms, ignore_value) →
-/// `{1, body, fresh_left_ms}` a fresh value; `{2, epoch, gen}` the lease; `{3, body}` a stale
-/// value while another instance holds the lease; `{4, lease_pttl}` wait.
+/// `{1, body, fresh_left_ms}` a fresh value; `{2, epoch, gen, corrupt}` the lease (`corrupt` is
+/// 1 when the stored value was unreadable and was dropped); `{3, body}` a stale value while
+/// another instance holds the lease; `{4, lease_pttl}` wait.
+///
+/// A stored value this script cannot read (no `|`, a deadline that is not a number, a key of
+/// another type) is a miss: it is deleted and the lease granted, so the next fill replaces it.
+/// It never raises a Lua error, which would count as a Redis failure against the breaker.
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{NAMES}
 local body = false
+local corrupt = 0
 if ARGV[5] ~= '1' then
-  local v = redis.call('GET', vkey)
+  local v = redis.pcall('GET', vkey)
+  if type(v) == 'table' then
+    v = false
+    corrupt = 1
+  end
   if v then
     local sep = string.find(v, '|', 1, true)
-    if sep then
-      local left = tonumber(string.sub(v, 1, sep - 1)) - now_ms()
+    local fresh = sep and tonumber(string.sub(v, 1, sep - 1))
+    if fresh then
+      local left = fresh - now_ms()
       body = string.sub(v, sep + 1)
       if left > 0 then return {{1, body, left}} end
+    else
+      corrupt = 1
     end
   end
+  if corrupt == 1 then redis.call('DEL', vkey) end
 end
 if redis.call('SET', lkey, ARGV[3], 'NX', 'PX', ARGV[4]) then
-  return {{2, redis.call('GET', ekey) or '0', gen}}
+  return {{2, redis.call('GET', ekey) or '0', gen, corrupt}}
 end
 if body then return {{3, body}} end
 return {{4, redis.call('PTTL', lkey)}}

@@ -26,18 +26,31 @@ pub struct RedisStats {
     pub circuit_opens: u64,
     /// Acquires skipped (circuit open, or waited past `max_wait`): loaded locally.
     pub skipped: u64,
-    /// Stored values that could not be decoded (treated as misses).
+    /// Stored values that could not be decoded (treated as misses, and replaced).
     pub decode_failures: u64,
-    /// Invalidations published by this instance.
+    /// Invalidations this instance made that Redis applied (and published to every instance).
     pub invalidations_sent: u64,
-    /// Invalidations that could not be published (Redis unreachable after retries).
+    /// Attempts to apply an invalidation that failed (Redis down, slow or the circuit open); the
+    /// invalidation stays pending and is retried until Redis applies it.
     pub invalidations_failed: u64,
+    /// Invalidations made while Redis could not be reached, applied once it answered again.
+    pub invalidations_replayed: u64,
+    /// Invalidations waiting for Redis right now (a pending `invalidate_all` counts as one).
+    pub invalidations_pending: u64,
+    /// Pending keys folded into one `invalidate_all` because the pending bound was reached
+    /// ([`Builder::max_pending_invalidations`](crate::Builder::max_pending_invalidations)).
+    pub invalidations_collapsed: u64,
+    /// L1 misses that did not read Redis because an invalidation of the key was pending.
+    pub l2_skipped_pending: u64,
     /// Invalidations from other instances applied to this instance's L1.
     pub invalidations_received: u64,
     /// Successful pub/sub subscriptions, the first one included.
     pub subscriptions: u64,
     /// Pub/sub resubscriptions after a lost connection (each flushes L1).
     pub resubscribes: u64,
+    /// Pub/sub connections given up because a PING did not come back in time (a half-open
+    /// socket or a stalled server); each is followed by a resubscription.
+    pub heartbeats_missed: u64,
 }
 
 macro_rules! counters {
@@ -49,7 +62,10 @@ macro_rules! counters {
 
         impl Counters {
             pub(crate) fn snapshot(&self) -> RedisStats {
-                RedisStats { $($field: self.$field.load(Relaxed),)* }
+                RedisStats {
+                    $($field: self.$field.load(Relaxed),)*
+                    ..RedisStats::default()
+                }
             }
         }
     };
@@ -69,9 +85,13 @@ counters!(
     decode_failures,
     invalidations_sent,
     invalidations_failed,
+    invalidations_replayed,
+    invalidations_collapsed,
+    l2_skipped_pending,
     invalidations_received,
     subscriptions,
     resubscribes,
+    heartbeats_missed,
 );
 
 pub(crate) fn bump(counter: &AtomicU64) {

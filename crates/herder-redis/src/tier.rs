@@ -11,7 +11,7 @@ use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, ScriptInvocation, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::breaker::Breaker;
@@ -19,9 +19,9 @@ use crate::builder::{Builder, Config};
 use crate::codec::{self, Codec};
 use crate::events::{self, Kind};
 use crate::lease::RedisLease;
+use crate::pending::{Added, Pending};
 use crate::scripts::ACQUIRE;
 use crate::stats::{Counters, RedisStats, bump};
-use crate::worker::Job;
 
 /// A Redis tier under a [`herder::Cache`]: give it to
 /// [`Builder::tier`](herder::cache::Builder::tier) on every instance of a fleet.
@@ -79,14 +79,25 @@ pub(crate) struct Shared<K, V> {
     pub(crate) local: OnceLock<LocalCache<K, V>>,
     /// Keys this instance waits for, woken by pub/sub messages.
     pub(crate) waiters: Mutex<HashMap<Vec<u8>, Arc<Notify>>>,
-    pub(crate) jobs: mpsc::UnboundedSender<Job>,
+    /// Invalidations Redis has not applied yet (see `pending.rs`).
+    pub(crate) pending: Mutex<Pending>,
+    /// Wakes the worker when an invalidation is added, or when the tier is dropped.
+    pub(crate) pending_added: Arc<Notify>,
     _keys: PhantomData<fn(K)>,
+}
+
+impl<K, V> Drop for Shared<K, V> {
+    fn drop(&mut self) {
+        // The worker holds no strong reference while it waits: wake it so that it ends.
+        self.pending_added.notify_one();
+    }
 }
 
 /// What ACQUIRE answered.
 enum Reply {
     Fresh(Vec<u8>, u64),
-    Lease(String, String),
+    /// The lease: epoch, generation, and whether an unreadable stored value was dropped.
+    Lease(String, String, bool),
     Stale(Vec<u8>),
     Wait(u64),
 }
@@ -105,7 +116,10 @@ where
 impl<K, V> RedisTier<K, V> {
     /// A snapshot of the counters.
     pub fn stats(&self) -> RedisStats {
-        self.shared.stats.snapshot()
+        RedisStats {
+            invalidations_pending: lock(&self.shared.pending).len() as u64,
+            ..self.shared.stats.snapshot()
+        }
     }
 
     /// `true` if Redis answers a `PING` within the time budget: a readiness check for start-up
@@ -149,9 +163,8 @@ impl<K, V> Shared<K, V> {
         prefix: String,
         codec: Arc<dyn Codec<V>>,
         config: Config,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Job>) {
-        let (jobs, receiver) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
+    ) -> Arc<Self> {
+        Arc::new(Shared {
             client,
             connection,
             channel: format!("{prefix}events"),
@@ -163,10 +176,32 @@ impl<K, V> Shared<K, V> {
             stats: Counters::default(),
             local: OnceLock::new(),
             waiters: Mutex::new(HashMap::new()),
-            jobs,
+            pending: Mutex::new(Pending::new(config.max_pending)),
+            pending_added: Arc::new(Notify::new()),
             _keys: PhantomData,
-        });
-        (shared, receiver)
+        })
+    }
+
+    /// Keeps an invalidation until Redis applies it, and wakes the worker.
+    pub(crate) fn add_pending(&self, key: Option<Vec<u8>>) {
+        let added = {
+            let mut pending = lock(&self.pending);
+            match key {
+                Some(key) => pending.add_key(key),
+                None => {
+                    pending.add_all();
+                    Added::Key
+                }
+            }
+        };
+        if let Added::Collapsed(keys) = added {
+            self.stats
+                .invalidations_collapsed
+                .fetch_add(keys as u64, std::sync::atomic::Ordering::Relaxed);
+            #[cfg(feature = "tracing")]
+            tracing::warn!(prefix = %self.prefix, keys, "redis tier: too many pending invalidations, invalidating every key instead");
+        }
+        self.pending_added.notify_one();
     }
 
     /// Runs a script within the time budget, through the circuit breaker.
@@ -175,6 +210,15 @@ impl<K, V> Shared<K, V> {
             bump(&self.stats.skipped);
             return None;
         }
+        self.run_unguarded(script).await
+    }
+
+    /// Runs a script within the time budget even while the circuit is open (background work,
+    /// which then also probes whether Redis is back: a success closes the circuit).
+    pub(crate) async fn run_unguarded<T: FromRedisValue>(
+        &self,
+        script: ScriptInvocation<'_>,
+    ) -> Option<T> {
         let mut connection = self.connection.clone();
         match tokio::time::timeout(self.config.budget, script.invoke_async(&mut connection)).await {
             Ok(Ok(value)) => {
@@ -257,6 +301,7 @@ fn parse(value: Value) -> Option<Reply> {
         2 => Some(Reply::Lease(
             String::from_redis_value(next()?).ok()?,
             String::from_redis_value(next()?).ok()?,
+            next().and_then(|v| i64::from_redis_value(v).ok()) == Some(1),
         )),
         3 => Some(Reply::Stale(Vec::<u8>::from_redis_value(next()?).ok()?)),
         4 => Some(Reply::Wait(
@@ -276,6 +321,12 @@ where
         let Ok(key) = postcard::to_stdvec(key) else {
             return Acquired::Unavailable;
         };
+        if lock(&self.pending).covers(&key) {
+            // This instance invalidated the key and Redis has not applied it yet: the shared
+            // copy may be the old value. Load locally, and fill nothing.
+            bump(&self.stats.l2_skipped_pending);
+            return Acquired::Unavailable;
+        }
         let token = format!("{:016x}{:016x}", self.instance, fastrand::u64(..));
         let lease_ms = self.config.lease_ttl.as_millis().to_string();
         let started = Instant::now();
@@ -307,7 +358,10 @@ where
                         ignore_value = true;
                     }
                 },
-                Reply::Lease(epoch, generation) => {
+                Reply::Lease(epoch, generation, corrupt) => {
+                    if corrupt {
+                        bump(&self.stats.decode_failures);
+                    }
                     bump(&self.stats.leases);
                     if waited {
                         bump(&self.stats.takeovers);
@@ -368,12 +422,13 @@ where
     }
 
     fn invalidate(&self, key: &K) {
+        // A key that does not serialize was never read from or written to Redis.
         if let Ok(key) = postcard::to_stdvec(key) {
-            let _ = self.shared.jobs.send(Job::Key(key));
+            self.shared.add_pending(Some(key));
         }
     }
 
     fn invalidate_all(&self) {
-        let _ = self.shared.jobs.send(Job::All);
+        self.shared.add_pending(None);
     }
 }

@@ -1,5 +1,6 @@
 //! The tier's background work: the pub/sub subscriber (wake-ups and invalidations from other
-//! instances) and the queue of invalidations this instance sends.
+//! instances) and the sender of this instance's pending invalidations, which retries each one
+//! until Redis applies it (see `pending.rs`).
 
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -7,20 +8,23 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::events::{self, Kind};
+use crate::pending::Job;
 use crate::scripts::{INVALIDATE, INVALIDATE_ALL};
 use crate::stats::bump;
-use crate::tier::Shared;
+use crate::tier::{Shared, lock};
 
 /// How long a key's epoch outlives its last invalidation: longer than any load should take.
 const EPOCH_TTL_MS: u64 = 3_600_000;
 
-pub(crate) enum Job {
-    Key(Vec<u8>),
-    All,
-}
+/// The longest pause between two attempts to apply a pending invalidation, and between two
+/// attempts to resubscribe: with Redis back, both resume within this.
+pub(crate) const MAX_RETRY: Duration = Duration::from_millis(250);
+
+/// How often the subscriber checks that its connection still answers.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// The background half of a [`RedisTier`](crate::RedisTier), from
 /// [`Builder::build_with_worker`](crate::Builder::build_with_worker): run it with
@@ -29,7 +33,7 @@ pub struct Worker<K, V> {
     shared: Weak<Shared<K, V>>,
     client: redis::Client,
     channel: String,
-    jobs: mpsc::UnboundedReceiver<Job>,
+    added: Arc<Notify>,
 }
 
 impl<K, V> Worker<K, V>
@@ -37,12 +41,12 @@ where
     K: DeserializeOwned + std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    pub(crate) fn new(shared: &Arc<Shared<K, V>>, jobs: mpsc::UnboundedReceiver<Job>) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared<K, V>>) -> Self {
         Worker {
             shared: Arc::downgrade(shared),
             client: shared.client.clone(),
             channel: shared.channel.clone(),
-            jobs,
+            added: shared.pending_added.clone(),
         }
     }
 
@@ -58,11 +62,11 @@ where
             shared,
             client,
             channel,
-            jobs,
+            added,
         } = self;
         tokio::select! {
             () = subscribe(shared.clone(), client, channel) => {}
-            () = invalidate(shared, jobs) => {}
+            () = invalidate(shared, added) => {}
         }
     }
 }
@@ -110,19 +114,40 @@ where
                 #[cfg(feature = "tracing")]
                 tracing::info!(prefix = %shared.prefix, "redis tier: resubscribed, L1 flushed");
             }
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                shared.receive(message.get_payload_bytes());
+            let (mut sink, mut messages) = pubsub.split();
+            // A connection can die without a word (a half-open socket, a paused server): a
+            // PING that does not come back in time ends it like a lost connection, so that the
+            // next subscription flushes L1.
+            let mut heartbeat = tokio::time::interval(HEARTBEAT);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            heartbeat.tick().await;
+            let ping_budget = budget.max(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    message = messages.next() => {
+                        let Some(message) = message else { break };
+                        let Some(shared) = shared.upgrade() else {
+                            return;
+                        };
+                        shared.receive(message.get_payload_bytes());
+                    }
+                    _ = heartbeat.tick() => {
+                        let ping = tokio::time::timeout(ping_budget, sink.ping::<redis::Value>());
+                        if !matches!(ping.await, Ok(Ok(_))) {
+                            if let Some(shared) = shared.upgrade() {
+                                bump(&shared.stats.heartbeats_missed);
+                            }
+                            break;
+                        }
+                    }
+                }
             }
         }
         if shared.strong_count() == 0 {
             return;
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(MAX_RETRY);
     }
 }
 
@@ -159,53 +184,69 @@ where
     }
 }
 
-async fn invalidate<K, V>(shared: Weak<Shared<K, V>>, mut jobs: mpsc::UnboundedReceiver<Job>)
+/// Applies this instance's pending invalidations in Redis, oldest first, retrying each until
+/// Redis answers; never drops one.
+async fn invalidate<K, V>(shared: Weak<Shared<K, V>>, added: Arc<Notify>)
 where
     K: Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    while let Some(job) = jobs.recv().await {
+    let mut backoff = Duration::from_millis(10);
+    // Set by a failed attempt, cleared once nothing is pending: what is sent meanwhile was
+    // replayed after an outage.
+    let mut outage = false;
+    loop {
+        let wake = added.notified();
+        let mut wake = std::pin::pin!(wake);
+        wake.as_mut().enable();
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let mut backoff = Duration::from_millis(20);
-        let mut sent = false;
-        for _ in 0..5 {
-            let mut script = match &job {
-                Job::Key(key) => {
-                    let mut script = INVALIDATE.prepare_invoke();
-                    script
-                        .arg(&shared.prefix)
-                        .arg(key)
-                        .arg(EPOCH_TTL_MS)
-                        .arg(&shared.channel)
-                        .arg(shared.message(Kind::Invalidated, key));
-                    script
-                }
-                Job::All => {
-                    let mut script = INVALIDATE_ALL.prepare_invoke();
-                    script
-                        .arg(&shared.prefix)
-                        .arg(&shared.channel)
-                        .arg(shared.message(Kind::All, b""));
-                    script
-                }
-            };
-            if shared
-                .run::<i64>(std::mem::replace(&mut script, INVALIDATE.prepare_invoke()))
-                .await
-                .is_some()
-            {
-                sent = true;
-                break;
+        let job = lock(&shared.pending).next_job();
+        let Some(job) = job else {
+            outage = false;
+            // No strong reference while waiting: dropping the tier wakes and ends this loop.
+            drop(shared);
+            wake.await;
+            continue;
+        };
+        let script = match &job {
+            Job::Key(key, _) => {
+                let mut script = INVALIDATE.prepare_invoke();
+                script
+                    .arg(&shared.prefix)
+                    .arg(key)
+                    .arg(EPOCH_TTL_MS)
+                    .arg(&shared.channel)
+                    .arg(shared.message(Kind::Invalidated, key));
+                script
             }
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
-        }
-        bump(if sent {
-            &shared.stats.invalidations_sent
+            Job::All(_) => {
+                let mut script = INVALIDATE_ALL.prepare_invoke();
+                script
+                    .arg(&shared.prefix)
+                    .arg(&shared.channel)
+                    .arg(shared.message(Kind::All, b""));
+                script
+            }
+        };
+        if shared.run_unguarded::<i64>(script).await.is_some() {
+            lock(&shared.pending).done(&job);
+            bump(&shared.stats.invalidations_sent);
+            if outage {
+                bump(&shared.stats.invalidations_replayed);
+            }
+            backoff = Duration::from_millis(10);
         } else {
-            &shared.stats.invalidations_failed
-        });
+            if !outage {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(prefix = %shared.prefix, "redis tier: an invalidation could not be applied; keeping it, and retrying");
+            }
+            outage = true;
+            bump(&shared.stats.invalidations_failed);
+            drop(shared);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_RETRY);
+        }
     }
 }

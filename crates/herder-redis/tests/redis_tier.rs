@@ -365,3 +365,155 @@ async fn a_value_that_does_not_decode_is_a_miss_and_is_replaced() {
         "the garbage was not replaced"
     );
 }
+
+/// Issue "Invalidation is final", item 4: the invalidating instance read the old value back from
+/// Redis before Redis had applied its invalidation, and kept it in L1 until its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invalidating_instance_never_refills_its_l1_from_the_stale_shared_copy() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let backend = Backend::new(Duration::ZERO);
+    let a = instance(&redis, Duration::from_secs(2));
+    let b = instance(&redis, Duration::from_secs(2));
+    let mut stale = 0;
+    for round in 1..=300u32 {
+        let key = u64::from(round % 7);
+        // Both instances and Redis hold the row as it is now.
+        let before = a.cache.get_with(key, backend.load(key)).await;
+        b.cache.get_with(key, backend.load(key)).await;
+        // A write: the row changes, then A invalidates it and reads it at once.
+        backend.version.fetch_add(1, SeqCst);
+        a.cache.invalidate(&key);
+        let after = a.cache.get_with(key, backend.load(key)).await;
+        let now = format!("row {key} v{}", backend.version.load(SeqCst));
+        stale += usize::from(after != now);
+        assert_ne!(before, now);
+    }
+    assert_eq!(stale, 0, "reads after invalidate got the old row");
+    // And the fleet converged on the new rows.
+    assert!(
+        eventually(Duration::from_secs(5), || a
+            .tier
+            .stats()
+            .invalidations_pending
+            == 0)
+        .await
+    );
+}
+
+/// Issue "Invalidation is final", item 5: an invalidation made while Redis stalls was dropped
+/// after a few tries, and an instance whose pub/sub connection survived the stall served the
+/// old value until its TTL. Now it is kept, replayed when Redis answers, and reaches the other
+/// instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_made_while_redis_stalls_is_replayed_when_it_returns() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let backend = Backend::new(Duration::ZERO);
+    let a = instance(&redis, Duration::from_secs(2));
+    let b = instance(&redis, Duration::from_secs(2));
+    assert_eq!(a.cache.get_with(1, backend.load(1)).await, "row 1 v1");
+    assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v1");
+    redis.pause();
+    backend.version.fetch_add(1, SeqCst);
+    a.cache.invalidate(&1);
+    // While Redis stalls, A answers with the new row (loaded locally, not read from Redis).
+    assert_eq!(a.cache.get_with(1, backend.load(1)).await, "row 1 v2");
+    // Several retries fail; the invalidation stays pending.
+    assert!(
+        eventually(Duration::from_secs(10), || a
+            .tier
+            .stats()
+            .invalidations_failed
+            >= 3)
+        .await
+    );
+    assert_eq!(a.tier.stats().invalidations_pending, 1);
+    redis.resume();
+    let b_cache = b.cache.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || b_cache.get(&1).as_deref()
+            != Some("row 1 v1"))
+        .await,
+        "B still serves the row A invalidated during the stall"
+    );
+    assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v2");
+    let stats = a.tier.stats();
+    assert_eq!(stats.invalidations_pending, 0);
+    assert!(stats.invalidations_replayed >= 1, "{stats:?}");
+    // Redis no longer holds the old row.
+    let mut raw = raw(&redis).await;
+    let stored: Option<Vec<u8>> = raw.get(redis_key("v", 1)).await.unwrap();
+    assert!(stored.is_none_or(|v| !String::from_utf8_lossy(&v).contains("v1")));
+}
+
+/// Issue "Invalidation is final", item 6: a value with text that is not a number before `|`
+/// made the acquire script raise a Lua error, counted as a Redis failure for every key, and was
+/// never replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_value_is_a_miss_that_is_replaced_and_never_trips_the_breaker() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut raw = raw(&redis).await;
+    let _: () = raw.set(redis_key("v", 3), "abc|garbage").await.unwrap();
+    // A key holding another type altogether.
+    let _: () = raw.rpush(redis_key("v", 4), "not a string").await.unwrap();
+    let backend = Backend::new(Duration::ZERO);
+    let a = instance(&redis, Duration::from_secs(2));
+    for _ in 0..5 {
+        for key in [3, 4] {
+            assert_eq!(
+                a.cache.get_with(key, backend.load(key)).await,
+                format!("row {key} v1")
+            );
+            a.cache.invalidate(&key);
+        }
+    }
+    let stats = a.tier.stats();
+    assert_eq!((stats.errors, stats.circuit_opens), (0, 0), "{stats:?}");
+    assert_eq!(stats.decode_failures, 2, "{stats:?}");
+    // Another instance reads the replaced value from Redis.
+    let b = instance(&redis, Duration::from_secs(2));
+    assert!(
+        eventually(Duration::from_secs(5), || a
+            .tier
+            .stats()
+            .invalidations_pending
+            == 0)
+        .await
+    );
+    assert_eq!(b.cache.get_with(3, backend.load(3)).await, "row 3 v1");
+    assert_eq!(b.tier.stats().errors, 0);
+}
+
+/// A healthy subscription answers its heartbeat; a stalled server does not, and the instance
+/// resubscribes (flushing its L1) once the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscription_is_detected_by_its_heartbeat() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let backend = Backend::new(Duration::ZERO);
+    let a = instance(&redis, Duration::from_secs(2));
+    a.cache.get_with(1, backend.load(1)).await;
+    // Three heartbeats on a healthy connection.
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let stats = a.tier.stats();
+    assert_eq!(
+        (stats.heartbeats_missed, stats.subscriptions),
+        (0, 1),
+        "{stats:?}"
+    );
+    redis.pause();
+    assert!(
+        eventually(Duration::from_secs(10), || a.tier.stats().heartbeats_missed
+            >= 1)
+        .await
+    );
+    redis.resume();
+    assert!(eventually(Duration::from_secs(10), || a.tier.stats().resubscribes >= 1).await);
+    assert_eq!(a.cache.get(&1), None, "the resubscription flushed L1");
+}

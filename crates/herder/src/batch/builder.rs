@@ -85,7 +85,9 @@ impl<L: Loader> Builder<L> {
 
     /// Remember each key's result (including "not found") for the life of the loader, as
     /// facebook/dataloader does by default (default `false`). Suited to a request-scoped loader;
-    /// for a long-lived one, put a `Cache` in front instead. Errors are never memoized.
+    /// for a long-lived one, put a `Cache` in front instead. Errors are never memoized. With a
+    /// [`cache`](Builder::cache) in front, the cache is the memo and this setting has no effect:
+    /// a memo of its own would keep serving values the cache has invalidated.
     pub fn memo(mut self, memo: bool) -> Self {
         self.config.memo = memo;
         self
@@ -142,8 +144,12 @@ impl<L: Loader> Builder<L> {
                 "max_concurrent_batches must be at least 1",
             ));
         }
+        let mut config = self.config;
+        // With a cache in front, the cache holds the values: a memo would keep serving a value
+        // the cache has invalidated.
+        config.memo &= self.cache.is_none();
         let cache = self.cache.map(|cache| cache.inner);
-        Ok(DataLoader::from_parts(self.loader, self.config, cache))
+        Ok(DataLoader::from_parts(self.loader, config, cache))
     }
 }
 

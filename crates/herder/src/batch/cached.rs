@@ -39,10 +39,10 @@ where
             fetched,
             refresh: Some(stale),
         } => match cache.join_refresh(key, &stale) {
-            Some(ticket) => Consult::HitAndRefresh(fetched.value, ticket),
+            Some((ticket, _)) => Consult::HitAndRefresh(fetched.value, ticket),
             None => Consult::Hit(fetched.value),
         },
-        Lookup::Miss(_) => match cache.join_flight(key) {
+        Lookup::Miss(_) => match cache.join_flight(key, true).0 {
             Join::Found(fetched) => Consult::Hit(fetched.value),
             Join::Follow(waiter, _) => Consult::Wait(waiter),
             Join::Lead(ticket, _) => Consult::Lead(ticket),
@@ -74,11 +74,13 @@ pub(crate) fn finish<K, V, E>(
                 Ok(Landing::Failed {
                     cause,
                     fallback: None,
+                    late: None,
                 })
             }
             Err(Failure::Panicked(message)) => Ok(Landing::Failed {
                 cause: Cause::Panicked(message.clone()),
                 fallback: None,
+                late: None,
             }),
             Err(Failure::Cancelled) => Err(Failure::Cancelled),
         };

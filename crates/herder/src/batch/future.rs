@@ -41,6 +41,7 @@ fn read_flight<L: Loader>(
         Ok(Landing::Failed {
             cause,
             fallback: None,
+            ..
         }) => Err(LoadError::from_cause(cause)),
         Err(failure) => Err(LoadError::failed(failure)),
     }

@@ -182,8 +182,14 @@ where
             return Found::Memo(value.clone());
         }
         if let Some((slot, position)) = self.index.get(key) {
-            self.counters.joined += 1;
-            return Found::Batch(slot.clone(), *position);
+            // With a cache in front, a batch that is already loading may have read the key
+            // before an invalidation of the cache (local or from another instance): the cache's
+            // flight for the key, which the batch leads until a write retires it, decides. A
+            // batch that has not started loading is joined either way: its load is fresh.
+            if cache.is_none() || self.is_pending(slot) {
+                self.counters.joined += 1;
+                return Found::Batch(slot.clone(), *position);
+            }
         }
         let ticket = match cache.map(|cache| cached::consult(cache, key)) {
             None => None,

@@ -115,6 +115,9 @@ where
     /// The longest a caller waits for a load (`try_get_with`, `fetch`, `get_many_with`). When
     /// it runs out, the caller gets the stale value if fail-safe kept one, or a timeout error;
     /// the load is never duplicated and goes on to fill the cache.
+    ///
+    /// Every duration this builder takes saturates: one too long to add to the current time
+    /// (`Duration::MAX`) means "never" (no expiry, no timeout), never an overflow later.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.config.wait_timeout = Some(timeout);
         self
@@ -142,7 +145,8 @@ where
     /// 1 ms suits TTLs of seconds. The ticker runs on the runtime `build` is called in, wakes it
     /// every `resolution`, and stops when the cache is dropped.
     ///
-    /// `build` fails outside a Tokio runtime with this setting.
+    /// `build` fails outside a Tokio runtime with this setting, and when `resolution` is zero or
+    /// longer than 1 s.
     pub fn clock_resolution(mut self, resolution: Duration) -> Self {
         self.config.clock_resolution = Some(resolution);
         self
@@ -170,10 +174,13 @@ where
         if let Some(reason) = self.config.invalid() {
             return Err(BuildError::new("Cache", reason));
         }
+        // Tables are sized for this many entries up front, and grow past it: a huge capacity
+        // must not allocate a huge table.
         let estimated = self.estimated_items.unwrap_or(match self.weigher {
             Some(_) => 1024,
             None => usize::try_from(capacity).unwrap_or(usize::MAX),
         });
+        let estimated = estimated.min(MAX_PRESIZED);
         let runtime = match self.config.clock_resolution {
             None => None,
             Some(_) => match tokio::runtime::Handle::try_current() {
@@ -190,6 +197,9 @@ where
         Ok(Cache::from_parts(storage, self.config, self.tier, runtime))
     }
 }
+
+/// The most entries the storage is sized for at build time (it grows beyond).
+const MAX_PRESIZED: usize = 1 << 20;
 
 impl<K, V> fmt::Debug for Builder<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -16,7 +16,6 @@ use super::error::CacheError;
 use super::fetch::Lookup;
 use super::handle::Inner;
 use super::load::{CacheTicket, Fallback, Landing, bounded};
-use super::stats::Counter;
 use super::status::{Fetched, Status};
 use crate::flight::{Join, Outcome, Waiter, task};
 
@@ -66,27 +65,30 @@ where
         };
         // Before the first join: without a runtime nothing could carry the load.
         runtime.get_or_insert_with(|| task::runtime("Cache::get_many_with"));
-        match inner.flights.join(&key, false, || inner.recheck(&key)) {
-            Join::Found(fetched) => {
+        if !waiting {
+            // Stale: refresh it with this call's load, unless it changed meanwhile.
+            if let Some(refresh) = fallback
+                .as_ref()
+                .and_then(|stale| inner.join_refresh(&key, stale))
+            {
+                leads.push(refresh);
+            }
+            continue;
+        }
+        match inner.join_flight(&key, true) {
+            (Join::Found(fetched), _) => {
                 found.insert(key, fetched);
             }
-            Join::Lead(ticket, waiter) => {
-                if waiting {
-                    inner.stats.bump(Counter::Miss);
-                    waits.push(Wait {
-                        key,
-                        waiter,
-                        status: Status::Miss,
-                        fallback: fallback.clone(),
-                    });
-                } else {
-                    inner.stats.bump(Counter::Refresh);
-                }
-                leads.push((ticket, fallback));
+            (Join::Lead(ticket, waiter), flight_fallback) => {
+                waits.push(Wait {
+                    key,
+                    waiter,
+                    status: Status::Miss,
+                    fallback,
+                });
+                leads.push((ticket, flight_fallback));
             }
-            Join::Follow(waiter, _) if waiting => {
-                inner.stats.bump(Counter::Miss);
-                inner.stats.bump(Counter::Coalesced);
+            (Join::Follow(waiter, _), _) => {
                 waits.push(Wait {
                     key,
                     waiter,
@@ -94,19 +96,15 @@ where
                     fallback,
                 });
             }
-            Join::Follow(..) => {}
         }
     }
     if let (false, Some(runtime)) = (leads.is_empty(), &runtime) {
         start(inner, runtime, leads, load);
     }
-    let deadline = inner
-        .config
-        .wait_timeout
-        .map(|wait| (tokio::time::Instant::now() + wait, wait));
+    let deadline = super::clock::deadline(inner.config.wait_timeout);
     for wait in waits {
         let fetched = inner
-            .wait(wait.waiter, wait.status, deadline, wait.fallback)
+            .wait(wait.waiter, wait.status, deadline, wait.fallback, false)
             .await?;
         found.insert(wait.key, fetched);
     }
@@ -168,6 +166,7 @@ where
                 }),
                 Err(Ok(cause)) => Ok(Landing::Failed {
                     cause: cause.clone(),
+                    late: None,
                     fallback: fallback.filter(|_| fail_safe).map(|f| f.value),
                 }),
                 Err(Err(failure)) => Err(failure.clone()),

@@ -57,6 +57,16 @@ pub(crate) async fn tick<T>(owner: Weak<T>, resolution: Duration, clock: impl Fn
     }
 }
 
+/// When a wait of `wait` from now ends, with the wait (for the error): `None` without a wait or
+/// when it is too long to express as an instant (it never ends).
+pub(crate) fn deadline(wait: Option<Duration>) -> Option<(Instant, Duration)> {
+    let wait = wait?;
+    Some((Instant::now().checked_add(wait)?, wait))
+}
+
+/// The longest clock resolution `Builder::clock_resolution` accepts.
+pub(crate) const MAX_RESOLUTION: Duration = Duration::from_secs(1);
+
 /// `d` in nanoseconds, saturating (a TTL of centuries is "never").
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(NEVER)

@@ -90,7 +90,9 @@ impl Config {
     /// expiry; `Some(ZERO)`: do not share (an absence with no negative TTL).
     pub(crate) fn shared_ttl<V>(&self, loaded: &super::Loaded<V>) -> Option<Duration> {
         match (&loaded.value, loaded.ttl) {
-            (Some(_), ttl) => ttl.or(self.ttl).map(|ttl| ttl + self.stale_window),
+            (Some(_), ttl) => ttl
+                .or(self.ttl)
+                .map(|ttl| ttl.saturating_add(self.stale_window)),
             (None, Some(ttl)) => Some(ttl),
             (None, None) => Some(self.negative_ttl.unwrap_or(Duration::ZERO)),
         }
@@ -128,6 +130,12 @@ impl Config {
         .any(|t| t.is_some_and(|t| t.is_zero()))
         {
             return Some("timeouts and the clock resolution must be positive");
+        }
+        if self
+            .clock_resolution
+            .is_some_and(|r| r > super::clock::MAX_RESOLUTION)
+        {
+            return Some("clock_resolution must be at most 1 s");
         }
         if let (Some(soft), Some(hard)) = (self.soft_load_timeout, self.load_timeout)
             && soft >= hard

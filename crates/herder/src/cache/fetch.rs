@@ -5,7 +5,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::entry::{Entry, Freshness, Loaded};
+use super::entry::{Freshness, Loaded};
 use super::error::CacheError;
 use super::handle::Inner;
 use super::load::{self, CacheTicket, Fallback, Landing};
@@ -102,34 +102,57 @@ where
         }
     }
 
-    /// Under the flight shard lock, after a miss: did a load store a fresh entry meanwhile?
-    pub(crate) fn recheck(&self, key: &K) -> Option<Fetched<V>> {
-        let entry: Entry<V> = self.storage.peek(key)?;
+    /// Under the flight shard lock, after a miss: did a load store a fresh entry meanwhile? If
+    /// not, the value the new flight may fall back on is read here, under the lock that every
+    /// write of `key` takes (see `write.rs`): a fallback read before an invalidation never
+    /// reaches a flight registered after it.
+    fn recheck(&self, key: &K, absent_is_hit: bool) -> Result<Fetched<V>, Option<Fallback<V>>> {
+        let Some(entry) = self.storage.peek(key) else {
+            return Err(None);
+        };
         let now = if entry.needs_clock() {
             self.clock.now()
         } else {
             0
         };
-        match entry.freshness(now, &self.config) {
-            Freshness::Fresh { .. } => {
+        match (entry.freshness(now, &self.config), &entry.value) {
+            (Freshness::Fresh { .. }, None) if !absent_is_hit => Err(None),
+            (Freshness::Fresh { .. }, _) => {
                 let status = if entry.value.is_some() {
                     Status::Hit
                 } else {
                     Status::NegativeHit
                 };
-                Some(Fetched {
+                Ok(Fetched {
                     value: entry.value,
                     status,
                 })
             }
-            _ => None,
+            (Freshness::Stale | Freshness::Kept, Some(_)) => {
+                Err(Some(Fallback::of(entry, &self.config)))
+            }
+            _ => Err(None),
         }
     }
 
     /// Joins the flight of `key` after a miss, counting the miss (and the wait, for a follower).
-    /// `Found` if a load stored a fresh entry meanwhile.
-    pub(crate) fn join_flight(&self, key: &K) -> Join<K, Landing<V>, Fetched<V>> {
-        let join = self.flights.join(key, false, || self.recheck(key));
+    /// `Found` if a load stored a fresh entry meanwhile. A leader also gets the stale value its
+    /// load may fall back on, as it stood when the flight was registered.
+    pub(crate) fn join_flight(
+        &self,
+        key: &K,
+        absent_is_hit: bool,
+    ) -> (Join<K, Landing<V>, Fetched<V>>, Option<Fallback<V>>) {
+        let mut fallback = None;
+        let join = self
+            .flights
+            .join(key, false, || match self.recheck(key, absent_is_hit) {
+                Ok(fetched) => Some(fetched),
+                Err(stale) => {
+                    fallback = stale;
+                    None
+                }
+            });
         match &join {
             Join::Lead(..) => self.stats.bump(Counter::Miss),
             Join::Follow(..) => {
@@ -143,20 +166,36 @@ where
                 Counter::NegativeHit
             }),
         }
-        join
+        (join, fallback)
     }
 
     /// The flight for a background refresh of `key`, unless one is under way or the entry that
-    /// asked for it (`stale`) was replaced since it was read.
-    pub(crate) fn join_refresh(&self, key: &K, stale: &Fallback<V>) -> Option<CacheTicket<K, V>> {
-        let replaced = || {
-            let entry = self.storage.peek(key)?;
-            (entry.fresh_until != stale.fresh_until).then_some(())
+    /// asked for it (`stale`) was replaced or removed since it was read. The refresh falls back
+    /// on the entry as it stands under the flight lock, never on the caller's earlier copy.
+    pub(crate) fn join_refresh(
+        &self,
+        key: &K,
+        stale: &Fallback<V>,
+    ) -> Option<(CacheTicket<K, V>, Option<Fallback<V>>)> {
+        let mut fallback = None;
+        let current = || {
+            let entry = self
+                .storage
+                .peek(key)
+                .filter(|entry| entry.fresh_until == stale.fresh_until);
+            match entry {
+                Some(entry) if entry.value.is_some() => {
+                    fallback = Some(Fallback::of(entry, &self.config));
+                    None
+                }
+                // Replaced, invalidated or expired meanwhile: nothing to refresh.
+                _ => Some(()),
+            }
         };
-        match self.flights.join(key, false, replaced) {
+        match self.flights.join(key, false, current) {
             Join::Lead(ticket, _) => {
                 self.stats.bump(Counter::Refresh);
-                Some(ticket)
+                Some((ticket, fallback))
             }
             Join::Follow(..) | Join::Found(()) => None,
         }
@@ -170,18 +209,18 @@ where
         E: Send + Sync + 'static,
     {
         let runtime = task::runtime("Cache");
-        if let Some(ticket) = self.join_refresh(key, &stale) {
-            load::start(self, &runtime, ticket, load, Some(stale));
+        if let Some((ticket, fallback)) = self.join_refresh(key, &stale) {
+            load::start(self, &runtime, ticket, load, fallback, true);
         }
     }
 
     /// Leads or joins the load of `key`. Returns the wait and how this call will be reported, or
-    /// the value if a load stored it meanwhile.
+    /// the value if a load stored it meanwhile (a cached absence only if `absent_is_hit`).
     pub(crate) fn join_load<F, Fut, E>(
         self: &Arc<Self>,
         key: &K,
         load: F,
-        fallback: Option<Fallback<V>>,
+        absent_is_hit: bool,
     ) -> Result<(Waiter<Landing<V>>, Status), Fetched<V>>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -189,26 +228,29 @@ where
         E: Send + Sync + 'static,
     {
         let runtime = task::runtime("Cache");
-        match self.join_flight(key) {
+        let (join, fallback) = self.join_flight(key, absent_is_hit);
+        match join {
             Join::Found(fetched) => Err(fetched),
             Join::Lead(ticket, waiter) => {
-                load::start(self, &runtime, ticket, load, fallback);
+                load::start(self, &runtime, ticket, load, fallback, absent_is_hit);
                 Ok((waiter, Status::Miss))
             }
             Join::Follow(waiter, _) => Ok((waiter, Status::Coalesced)),
         }
     }
 
-    /// Waits for a load, within `wait` (measured from `deadline`'s start), falling back on the
-    /// stale value the caller saw when the wait runs out.
+    /// Waits for a load, within `deadline`, falling back on the stale value the caller saw
+    /// when the wait runs out. A `patient` caller (one with no use for a timeout) waits past a
+    /// soft timeout for the load's final landing.
     pub(crate) async fn wait<E: Send + Sync + 'static>(
         &self,
         waiter: Waiter<Landing<V>>,
         status: Status,
         deadline: Option<(tokio::time::Instant, Duration)>,
         fallback: Option<Fallback<V>>,
+        patient: bool,
     ) -> Result<Fetched<V>, CacheError<E>> {
-        let outcome = match deadline {
+        let mut outcome = match deadline {
             None => waiter.await,
             Some((at, wait)) => match tokio::time::timeout_at(at, waiter).await {
                 Ok(outcome) => outcome,
@@ -226,6 +268,15 @@ where
                 }
             },
         };
+        if patient
+            && let Ok(Landing::Failed {
+                fallback: None,
+                late: Some(late),
+                ..
+            }) = &outcome
+        {
+            outcome = Waiter::new(late.clone()).await;
+        }
         self.interpret(outcome, status)
     }
 
@@ -240,6 +291,7 @@ where
             Ok(Landing::Failed {
                 cause,
                 fallback: Some(value),
+                ..
             }) => {
                 self.stats.bump(Counter::StaleServed);
                 let status = match cause {
@@ -254,10 +306,21 @@ where
             Ok(Landing::Failed {
                 cause,
                 fallback: None,
+                ..
             }) => Err(CacheError::from_cause(cause)),
             Err(failure) => Err(CacheError::from_failure(failure)),
         }
     }
+}
+
+/// How a read treats what it finds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Read {
+    /// The longest the caller waits for a load.
+    pub(crate) wait: Option<Duration>,
+    /// `get_with`: a cached absence is a miss (its own loader says the value exists), and a soft
+    /// timeout is waited out.
+    pub(crate) present: bool,
 }
 
 /// One read-through call: serve what is cached, or lead or join the load.
@@ -265,7 +328,7 @@ pub(crate) async fn fetch<K, V, F, Fut, E>(
     inner: &Arc<Inner<K, V>>,
     key: K,
     load: F,
-    wait: Option<Duration>,
+    read: Read,
 ) -> Result<Fetched<V>, CacheError<E>>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
@@ -275,6 +338,7 @@ where
     E: Send + Sync + 'static,
 {
     let fallback = match inner.lookup(&key) {
+        Lookup::Serve { fetched, .. } if read.present && fetched.value.is_none() => None,
         Lookup::Serve {
             fetched,
             refresh: None,
@@ -288,9 +352,13 @@ where
         }
         Lookup::Miss(fallback) => fallback,
     };
-    let deadline = wait.map(|wait| (tokio::time::Instant::now() + wait, wait));
-    match inner.join_load(&key, load, fallback.clone()) {
+    let deadline = super::clock::deadline(read.wait);
+    match inner.join_load(&key, load, !read.present) {
         Err(fetched) => Ok(fetched),
-        Ok((waiter, status)) => inner.wait(waiter, status, deadline, fallback).await,
+        Ok((waiter, status)) => {
+            inner
+                .wait(waiter, status, deadline, fallback, read.present)
+                .await
+        }
     }
 }

@@ -152,9 +152,13 @@ where
 
     /// The value of `key`, loaded with `init` on a miss. Concurrent misses share one load.
     ///
-    /// `get_with` is for loads that cannot fail; it does not apply the cache's `wait_timeout`.
-    /// Use [`try_get_with`](Cache::try_get_with) or [`fetch`](Cache::fetch) to see errors,
-    /// timeouts and absences.
+    /// `get_with` is for loads that cannot fail, and it always returns a value: when the load
+    /// it joined was started elsewhere and failed (a `try_get_with` whose loader erred, a load
+    /// cut by the hard `load_timeout`), or when the key is cached as "not found" by
+    /// [`fetch`](Cache::fetch), it loads the key with its own `init`. It waits out the cache's
+    /// soft load timeout (the load goes on) and does not apply its `wait_timeout`. Use
+    /// [`try_get_with`](Cache::try_get_with) or [`fetch`](Cache::fetch) to see errors, timeouts
+    /// and absences.
     ///
     /// # Cancel safety
     ///
@@ -163,9 +167,9 @@ where
     ///
     /// # Panics
     ///
-    /// If the load panicked (every waiter panics with its message), was cut by the hard
-    /// `load_timeout`, or the key is cached as "not found" by [`fetch`](Cache::fetch); and when
-    /// polled outside a Tokio runtime on a miss.
+    /// Only for a failure of its own `init`: when `init` panicked (every caller waiting on that
+    /// load panics with its message) or was cut by the hard `load_timeout`. And when polled
+    /// outside a Tokio runtime on a miss.
     ///
     /// ```
     /// # use herder::Cache;
@@ -183,20 +187,39 @@ where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let load = move || async move { Ok::<_, Infallible>(Loaded::found(init().await)) };
-        match fetch::fetch(&self.inner, key, load, None).await {
-            Ok(Fetched {
-                value: Some(value), ..
-            }) => value,
-            Ok(Fetched { value: None, .. }) => {
-                panic!(
-                    "Cache::get_with: the key is cached as not found; use `fetch` for keys that may be absent"
-                )
+        // `init` runs at most once, in this call's own load; a load it merely joined leaves it.
+        let init = Arc::new(std::sync::Mutex::new(Some(init)));
+        let read = fetch::Read {
+            wait: None,
+            present: true,
+        };
+        loop {
+            let mine = init.clone();
+            let load = move || {
+                let init = mine.lock().unwrap_or_else(|e| e.into_inner()).take();
+                async move {
+                    let init = init.expect("a load runs its loader once");
+                    Ok::<_, Infallible>(Loaded::found(init().await))
+                }
+            };
+            let failed = match fetch::fetch(&self.inner, key.clone(), load, read).await {
+                Ok(Fetched {
+                    value: Some(value), ..
+                }) => return value,
+                // A joined load found nothing (a `fetch` elsewhere): load it with `init`.
+                Ok(Fetched { value: None, .. }) => None,
+                Err(err) => Some(err),
+            };
+            let own = init.lock().unwrap_or_else(|e| e.into_inner()).is_none();
+            match failed {
+                Some(err) if own => match err.panic_message() {
+                    Some(message) => panic!("{message}"),
+                    None => panic!("Cache::get_with: {err}"),
+                },
+                // The joined load (another call site's) failed or found nothing: try again,
+                // which leads a load with `init` unless another one started meanwhile.
+                _ => continue,
             }
-            Err(err) => match err.panic_message() {
-                Some(message) => panic!("{message}"),
-                None => panic!("Cache::get_with: {err}"),
-            },
         }
     }
 
@@ -226,8 +249,11 @@ where
         E: Send + Sync + 'static,
     {
         let load = move || async move { init().await.map(Loaded::found) };
-        let wait = self.inner.config.wait_timeout;
-        match fetch::fetch(&self.inner, key, load, wait).await? {
+        let read = fetch::Read {
+            wait: self.inner.config.wait_timeout,
+            present: false,
+        };
+        match fetch::fetch(&self.inner, key, load, read).await? {
             Fetched {
                 value: Some(value), ..
             } => Ok(value),
@@ -269,7 +295,11 @@ where
         Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
         E: Send + Sync + 'static,
     {
-        fetch::fetch(&self.inner, key, load, self.inner.config.wait_timeout).await
+        let read = fetch::Read {
+            wait: self.inner.config.wait_timeout,
+            present: false,
+        };
+        fetch::fetch(&self.inner, key, load, read).await
     }
 
     /// Many keys at once: hits are answered from the cache, keys already being loaded are joined,
@@ -390,10 +420,9 @@ where
         if let Some(tier) = &inner.tier {
             tier.invalidate(&key);
         }
-        // Retire the load under way first, so it cannot overwrite what is stored here.
-        inner.flights.detach(&key);
+        // Retires the load under way, in the same step, so it cannot overwrite this value.
         let entry = Entry::new(value, ttl, inner.clock.now(), Duration::ZERO, &inner.config);
-        inner.storage.insert(key, entry);
+        inner.put(key, entry);
     }
 
     /// Removes `key`. A load of `key` under way still answers its callers, but its result is not
@@ -408,11 +437,13 @@ where
     /// assert_eq!(cache.get(&"a"), None);
     /// ```
     pub fn invalidate(&self, key: &K) {
-        self.inner.flights.detach(key);
-        self.inner.storage.remove(key);
+        // The tier first: from here on this instance does not read `key` from it until the
+        // shared copy is gone, so a load that starts after the local removal cannot bring the
+        // old value back from the tier.
         if let Some(tier) = &self.inner.tier {
             tier.invalidate(key);
         }
+        self.inner.remove_key(key);
     }
 
     /// [`invalidate`](Cache::invalidate) for every key.
@@ -425,11 +456,10 @@ where
     /// assert_eq!(cache.stats().entries, 0);
     /// ```
     pub fn invalidate_all(&self) {
-        self.inner.flights.detach_all();
-        self.inner.storage.clear();
         if let Some(tier) = &self.inner.tier {
             tier.invalidate_all();
         }
+        self.inner.remove_all();
     }
 
     /// `true` if `key` holds a fresh or stale value (not a cached absence); does not count as a

@@ -29,7 +29,28 @@ pub(crate) enum Landing<V> {
         took: Duration,
     },
     /// The loader failed; `fallback` is the last good value when fail-safe can serve one.
-    Failed { cause: Cause, fallback: Option<V> },
+    /// `late`: the soft timeout passed and the load goes on; the slot gets its final landing
+    /// (for callers that would rather wait, such as `get_with`).
+    Failed {
+        cause: Cause,
+        fallback: Option<V>,
+        late: Option<Late<V>>,
+    },
+}
+
+/// Where the final landing of a load that passed its soft timeout arrives.
+pub(crate) type Late<V> = crate::sync::Arc<Slot<Landing<V>>>;
+
+/// Completes a late slot as cancelled if its load ends without completing it (its task was
+/// aborted), so that nobody waits for it forever.
+struct LateGuard<V: Clone>(Option<Late<V>>);
+
+impl<V: Clone> Drop for LateGuard<V> {
+    fn drop(&mut self) {
+        if let Some(late) = self.0.take() {
+            late.complete(Err(Failure::Cancelled));
+        }
+    }
 }
 
 /// Why a load failed.
@@ -60,6 +81,23 @@ pub(crate) struct Fallback<V> {
     pub(crate) fresh_until: u64,
 }
 
+impl<V> Fallback<V> {
+    /// The fallback an entry holding a value offers.
+    ///
+    /// # Panics
+    ///
+    /// If the entry is a cached absence (callers check).
+    pub(crate) fn of(entry: Entry<V>, config: &Config) -> Self {
+        let keep_until = entry.keep_until(config);
+        let fresh_until = entry.fresh_until;
+        Fallback {
+            value: entry.value.expect("an entry with a value"),
+            keep_until,
+            fresh_until,
+        }
+    }
+}
+
 pub(crate) type CacheTicket<K, V> = Ticket<K, Landing<V>>;
 
 /// Starts the load of a flight this caller leads, as its own task.
@@ -69,6 +107,7 @@ pub(crate) fn start<K, V, F, Fut, E>(
     ticket: CacheTicket<K, V>,
     load: F,
     fallback: Option<Fallback<V>>,
+    absent_is_hit: bool,
 ) where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -83,7 +122,8 @@ pub(crate) fn start<K, V, F, Fut, E>(
     let early = ticket.slot().clone();
     let config = inner.config;
     let owner = inner.clone();
-    let load = through_tier(inner.tier.clone(), ticket.key().clone(), load, config);
+    let tier = inner.tier.clone();
+    let load = through_tier(tier, ticket.key().clone(), load, config, absent_is_hit);
     task::spawn(
         runtime,
         move || land(load, config, early, fallback),
@@ -101,6 +141,7 @@ fn through_tier<K, V, F, Fut, E>(
     key: K,
     load: F,
     config: Config,
+    absent_is_hit: bool,
 ) -> impl FnOnce() -> BoxedLoad<V, E> + Send + 'static
 where
     K: Send + Sync + 'static,
@@ -115,6 +156,8 @@ where
                 return load().await;
             };
             match tier.acquire(&key).await {
+                // `get_with` has a loader that says the value exists: it loads it itself.
+                Acquired::Hit(loaded) if loaded.value.is_none() && !absent_is_hit => load().await,
                 Acquired::Hit(loaded) => Ok(loaded),
                 Acquired::Unavailable => load().await,
                 Acquired::Lead(lease) => {
@@ -145,24 +188,35 @@ where
     Fut: Future<Output = Result<Loaded<V>, E>>,
     E: Send + Sync + 'static,
 {
+    let mut late = LateGuard(None);
     let (result, took) = bounded(async move { load().await }, &config, |soft| {
         // Release the waiters (with the stale value if there is one); keep loading, so the
         // result can still fill the cache. New callers join and get this answer at once.
-        let cause = Cause::TimedOut(soft);
+        let slot: Late<V> = crate::sync::Arc::new(Slot::new());
         early.complete(Ok(Landing::Failed {
-            cause,
+            cause: Cause::TimedOut(soft),
             fallback: fallback.clone(),
+            late: Some(slot.clone()),
         }));
+        late.0 = Some(slot);
     })
     .await;
-    match result {
+    let landing = match result {
         Ok(loaded) => Landing::Loaded {
             value: loaded.value,
             ttl: loaded.ttl,
             took,
         },
-        Err(cause) => Landing::Failed { cause, fallback },
+        Err(cause) => Landing::Failed {
+            cause,
+            fallback,
+            late: None,
+        },
+    };
+    if let Some(slot) = late.0.take() {
+        slot.complete(Ok(landing.clone()));
     }
+    landing
 }
 
 /// Runs `load`, catching a panic, within the configured load timeouts: `on_soft` runs if the
@@ -189,9 +243,13 @@ where
             Err(_) => on_soft(soft),
         }
     }
-    let outcome = match (done, config.load_timeout) {
+    // A limit too long to express as an instant is no limit (see `Builder::load_timeout`).
+    let hard = config
+        .load_timeout
+        .and_then(|hard| Some((started.checked_add(hard)?, hard)));
+    let outcome = match (done, hard) {
         (Some(outcome), _) => outcome,
-        (None, Some(hard)) => match tokio::time::timeout_at(started + hard, load).await {
+        (None, Some((at, hard))) => match tokio::time::timeout_at(at, load).await {
             Ok(outcome) => outcome,
             Err(_) => return (Err(Cause::TimedOut(hard)), started.elapsed()),
         },

@@ -18,6 +18,7 @@ mod stats;
 mod status;
 mod storage;
 mod tier;
+mod write;
 
 pub(crate) use fetch::Lookup;
 pub(crate) use handle::Inner;

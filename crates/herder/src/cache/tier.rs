@@ -95,8 +95,7 @@ where
         let Some(inner) = self.inner.upgrade() else {
             return false;
         };
-        inner.flights.detach(key);
-        inner.storage.remove(key);
+        inner.remove_key(key);
         true
     }
 
@@ -106,8 +105,7 @@ where
         let Some(inner) = self.inner.upgrade() else {
             return false;
         };
-        inner.flights.detach_all();
-        inner.storage.clear();
+        inner.remove_all();
         true
     }
 }

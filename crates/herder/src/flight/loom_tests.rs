@@ -165,9 +165,9 @@ fn a_join_racing_a_storing_finish_never_starts_a_duplicate_flight() {
     });
 }
 
-/// The cache's protocol: a load stores its value in the finish step (under the shard lock); an
-/// invalidation retires the flight, then removes the stored value; an insert retires it, then
-/// stores the new value. Whatever the interleaving, the loaded (old) value never outlives an
+/// The cache's store protocol (`cache/write.rs`): a load stores its value in the finish step
+/// (under the shard lock); an invalidation or an insert retires the flight and writes in one step
+/// under that lock. Whatever the interleaving, the loaded (old) value never outlives an
 /// invalidation or overwrites an insert that began after the load.
 #[test]
 fn a_load_never_stores_over_an_invalidation_or_insert_made_during_it() {
@@ -180,8 +180,7 @@ fn a_load_never_stores_over_an_invalidation_or_insert_made_during_it() {
             };
             let (other, stored) = (flights.clone(), storage.clone());
             let t = thread::spawn(move || {
-                other.detach(&1);
-                *stored.lock().unwrap() = insert.then_some(2);
+                other.detach_then(&1, || *stored.lock().unwrap() = insert.then_some(2));
             });
             let fill = storage.clone();
             flights.finish(ticket, Ok(1), move |_, outcome| {
@@ -196,4 +195,61 @@ fn a_load_never_stores_over_an_invalidation_or_insert_made_during_it() {
             );
         });
     }
+}
+
+/// A load that starts while an insert is being made (issue "Invalidation is final", item 3): the
+/// insert retires the flight and stores in one step, so a flight that registers in between
+/// cannot exist, and the inserted value is what remains, whoever runs first.
+#[test]
+fn a_load_starting_during_an_insert_never_overwrites_it() {
+    loom::model(|| {
+        let flights = Arc::new(Map::new(1));
+        let storage = Arc::new(loom::sync::Mutex::new(None::<u32>));
+        let (other, stored) = (flights.clone(), storage.clone());
+        let t = thread::spawn(move || {
+            other.detach_then(&1, || *stored.lock().unwrap() = Some(2));
+        });
+        let seen = storage.clone();
+        let recheck = || *seen.lock().unwrap();
+        if let Join::Lead(ticket, _) = flights.join(&1, false, recheck) {
+            let fill = storage.clone();
+            flights.finish(ticket, Ok(1), move |_, outcome| {
+                *fill.lock().unwrap() = Some(*outcome.as_ref().unwrap());
+            });
+        }
+        t.join().unwrap();
+        assert_eq!(*storage.lock().unwrap(), Some(2), "the insert wins");
+    });
+}
+
+/// A flight's fail-safe fallback is read in its `recheck`, under the shard lock (issue
+/// "Invalidation is final", item 1): a fallback read before an invalidation never reaches a
+/// flight registered after it, so a failed load never re-stores a value that was invalidated.
+#[test]
+fn a_failed_load_never_resurrects_an_invalidated_fallback() {
+    loom::model(|| {
+        let flights = Arc::new(Map::new(1));
+        let storage = Arc::new(loom::sync::Mutex::new(Some(1u32)));
+        let (other, stored) = (flights.clone(), storage.clone());
+        let t = thread::spawn(move || {
+            other.detach_then(&1, || *stored.lock().unwrap() = None);
+        });
+        let mut fallback = None;
+        let seen = storage.clone();
+        let join = flights.join(&1, false, || {
+            fallback = *seen.lock().unwrap();
+            None::<()>
+        });
+        if let Join::Lead(ticket, _) = join {
+            // The load fails; fail-safe re-stores the fallback, if the flight is still current.
+            let fill = storage.clone();
+            flights.finish(ticket, Err(Failure::Cancelled), move |_, _| {
+                if let Some(stale) = fallback {
+                    *fill.lock().unwrap() = Some(stale);
+                }
+            });
+        }
+        t.join().unwrap();
+        assert_eq!(*storage.lock().unwrap(), None, "the invalidation is final");
+    });
 }

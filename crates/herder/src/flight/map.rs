@@ -196,13 +196,36 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
 
     /// Retires every registered flight; returns how many.
     pub(crate) fn detach_all(&self) -> usize {
-        self.shards
-            .iter()
+        self.detach_all_then(|| ())
+    }
+
+    /// [`Flights::detach`], then `write` under the same shard lock: the store protocol of a
+    /// write that must win over every load under way (an invalidation, an explicit insert).
+    ///
+    /// Every store step ([`Flights::finish`]) and every `recheck` ([`Flights::join`]) of `key`
+    /// runs under this lock too, so the write is atomic with respect to them: a flight that
+    /// started before it stores nothing, and a flight that starts after it sees what it wrote.
+    pub(crate) fn detach_then<R>(&self, key: &K, write: impl FnOnce() -> R) -> R {
+        let mut shard = lock(self.shard(key));
+        shard.remove(key);
+        write()
+    }
+
+    /// [`Flights::detach_all`], then `write`, with every shard locked (in shard order, so two
+    /// callers cannot deadlock; every other method holds one shard lock at a time). Returns how
+    /// many flights were retired.
+    pub(crate) fn detach_all_then(&self, write: impl FnOnce()) -> usize {
+        let mut shards: Vec<_> = self.shards.iter().map(lock).collect();
+        let retired = shards
+            .iter_mut()
             .map(|shard| {
-                let drained: Vec<_> = lock(shard).drain().collect();
+                let drained: Vec<_> = shard.drain().collect();
                 drained.len()
             })
-            .sum()
+            .sum();
+        write();
+        drop(shards);
+        retired
     }
 
     /// Flights registered right now.
