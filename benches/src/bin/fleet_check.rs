@@ -66,19 +66,23 @@ fn main() {
          (gaps up to {gap:?}, held up to {hold:?}), bounds: propagation {bound:?}, recovery {recovery:?}"
     );
     let ok = runtime.block_on(async move {
-        // Propagation on healthy Redis, measured alone (no workload, no faults).
-        let probe = fleet::Fleet::new(&redis, instances.max(2), keys);
-        let (mut took, skipped) = probe.propagation(2_000).await;
-        took.sort();
-        println!(
-            "invalidation propagation on healthy Redis (L1 of another instance, {} samples, {skipped} \
-             skipped): p50 {:?}, p99 {:?}, max {:?}",
-            took.len(),
-            percentile(&took, 0.50),
-            percentile(&took, 0.99),
-            took.last().copied().unwrap_or_default()
-        );
-        drop(probe);
+        // Propagation on healthy Redis, measured alone (no workload, no faults), with the
+        // instances connected directly and through the (idle) proxy.
+        for (how, probe) in [
+            ("direct", fleet::Fleet::direct(&redis, instances.max(2), keys)),
+            ("through the proxy", fleet::Fleet::new(&redis, instances.max(2), keys)),
+        ] {
+            let (mut took, skipped) = probe.propagation(2_000).await;
+            took.sort();
+            println!(
+                "invalidation propagation on healthy Redis, {how} (from `invalidate` to another \
+                 instance's L1; {} samples, {skipped} skipped): p50 {:?}, p99 {:?}, max {:?}",
+                took.len(),
+                percentile(&took, 0.50),
+                percentile(&took, 0.99),
+                took.last().copied().unwrap_or_default()
+            );
+        }
         let check = fleet::Check {
             seed,
             instances,

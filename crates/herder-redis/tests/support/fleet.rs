@@ -243,10 +243,20 @@ pub struct Fleet {
 impl Fleet {
     /// `instances` members behind a new proxy to `redis`, every other one with a DataLoader.
     pub fn new(redis: &RedisServer, instances: usize, keys: u64) -> Self {
+        Fleet::build(redis, instances, keys, true)
+    }
+
+    /// The same fleet connected to `redis` directly (its proxy forwards nothing).
+    pub fn direct(redis: &RedisServer, instances: usize, keys: u64) -> Self {
+        Fleet::build(redis, instances, keys, false)
+    }
+
+    fn build(redis: &RedisServer, instances: usize, keys: u64, via_proxy: bool) -> Self {
         let proxy = Arc::new(FaultProxy::start(([127, 0, 0, 1], redis.port()).into()));
+        let url = if via_proxy { proxy.url() } else { redis.url() };
         let db = Arc::new(Database::new(keys));
         let members = (0..instances)
-            .map(|i| Arc::new(Member::new(&proxy.url(), &db, i % 2 == 1)))
+            .map(|i| Arc::new(Member::new(&url, &db, i % 2 == 1)))
             .collect();
         Fleet { proxy, members, db }
     }
