@@ -55,19 +55,38 @@ fn quiet_injected_panics() {
     });
 }
 
-/// A load of `key` from the database: reads the version when it starts, then takes 0 to 3 ms,
-/// and with `flaky` fails 5% and panics 3% of the time.
-async fn load_row(db: Arc<Database>, key: u64, roll: u64, flaky: bool) -> Result<u64, BackendDown> {
-    let version = db.read(key);
-    let latency = roll % 3_000;
+/// How a node's loads behave: the longest one takes (a yield only when the draw is under a
+/// millisecond), and the per cent that fail (if not 0, another 3% panic).
+#[derive(Clone, Copy)]
+struct Backend {
+    latency_us: u64,
+    fail: u64,
+}
+
+/// The default: up to 3 ms, 5% errors and 3% panics.
+const FLAKY: Backend = Backend {
+    latency_us: 3_000,
+    fail: 5,
+};
+
+/// A load of `key` from the database: reads the version when it starts, then behaves as
+/// `backend` says.
+async fn load_row(
+    db: Arc<Database>,
+    key: u64,
+    roll: u64,
+    backend: Backend,
+) -> Result<u64, BackendDown> {
+    let (fail, version) = (backend.fail, db.read(key));
+    let latency = roll % backend.latency_us.max(1);
     if latency > 1_000 {
         tokio::time::sleep(Duration::from_micros(latency)).await;
     } else {
         tokio::task::yield_now().await;
     }
     match roll % 100 {
-        0..5 if flaky => Err(BackendDown("injected".into())),
-        5..8 if flaky => panic!("injected panic"),
+        n if n < fail => Err(BackendDown("injected".into())),
+        n if fail > 0 && n < fail + 3 => panic!("injected panic"),
         _ => Ok(version),
     }
 }
@@ -75,7 +94,7 @@ async fn load_row(db: Arc<Database>, key: u64, roll: u64, flaky: bool) -> Result
 /// The DataLoader's backend: the same rows, batch by batch.
 struct Rows {
     db: Arc<Database>,
-    flaky: bool,
+    backend: Backend,
 }
 
 impl Loader for Rows {
@@ -85,7 +104,7 @@ impl Loader for Rows {
 
     async fn load(&self, keys: &[u64]) -> Result<HashMap<u64, u64>, BackendDown> {
         let versions: HashMap<u64, u64> = keys.iter().map(|k| (*k, self.db.read(*k))).collect();
-        load_row(self.db.clone(), 0, fastrand::u64(..), self.flaky).await?;
+        load_row(self.db.clone(), 0, fastrand::u64(..), self.backend).await?;
         Ok(versions)
     }
 }
@@ -95,12 +114,12 @@ struct Local {
     cache: Cache<u64, u64>,
     loader: Option<DataLoader<Rows>>,
     db: Arc<Database>,
-    flaky: bool,
+    backend: Backend,
 }
 
 impl Node for Local {
     fn read(&self, key: u64, rng: &mut fastrand::Rng) -> ReadFuture {
-        let (cache, db, flaky) = (self.cache.clone(), self.db.clone(), self.flaky);
+        let (cache, db, backend) = (self.cache.clone(), self.db.clone(), self.backend);
         let roll = rng.u64(..);
         let paths = if self.loader.is_some() { 7 } else { 6 };
         match rng.u8(..paths) {
@@ -110,18 +129,21 @@ impl Node for Local {
                 Some(
                     cache
                         .get_with(key, move || async move {
-                            load_row(db, key, roll, false).await.unwrap()
+                            load_row(db, key, roll, Backend { fail: 0, ..backend })
+                                .await
+                                .unwrap()
                         })
                         .await,
                 )
             }),
             2 => Box::pin(async move {
-                let load = move || load_row(db, key, roll, flaky);
+                let load = move || load_row(db, key, roll, backend);
                 cache.try_get_with(key, load).await.ok()
             }),
             3 => Box::pin(async move {
-                let load =
-                    move || async move { load_row(db, key, roll, flaky).await.map(Loaded::found) };
+                let load = move || async move {
+                    load_row(db, key, roll, backend).await.map(Loaded::found)
+                };
                 cache.fetch(key, load).await.ok()?.value
             }),
             4 | 5 => Box::pin(async move {
@@ -129,7 +151,7 @@ impl Node for Local {
                 let load = move |keys: Vec<u64>| async move {
                     let versions: HashMap<u64, u64> =
                         keys.iter().map(|k| (*k, db.read(*k))).collect();
-                    load_row(db, key, roll, flaky).await?;
+                    load_row(db, key, roll, backend).await?;
                     Ok::<_, BackendDown>(versions)
                 };
                 let mut values = cache.get_many_with([key, other], load).await.ok()?;
@@ -173,12 +195,17 @@ fn cache(fail_safe: bool) -> Cache<u64, u64> {
 
 /// Runs the workload on one node for `secs` and checks the history.
 async fn check(node: Local, db: Arc<Database>, what: &str) {
+    check_with(node, db, what, Duration::from_millis(4)).await;
+}
+
+async fn check_with(node: Local, db: Arc<Database>, what: &str, write_pause: Duration) {
     quiet_injected_panics();
     let seed = seed();
     let history = Arc::new(History::new());
     let nodes: Vec<Arc<dyn Node>> = vec![Arc::new(node)];
     let workload = Workload {
         readers: 6,
+        write_pause,
         ..Workload::new(seed, Duration::from_millis(1500))
     };
     workload.run(&nodes, &db, &history).await;
@@ -202,7 +229,7 @@ async fn a_cache_under_random_reads_writes_cancels_and_failures_keeps_the_contra
         cache: cache(false),
         loader: None,
         db: db.clone(),
-        flaky: true,
+        backend: FLAKY,
     };
     check(node, db, "cache").await;
 }
@@ -214,9 +241,33 @@ async fn a_fail_safe_cache_under_random_reads_writes_cancels_and_failures_keeps_
         cache: cache(true),
         loader: None,
         db: db.clone(),
-        flaky: true,
+        backend: FLAKY,
     };
     check(node, db, "fail-safe cache").await;
+}
+
+/// Fail-safe at its most exposed: entries expire within a millisecond, so most reads find a
+/// kept value and start a load that fails 40% of the time, while writers invalidate the same
+/// eight keys every millisecond or so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_safe_cache_with_expiring_entries_and_a_failing_backend_keeps_the_contract() {
+    let db = Arc::new(Database::new(8));
+    let cache = Cache::builder()
+        .max_capacity(1_000)
+        .time_to_live(MS)
+        .fail_safe(Duration::from_secs(10), 2 * MS)
+        .build()
+        .unwrap();
+    let node = Local {
+        cache,
+        loader: None,
+        db: db.clone(),
+        backend: Backend {
+            latency_us: 100,
+            fail: 40,
+        },
+    };
+    check_with(node, db, "fail-safe storm", MS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +276,7 @@ async fn a_dataloader_in_front_of_a_cache_keeps_the_contract() {
     let cache = cache(true);
     let loader = DataLoader::builder(Rows {
         db: db.clone(),
-        flaky: true,
+        backend: FLAKY,
     })
     .cache(cache.clone())
     .build()
@@ -234,7 +285,7 @@ async fn a_dataloader_in_front_of_a_cache_keeps_the_contract() {
         cache,
         loader: Some(loader),
         db: db.clone(),
-        flaky: true,
+        backend: FLAKY,
     };
     check(node, db, "dataloader + cache").await;
 }
