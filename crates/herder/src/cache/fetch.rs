@@ -1,5 +1,6 @@
 //! The read path: look up, serve or refresh, or lead or join a load and wait for it.
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use super::entry::{Freshness, Loaded};
 use super::error::CacheError;
 use super::handle::Inner;
+use super::listener::{RemovalCause, Removed};
 use super::load::{self, CacheTicket, Fallback, Landing};
 use super::stats::Counter;
 use super::status::{Fetched, Status};
@@ -31,7 +33,10 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// The hit path: one storage read, the clock only if the entry expires, one striped counter.
-    pub(crate) fn lookup(&self, key: &K) -> Lookup<V> {
+    pub(crate) fn lookup<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Lookup<V>
+    where
+        K: Borrow<Q>,
+    {
         let Some(entry) = self.storage.get(key) else {
             return Lookup::Miss(None);
         };
@@ -92,9 +97,13 @@ where
             })),
             (Freshness::Gone, _) => {
                 // Reclaim the dead entry, unless it was replaced meanwhile.
-                self.storage.remove_if(key, |e| {
+                let mut removed = Removed::new(&self.listener);
+                let reclaimed = self.storage.remove_if(key, |e| {
                     e.fresh_until == fresh_until && e.degraded == degraded
                 });
+                if let Some((key, entry)) = reclaimed {
+                    removed.entry(key, entry, RemovalCause::Expired, now, &self.config);
+                }
                 Lookup::Miss(None)
             }
             // Negative entries are never stale or kept.
