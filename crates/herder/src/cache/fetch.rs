@@ -6,6 +6,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::config::EarlyRefresh;
 use super::entry::{Freshness, Loaded};
 use super::error::CacheError;
 use super::handle::Inner;
@@ -32,7 +33,9 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// The hit path: one storage read, the clock only if the entry expires, one striped counter.
+    /// The hit path: one storage read, the clock only if the entry expires, one counter on a
+    /// stripe this thread owns; the full classification only for entries past their TTL or
+    /// due for an early refresh.
     pub(crate) fn lookup<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Lookup<V>
     where
         K: Borrow<Q>,
@@ -41,9 +44,17 @@ where
             return Lookup::Miss(None);
         };
         let now = if entry.needs_clock() {
-            self.clock.now()
+            let now = self.clock.now();
+            if now < entry.fresh_until
+                && !entry.degraded
+                && matches!(self.config.early_refresh, EarlyRefresh::Off)
+            {
+                return self.hit(entry.value);
+            }
+            now
         } else {
-            0
+            // Never expires, never refreshed early.
+            return self.hit(entry.value);
         };
         let (keep_until, fresh_until, degraded) = (
             entry.keep_until(&self.config),
@@ -108,6 +119,22 @@ where
             }
             // Negative entries are never stale or kept.
             (Freshness::Stale | Freshness::Kept, None) => Lookup::Miss(None),
+        }
+    }
+
+    /// A fresh entry, served as it is.
+    #[inline]
+    fn hit(&self, value: Option<V>) -> Lookup<V> {
+        let status = if value.is_some() {
+            self.stats.bump(Counter::Hit);
+            Status::Hit
+        } else {
+            self.stats.bump(Counter::NegativeHit);
+            Status::NegativeHit
+        };
+        Lookup::Serve {
+            fetched: Fetched { value, status },
+            refresh: None,
         }
     }
 
