@@ -69,9 +69,9 @@ async fn get_with_waits_out_the_soft_load_timeout_for_the_value() {
     let mut joiner = Box::pin(cache.get_with(1, || async { unreachable!("joins the load") }));
     assert!(poll_once(&mut joiner).await);
     // A try_get_with caller is answered at the soft timeout; get_with callers keep waiting.
-    let mut impatient = Box::pin(cache.try_get_with(1, || async {
-        Ok::<String, BackendDown>(unreachable!("joins the load"))
-    }));
+    let mut impatient = Box::pin(
+        cache.try_get_with::<_, _, BackendDown>(1, || async { unreachable!("joins the load") }),
+    );
     assert!(poll_once(&mut impatient).await);
     advance(SECOND).await;
     assert!(impatient.await.unwrap_err().is_timeout());

@@ -1,3 +1,4 @@
+use super::listener::{Listener, RemovalCause};
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub struct Builder<K, V> {
     weigher: Option<super::storage::Weigher<K, V>>,
     config: Config,
     tier: Option<Arc<dyn Tier<K, V>>>,
+    listener: Option<Listener<K, V>>,
 }
 
 impl<K, V> Builder<K, V>
@@ -50,6 +52,7 @@ where
             weigher: None,
             config: Config::default(),
             tier: None,
+            listener: None,
         }
     }
 
@@ -164,6 +167,44 @@ where
         self
     }
 
+    /// Calls `listener` with each value that leaves the cache and why ([`RemovalCause`]):
+    /// expired, removed explicitly (an invalidation, local or from another instance), replaced,
+    /// or evicted for size; as moka's `eviction_listener`. Cached absences are not reported.
+    ///
+    /// The listener runs on the thread that made the change, after the cache has released its
+    /// locks (so it may call the cache), and should be quick. Expired entries are reported
+    /// when a read finds them or when they are replaced, not on a timer. A panic in the
+    /// listener is caught and ignored. Under capacity pressure, a value replaced at the moment
+    /// it is evicted may be reported twice (as replaced and as evicted).
+    ///
+    /// ```
+    /// use herder::Cache;
+    /// use herder::cache::RemovalCause;
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let cache: Cache<u32, &str> = Cache::builder()
+    ///     .max_capacity(100)
+    ///     .eviction_listener(move |key, value, cause| log.lock().unwrap().push((key, value, cause)))
+    ///     .build()
+    ///     .unwrap();
+    /// cache.insert(1, "one");
+    /// cache.insert(1, "uno");
+    /// cache.invalidate(&1);
+    /// assert_eq!(
+    ///     *seen.lock().unwrap(),
+    ///     [(1, "one", RemovalCause::Replaced), (1, "uno", RemovalCause::Explicit)]
+    /// );
+    /// ```
+    pub fn eviction_listener(
+        mut self,
+        listener: impl Fn(K, V, RemovalCause) + Send + Sync + 'static,
+    ) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
     /// Builds the cache, or says which setting is invalid.
     pub fn build(self) -> Result<Cache<K, V>, BuildError> {
         let capacity = match self.capacity {
@@ -193,8 +234,15 @@ where
                 }
             },
         };
-        let storage = Storage::new(capacity, estimated.max(1), self.weigher);
-        Ok(Cache::from_parts(storage, self.config, self.tier, runtime))
+        let record = self.listener.is_some();
+        let storage = Storage::new(capacity, estimated.max(1), self.weigher, record);
+        Ok(Cache::from_parts(
+            storage,
+            self.config,
+            self.tier,
+            runtime,
+            self.listener,
+        ))
     }
 }
 

@@ -1,13 +1,16 @@
 //! The read path: look up, serve or refresh, or lead or join a load and wait for it.
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::config::EarlyRefresh;
 use super::entry::{Freshness, Loaded};
 use super::error::CacheError;
 use super::handle::Inner;
+use super::listener::{RemovalCause, Removed};
 use super::load::{self, CacheTicket, Fallback, Landing};
 use super::stats::Counter;
 use super::status::{Fetched, Status};
@@ -30,15 +33,28 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// The hit path: one storage read, the clock only if the entry expires, one striped counter.
-    pub(crate) fn lookup(&self, key: &K) -> Lookup<V> {
+    /// The hit path: one storage read, the clock only if the entry expires, one counter on a
+    /// stripe this thread owns; the full classification only for entries past their TTL or
+    /// due for an early refresh.
+    pub(crate) fn lookup<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Lookup<V>
+    where
+        K: Borrow<Q>,
+    {
         let Some(entry) = self.storage.get(key) else {
             return Lookup::Miss(None);
         };
         let now = if entry.needs_clock() {
-            self.clock.now()
+            let now = self.clock.now();
+            if now < entry.fresh_until
+                && !entry.degraded
+                && matches!(self.config.early_refresh, EarlyRefresh::Off)
+            {
+                return self.hit(entry.value);
+            }
+            now
         } else {
-            0
+            // Never expires, never refreshed early.
+            return self.hit(entry.value);
         };
         let (keep_until, fresh_until, degraded) = (
             entry.keep_until(&self.config),
@@ -92,13 +108,33 @@ where
             })),
             (Freshness::Gone, _) => {
                 // Reclaim the dead entry, unless it was replaced meanwhile.
-                self.storage.remove_if(key, |e| {
+                let mut removed = Removed::new(&self.listener);
+                let reclaimed = self.storage.remove_if(key, |e| {
                     e.fresh_until == fresh_until && e.degraded == degraded
                 });
+                if let Some((key, entry)) = reclaimed {
+                    removed.entry(key, entry, RemovalCause::Expired, now, &self.config);
+                }
                 Lookup::Miss(None)
             }
             // Negative entries are never stale or kept.
             (Freshness::Stale | Freshness::Kept, None) => Lookup::Miss(None),
+        }
+    }
+
+    /// A fresh entry, served as it is.
+    #[inline]
+    fn hit(&self, value: Option<V>) -> Lookup<V> {
+        let status = if value.is_some() {
+            self.stats.bump(Counter::Hit);
+            Status::Hit
+        } else {
+            self.stats.bump(Counter::NegativeHit);
+            Status::NegativeHit
+        };
+        Lookup::Serve {
+            fetched: Fetched { value, status },
+            refresh: None,
         }
     }
 

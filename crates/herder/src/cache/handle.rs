@@ -1,3 +1,4 @@
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
@@ -13,6 +14,7 @@ use super::config::Config;
 use super::entry::{Entry, Freshness, Loaded};
 use super::error::CacheError;
 use super::fetch::{self, Lookup};
+use super::listener::Listener;
 use super::load::Landing;
 use super::stats::{CacheStats, Counters};
 use super::status::Fetched;
@@ -68,6 +70,7 @@ pub(crate) struct Inner<K, V> {
     pub(crate) tier: Option<Arc<dyn Tier<K, V>>>,
     pub(crate) clock: Clock,
     pub(crate) stats: Counters,
+    pub(crate) listener: Option<Listener<K, V>>,
 }
 
 impl<K, V> Cache<K, V>
@@ -112,6 +115,7 @@ where
         config: Config,
         tier: Option<Arc<dyn Tier<K, V>>>,
         runtime: Option<tokio::runtime::Handle>,
+        listener: Option<Listener<K, V>>,
     ) -> Self {
         let inner = Arc::new(Inner {
             storage,
@@ -120,6 +124,7 @@ where
             tier,
             clock: Clock::new(config.clock_resolution.is_some()),
             stats: Counters::default(),
+            listener,
         });
         if let (Some(resolution), Some(runtime)) = (config.clock_resolution, runtime) {
             let ticker = clock::tick(Arc::downgrade(&inner), resolution, |inner: &Inner<K, V>| {
@@ -134,16 +139,21 @@ where
     }
 
     /// The cached value of `key`, fresh or stale; never loads. `None` for a missing, expired
-    /// or cached-as-absent key.
+    /// or cached-as-absent key. Takes any borrowed form of the key (`&str` for a `String` key),
+    /// as moka's `get` does.
     ///
     /// ```
     /// # use herder::Cache;
-    /// let cache: Cache<&str, u32> = Cache::new(10);
-    /// cache.insert("a", 1);
-    /// assert_eq!(cache.get(&"a"), Some(1));
-    /// assert_eq!(cache.get(&"b"), None);
+    /// let cache: Cache<String, u32> = Cache::new(10);
+    /// cache.insert("a".to_string(), 1);
+    /// assert_eq!(cache.get("a"), Some(1));
+    /// assert_eq!(cache.get("b"), None);
     /// ```
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         match self.inner.lookup(key) {
             Lookup::Serve { fetched, .. } => fetched.value,
             Lookup::Miss(_) => None,
@@ -429,21 +439,46 @@ where
     /// stored: the next read loads again. With a shared [tier](Builder::tier), the key is also
     /// dropped from the tier and from every other instance's cache (in the background).
     ///
+    /// Every read of `key` that starts after `invalidate` returns gets a value loaded after it
+    /// (see "Invalidation is final" in the crate docs).
+    ///
     /// ```
     /// # use herder::Cache;
-    /// let cache: Cache<&str, u32> = Cache::new(10);
-    /// cache.insert("a", 1);
-    /// cache.invalidate(&"a");
-    /// assert_eq!(cache.get(&"a"), None);
+    /// let cache: Cache<String, u32> = Cache::new(10);
+    /// cache.insert("a".to_string(), 1);
+    /// cache.invalidate("a");
+    /// assert_eq!(cache.get("a"), None);
     /// ```
-    pub fn invalidate(&self, key: &K) {
+    pub fn invalidate<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.remove(key);
+    }
+
+    /// [`invalidate`](Cache::invalidate) that returns the value `key` held, if it was still
+    /// served (fresh or stale), as moka's `remove` does.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// let cache: Cache<String, u32> = Cache::new(10);
+    /// cache.insert("a".to_string(), 1);
+    /// assert_eq!(cache.remove("a"), Some(1));
+    /// assert_eq!(cache.remove("a"), None);
+    /// ```
+    pub fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         // The tier first: from here on this instance does not read `key` from it until the
         // shared copy is gone, so a load that starts after the local removal cannot bring the
         // old value back from the tier.
         if let Some(tier) = &self.inner.tier {
-            tier.invalidate(key);
+            tier.invalidate(&key.to_owned());
         }
-        self.inner.remove_key(key);
+        self.inner.remove_key(key)
     }
 
     /// [`invalidate`](Cache::invalidate) for every key.
@@ -471,7 +506,11 @@ where
     /// cache.insert(1, 10);
     /// assert!(cache.contains_key(&1) && !cache.contains_key(&2));
     /// ```
-    pub fn contains_key(&self, key: &K) -> bool {
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let Some(entry) = self.inner.storage.peek(key) else {
             return false;
         };
@@ -481,6 +520,29 @@ where
                 entry.freshness(now, &self.inner.config),
                 Freshness::Fresh { .. } | Freshness::Stale
             )
+    }
+
+    /// The entries that hold a value that would be served now (fresh or stale), cloned, in no
+    /// particular order; cached absences and expired entries are skipped. Like moka's `iter`,
+    /// it does not count as a use, and a write made while it runs may or may not be seen.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// let cache: Cache<u32, u32> = Cache::new(10);
+    /// (1..=3).for_each(|k| cache.insert(k, k * 10));
+    /// let mut all: Vec<(u32, u32)> = cache.iter().collect();
+    /// all.sort();
+    /// assert_eq!(all, [(1, 10), (2, 20), (3, 30)]);
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = (K, V)> + '_ {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        inner.storage.iter().filter_map(move |(key, entry)| {
+            match entry.freshness(now, &inner.config) {
+                Freshness::Fresh { .. } | Freshness::Stale => Some((key, entry.value?)),
+                Freshness::Kept | Freshness::Gone => None,
+            }
+        })
     }
 
     /// A snapshot of the counters.

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::config::Config;
 use super::entry::{Entry, Loaded};
 use super::handle::Inner;
+use super::listener::{RemovalCause, Removed};
 use super::stats::Counter;
 use super::tier::{Acquired, Tier};
 use crate::flight::{Failure, Outcome, Slot, Ticket, task};
@@ -277,14 +278,21 @@ where
         keep_until: Option<u64>,
     ) {
         self.count_landing(&outcome);
+        let mut removed = Removed::new(&self.listener);
         self.flights.finish(ticket, outcome, |key, outcome| {
-            self.store(key, outcome, keep_until)
+            self.store(key, outcome, keep_until, &mut removed)
         });
     }
 
     /// The finish step of a current flight (under its shard lock): store what was loaded, or
     /// re-store the fail-safe value for the throttle period. Errors are never stored.
-    fn store(&self, key: &K, outcome: &Outcome<Landing<V>>, keep_until: Option<u64>) {
+    fn store(
+        &self,
+        key: &K,
+        outcome: &Outcome<Landing<V>>,
+        keep_until: Option<u64>,
+        removed: &mut Removed<K, V>,
+    ) {
         let now = self.clock.now();
         match outcome {
             Ok(Landing::Loaded {
@@ -293,11 +301,13 @@ where
                 ..
             }) if self.config.negative_ttl.is_none() => {
                 // Not found, and absences are not cached: drop whatever stale value was there.
-                self.storage.remove(key);
+                if let Some((key, old)) = self.storage.remove(key) {
+                    removed.entry(key, old, RemovalCause::Replaced, now, &self.config);
+                }
             }
             Ok(Landing::Loaded { value, ttl, took }) => {
                 let entry = Entry::new(value.clone(), *ttl, now, *took, &self.config);
-                self.storage.insert(key.clone(), entry);
+                self.store_entry(key, entry, removed);
             }
             Ok(Landing::Failed {
                 fallback: Some(value),
@@ -306,9 +316,11 @@ where
                 if let (Some(fail_safe), Some(keep_until)) = (self.config.fail_safe, keep_until)
                     && now < keep_until
                 {
+                    // The same value, kept: not a replacement (only evictions are reported).
                     let entry =
                         Entry::throttled(value.clone(), now, fail_safe.throttle, keep_until);
-                    self.storage.insert(key.clone(), entry);
+                    let mut quiet = Removed::new(&None);
+                    self.store_entry(key, entry, &mut quiet);
                 }
             }
             Ok(Landing::Failed { fallback: None, .. }) | Err(_) => {}

@@ -1,7 +1,8 @@
 //! Cache counters, striped across cache lines so that the hit path of two threads never writes the
 //! same line (a shared counter would cost more than the lookup itself).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 
 /// Counters of a [`Cache`](crate::Cache), read with [`Cache::stats`](crate::Cache::stats).
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -53,7 +54,13 @@ pub(crate) enum Counter {
 }
 
 const COUNTERS: usize = 10;
-const STRIPES: usize = 16;
+
+/// Stripes with one writer each: a thread that owns a stripe counts with a plain load and
+/// store (no locked read-modify-write, which costs more than the lookup on a hit); threads past
+/// the pool share the last stripe and count with `fetch_add`. Either way every count lands, so
+/// `stats()` is exact.
+const OWNED: usize = 63;
+const STRIPES: usize = OWNED + 1;
 
 #[derive(Default)]
 #[repr(align(128))]
@@ -71,17 +78,57 @@ impl Default for Counters {
     }
 }
 
-fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// This thread's stripe: owned (a pool shared by every cache, handed back when the thread
+/// exits), or `None` past the pool.
+fn owned_stripe() -> Option<usize> {
     thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
+        static STRIPE: Owner = Owner::take();
     }
-    STRIPE.with(|s| *s)
+    STRIPE.try_with(|owner| owner.0).ok().flatten()
+}
+
+/// Free stripes, and the next never-used one.
+static POOL: Mutex<(Vec<usize>, usize)> = Mutex::new((Vec::new(), 0));
+
+struct Owner(Option<usize>);
+
+impl Owner {
+    fn take() -> Self {
+        let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+        let (free, next) = &mut *pool;
+        let stripe = free.pop().or_else(|| {
+            let stripe = (*next < OWNED).then_some(*next);
+            *next += usize::from(stripe.is_some());
+            stripe
+        });
+        Owner(stripe)
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // The lock orders this thread's last counts before the next owner's first.
+        if let Some(stripe) = self.0 {
+            POOL.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+                .push(stripe);
+        }
+    }
 }
 
 impl Counters {
+    #[inline]
     pub(crate) fn bump(&self, counter: Counter) {
-        self.stripes[stripe()].0[counter as usize].fetch_add(1, Relaxed);
+        match owned_stripe() {
+            Some(stripe) => {
+                let cell = &self.stripes[stripe].0[counter as usize];
+                cell.store(cell.load(Relaxed) + 1, Relaxed);
+            }
+            None => {
+                self.stripes[OWNED].0[counter as usize].fetch_add(1, Relaxed);
+            }
+        }
     }
 
     fn sum(&self, counter: Counter) -> u64 {

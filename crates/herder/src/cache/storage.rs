@@ -5,6 +5,7 @@
 //! each entry and never evicts by itself: expired entries are dropped when read or pushed out by
 //! quick_cache's eviction.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -36,21 +37,25 @@ impl<K, V> Weighter<K, Entry<V>> for EntryWeighter<K, V> {
     }
 }
 
-/// Counts evictions (capacity pressure, not expiry or invalidation).
+/// Hands what an insert pushed out back to the inserter: the entries evicted for capacity, and
+/// the entry it replaced (which quick_cache releases through the same hook).
 #[derive(Clone, Default)]
-pub(crate) struct Evictions(Arc<AtomicU64>);
+pub(crate) struct Evictions;
 
 impl<K, V> Lifecycle<K, Entry<V>> for Evictions {
-    type RequestState = ();
+    type RequestState = Vec<(K, Entry<V>)>;
 
-    fn on_evict(&self, _: &mut (), _: K, _: Entry<V>) {
-        self.0.fetch_add(1, Relaxed);
+    fn on_evict(&self, evicted: &mut Self::RequestState, key: K, entry: Entry<V>) {
+        evicted.push((key, entry));
     }
 }
 
 pub(crate) struct Storage<K, V> {
     shards: Shards<K, Entry<V>, EntryWeighter<K, V>, DefaultHashBuilder, Evictions>,
-    evictions: Evictions,
+    /// Entries evicted for capacity (not replaced, expired or invalidated).
+    evictions: AtomicU64,
+    /// Keep the evicted entries for an eviction listener.
+    record: bool,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> Storage<K, V> {
@@ -58,6 +63,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Storage<K, V> {
         capacity: u64,
         estimated_items: usize,
         weigher: Option<Weigher<K, V>>,
+        record_evictions: bool,
     ) -> Self {
         // More shards than quick_cache's default (4 per core): two threads reading hot keys then
         // rarely share a shard lock's cache line (measured: 116 → 100 ns per read with a TTL and
@@ -70,36 +76,85 @@ impl<K: Eq + Hash + Clone, V: Clone> Storage<K, V> {
             .weight_capacity(capacity)
             .build()
             .expect("capacity checked by the builder");
-        let evictions = Evictions::default();
         let shards = Shards::with_options(
             options,
             EntryWeighter(weigher),
             DefaultHashBuilder::default(),
-            evictions.clone(),
+            Evictions,
         );
-        Storage { shards, evictions }
+        Storage {
+            shards,
+            evictions: AtomicU64::new(0),
+            record: record_evictions,
+        }
     }
 
-    pub(crate) fn get(&self, key: &K) -> Option<Entry<V>> {
+    pub(crate) fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<Entry<V>>
+    where
+        K: Borrow<Q>,
+    {
         self.shards.get(key)
     }
 
     /// Reads without counting as a use for eviction (used for fail-safe fallbacks).
-    pub(crate) fn peek(&self, key: &K) -> Option<Entry<V>> {
+    pub(crate) fn peek<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<Entry<V>>
+    where
+        K: Borrow<Q>,
+    {
         self.shards.peek(key)
     }
 
-    pub(crate) fn insert(&self, key: K, entry: Entry<V>) {
-        self.shards.insert(key, entry);
+    /// Stores `entry`; returns the entries evicted for capacity (only when recording them for
+    /// a listener): other keys' entries, and this one if it was too heavy to be admitted. The
+    /// entry it replaced is no eviction.
+    pub(crate) fn insert(&self, key: &K, entry: Entry<V>) -> Vec<(K, Entry<V>)> {
+        let mut pushed = Vec::new();
+        self.shards
+            .insert_with_lifecycle(key.clone(), entry, &mut pushed);
+        if pushed.is_empty() {
+            return pushed;
+        }
+        // This key's entries, in order: the replaced one, then the new one if it was rejected.
+        let mut own = 0usize;
+        pushed.retain(|(other, _)| {
+            let mine = other == key;
+            own += usize::from(mine);
+            !mine
+        });
+        if own > 0 && !self.shards.contains_key(key) {
+            // Rejected: too heavy for its shard. Reported as evicted, without its value.
+            self.evictions.fetch_add(1, Relaxed);
+        }
+        self.evictions.fetch_add(pushed.len() as u64, Relaxed);
+        if !self.record {
+            pushed.clear();
+        }
+        pushed
     }
 
-    pub(crate) fn remove(&self, key: &K) {
-        self.shards.remove(key);
+    /// Removes `key`, returning what it held.
+    pub(crate) fn remove<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<(K, Entry<V>)>
+    where
+        K: Borrow<Q>,
+    {
+        self.shards.remove(key)
     }
 
     /// Removes `key` only if `still` holds for its entry (an expired entry found by a reader).
-    pub(crate) fn remove_if(&self, key: &K, still: impl FnOnce(&Entry<V>) -> bool) {
-        self.shards.remove_if(key, |entry| still(entry));
+    pub(crate) fn remove_if<Q: Hash + Eq + ?Sized>(
+        &self,
+        key: &Q,
+        still: impl FnOnce(&Entry<V>) -> bool,
+    ) -> Option<(K, Entry<V>)>
+    where
+        K: Borrow<Q>,
+    {
+        self.shards.remove_if(key, |entry| still(entry))
+    }
+
+    /// Every entry, cloned (see quick_cache's `iter` for what a concurrent write may do).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (K, Entry<V>)> + '_ {
+        self.shards.iter()
     }
 
     pub(crate) fn clear(&self) {
@@ -115,7 +170,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Storage<K, V> {
     }
 
     pub(crate) fn evictions(&self) -> u64 {
-        self.evictions.0.load(Relaxed)
+        self.evictions.load(Relaxed)
     }
 }
 

@@ -14,33 +14,75 @@
 //! That is the in-process half of "an invalidation is final"; the tier keeps the other half
 //! (see [`Tier`](super::Tier)).
 
+use std::borrow::Borrow;
 use std::hash::Hash;
 
-use super::entry::Entry;
+use super::entry::{Entry, Freshness};
 use super::handle::Inner;
+use super::listener::{RemovalCause, Removed};
 
 impl<K, V> Inner<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// Removes `key` and retires its load under way.
-    pub(crate) fn remove_key(&self, key: &K) {
-        self.flights.detach_then(key, || {
-            self.storage.remove(key);
-        });
+    /// Removes `key` and retires its load under way; returns the value it held, if it was
+    /// still served (fresh or stale).
+    pub(crate) fn remove_key<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut removed = Removed::new(&self.listener);
+        let (key, entry) = self.flights.detach_then(key, || self.storage.remove(key))?;
+        let now = self.clock.now();
+        let value = match entry.freshness(now, &self.config) {
+            Freshness::Fresh { .. } | Freshness::Stale => entry.value.clone(),
+            Freshness::Kept | Freshness::Gone => None,
+        };
+        removed.entry(key, entry, RemovalCause::Explicit, now, &self.config);
+        value
     }
 
     /// Stores `entry` for `key` and retires its load under way, which then cannot overwrite it.
     pub(crate) fn put(&self, key: K, entry: Entry<V>) {
-        self.flights.detach_then(&key.clone(), || {
-            self.storage.insert(key, entry);
+        let mut removed = Removed::new(&self.listener);
+        self.flights.detach_then(&key, || {
+            self.store_entry(&key, entry, &mut removed);
         });
+    }
+
+    /// Stores `entry` (the caller holds the key's flight lock), recording the value it replaced
+    /// and the entries evicted to make room.
+    pub(crate) fn store_entry(&self, key: &K, entry: Entry<V>, removed: &mut Removed<K, V>) {
+        let old = if removed.wanted() {
+            self.storage.peek(key)
+        } else {
+            None
+        };
+        let evicted = self.storage.insert(key, entry);
+        if !removed.wanted() {
+            return;
+        }
+        let now = self.clock.now();
+        if let Some(old) = old {
+            removed.entry(key.clone(), old, RemovalCause::Replaced, now, &self.config);
+        }
+        for (other, entry) in evicted {
+            removed.entry(other, entry, RemovalCause::Size, now, &self.config);
+        }
     }
 
     /// Removes every key and retires every load under way.
     pub(crate) fn remove_all(&self) {
+        let mut removed = Removed::new(&self.listener);
         self.flights.detach_all_then(|| {
+            if removed.wanted() {
+                let now = self.clock.now();
+                for (key, entry) in self.storage.iter() {
+                    removed.entry(key, entry, RemovalCause::Explicit, now, &self.config);
+                }
+            }
             self.storage.clear();
         });
     }

@@ -91,7 +91,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
         std::thread::available_parallelism().map_or(4, |n| n.get() * 4)
     }
 
-    fn shard(&self, key: &K) -> &Shard<K, T> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, T> {
         let hash = self.hasher.hash_one(key) as usize;
         &self.shards[hash & (self.shards.len() - 1)]
     }
@@ -205,7 +205,11 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
     /// Every store step ([`Flights::finish`]) and every `recheck` ([`Flights::join`]) of `key`
     /// runs under this lock too, so the write is atomic with respect to them: a flight that
     /// started before it stores nothing, and a flight that starts after it sees what it wrote.
-    pub(crate) fn detach_then<R>(&self, key: &K, write: impl FnOnce() -> R) -> R {
+    pub(crate) fn detach_then<Q, R>(&self, key: &Q, write: impl FnOnce() -> R) -> R
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let mut shard = lock(self.shard(key));
         shard.remove(key);
         write()
