@@ -193,3 +193,46 @@ async fn a_corrupted_redis_value_is_a_miss_that_gets_replaced_and_never_opens_th
         );
     }
 }
+
+/// Bad input on the pub/sub channel (the "garbage or forged pub/sub messages"): an
+/// instance ignores what it cannot decode, keeps serving, and still applies the next real
+/// invalidation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_channel_is_ignored_and_invalidations_still_arrive() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Database::new(4));
+    let (a, b) = (
+        Member::new(&redis.url(), &db, false),
+        Member::new(&redis.url(), &db, false),
+    );
+    assert_eq!(a.get_with(1).await, 0);
+    assert_eq!(b.get_with(1).await, 0);
+    assert!(eventually(Duration::from_secs(5), || b.tier.stats().subscriptions >= 1).await);
+    let channel = format!("{NAMESPACE}:h1:events");
+    let mut raw = raw(&redis).await;
+    let mut forged_key = vec![b'I'];
+    forged_key.extend_from_slice(&7_u64.to_le_bytes());
+    forged_key.extend_from_slice(&[0xff; 12]); // not a postcard u64
+    for garbage in [
+        &b""[..],
+        b"I",
+        b"Ishort",
+        b"Z-unknown-kind-with-enough-bytes",
+        &forged_key,
+        &[0xff; 64],
+    ] {
+        let _: i64 = raw.publish(&channel, garbage).await.unwrap();
+    }
+    // Still serving, and the next real invalidation still reaches b.
+    assert_eq!(b.get_with(1).await, 0);
+    let version = db.lock(1).bump();
+    a.cache.invalidate(&1);
+    assert!(
+        eventually(Duration::from_secs(5), || b.cache.get(&1) != Some(0)).await,
+        "b kept the old value after garbage on the channel: {:?}",
+        b.tier.stats()
+    );
+    assert_eq!(b.get_with(1).await, version);
+}

@@ -188,3 +188,35 @@ fn it_runs_outside_any_runtime_and_under_a_paused_clock() {
         assert_eq!(roundtrip(&mut stream, b"ok").await.unwrap(), b"ok");
     });
 }
+
+async fn ping(stream: &mut TcpStream) -> std::io::Result<[u8; 7]> {
+    stream.write_all(b"PING\r\n").await?;
+    let mut pong = [0_u8; 7];
+    stream.read_exact(&mut pong).await?;
+    Ok(pong)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_sits_between_a_client_and_a_real_redis_server() {
+    let Some(redis) = herder_testkit::RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into());
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert_eq!(&ping(&mut stream).await.unwrap(), b"+PONG\r\n");
+    proxy.stall();
+    assert!(
+        timeout(Duration::from_millis(200), ping(&mut stream))
+            .await
+            .is_err()
+    );
+    proxy.resume();
+    // The stalled PING is answered first, then a new one.
+    let mut pong = [0_u8; 7];
+    timeout(PATIENCE, stream.read_exact(&mut pong))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    assert_eq!(&ping(&mut stream).await.unwrap(), b"+PONG\r\n");
+}
