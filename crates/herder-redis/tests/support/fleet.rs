@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herder::cache::Loaded;
+use herder::cache::{EarlyRefresh, Loaded};
 use herder::{Cache, DataLoader, Loader};
 use herder_redis::{RedisStats, RedisTier};
 use herder_testkit::{
@@ -64,6 +64,8 @@ pub struct Member {
     pub tier: RedisTier<u64, u64>,
     pub loader: Option<DataLoader<Rows>>,
     pub db: Arc<Database>,
+    /// Per cent of `try_get_with` and `fetch` loads that fail.
+    pub fail: u64,
 }
 
 /// The tier settings the fleet uses: a 50 ms budget, a 500 ms lease, the default breaker.
@@ -80,15 +82,31 @@ pub fn tier(url: &str) -> RedisTier<u64, u64> {
 impl Member {
     /// An instance on `url`; its L1 keeps values for a minute, so a missed invalidation shows.
     pub fn new(url: &str, db: &Arc<Database>, with_loader: bool) -> Self {
+        Member::of_kind(url, db, usize::from(with_loader))
+    }
+
+    /// The fleet's instances come in four kinds (`kind % 4`): 0 plain, with a one-minute TTL;
+    /// 1 the same with a DataLoader in front; 2 a 300 ms TTL with stale-while-revalidate (2 s)
+    /// and early refresh; 3 a 300 ms TTL with fail-safe (60 s, 50 ms throttle), a DataLoader in
+    /// front, and 5% of its `try_get_with` and `fetch` loads failing.
+    pub fn of_kind(url: &str, db: &Arc<Database>, kind: usize) -> Self {
         let tier = tier(url);
-        let cache = Cache::builder()
+        let builder = Cache::builder()
             .max_capacity(10_000)
-            .time_to_live(Duration::from_secs(60))
             .wait_timeout(Duration::from_secs(2))
-            .tier(Arc::new(tier.clone()))
-            .build()
-            .unwrap();
-        let loader = with_loader.then(|| {
+            .tier(Arc::new(tier.clone()));
+        let builder = match kind % 4 {
+            0 | 1 => builder.time_to_live(Duration::from_secs(60)),
+            2 => builder
+                .time_to_live(Duration::from_millis(300))
+                .stale_while_revalidate(Duration::from_secs(2))
+                .early_refresh(EarlyRefresh::Probabilistic { beta: 1.0 }),
+            _ => builder
+                .time_to_live(Duration::from_millis(300))
+                .fail_safe(Duration::from_secs(60), Duration::from_millis(50)),
+        };
+        let cache = builder.build().unwrap();
+        let loader = (kind % 2 == 1).then(|| {
             DataLoader::builder(Rows { db: db.clone() })
                 .cache(cache.clone())
                 .build()
@@ -99,6 +117,7 @@ impl Member {
             tier,
             loader,
             db: db.clone(),
+            fail: if kind % 4 == 3 { 5 } else { 0 },
         }
     }
 
@@ -113,6 +132,7 @@ impl Node for Member {
     fn read(&self, key: u64, rng: &mut fastrand::Rng) -> ReadFuture {
         let (cache, db) = (self.cache.clone(), self.db.clone());
         let roll = rng.u64(..);
+        let fails = roll % 100 < self.fail;
         let paths = if self.loader.is_some() { 6 } else { 5 };
         match rng.u8(..paths) {
             0 => Box::pin(async move { cache.get(&key) }),
@@ -122,12 +142,20 @@ impl Node for Member {
                 )
             }
             2 => Box::pin(async move {
-                let load = move || async move { Ok::<_, Down>(load_row(db, key, roll).await) };
+                let load = move || async move {
+                    let version = load_row(db, key, roll).await;
+                    if fails { Err(Down) } else { Ok(version) }
+                };
                 cache.try_get_with(key, load).await.ok()
             }),
             3 => Box::pin(async move {
                 let load = move || async move {
-                    Ok::<_, Down>(Loaded::found(load_row(db, key, roll).await))
+                    let version = load_row(db, key, roll).await;
+                    if fails {
+                        Err(Down)
+                    } else {
+                        Ok(Loaded::found(version))
+                    }
                 };
                 cache.fetch(key, load).await.ok()?.value
             }),
@@ -179,7 +207,7 @@ pub struct Check {
 }
 
 impl Check {
-    /// 4 instances (every other one with a DataLoader), 64 keys, propagation within 250 ms
+    /// 4 instances (one of each kind, see [`Member::of_kind`]), 64 keys, propagation within 250 ms
     /// while healthy (a loaded 2-core machine; the bench measures the real figure), recovery
     /// within 3 s of a fault's end (breaker cooldown and reconnect back-off included).
     pub fn new(seed: u64, duration: Duration) -> Self {
@@ -241,7 +269,8 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// `instances` members behind a new proxy to `redis`, every other one with a DataLoader.
+    /// `instances` members behind a new proxy to `redis`, of every kind in turn (see
+    /// [`Member::of_kind`]).
     pub fn new(redis: &RedisServer, instances: usize, keys: u64) -> Self {
         Fleet::build(redis, instances, keys, true)
     }
@@ -256,7 +285,7 @@ impl Fleet {
         let url = if via_proxy { proxy.url() } else { redis.url() };
         let db = Arc::new(Database::new(keys));
         let members = (0..instances)
-            .map(|i| Arc::new(Member::new(&url, &db, i % 2 == 1)))
+            .map(|i| Arc::new(Member::of_kind(&url, &db, i)))
             .collect();
         Fleet { proxy, members, db }
     }
