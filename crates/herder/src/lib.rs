@@ -61,6 +61,26 @@
 //! | `tracing` | on | `tracing` spans for batches and loads, events for panics; never a global subscriber |
 //! | `serde` | off | `serde::Serialize` for every stats struct |
 //!
+//! # Invalidation is final
+//!
+//! On a [`Cache`], every read of a key that starts after [`Cache::invalidate`] (or
+//! [`insert`](Cache::insert), [`remove`](Cache::remove), [`invalidate_all`](Cache::invalidate_all))
+//! has returned gets a value loaded after that call, or the value inserted, whatever path the
+//! read takes: `get`, `get_with`, `try_get_with`, `fetch`, the bulk reads, a [`DataLoader`] with
+//! that cache in front, a stale-while-revalidate or early refresh, a fail-safe fallback, a wait or
+//! load timeout. A load that was under way when the invalidation came still answers the callers
+//! that were waiting for it (they asked before the invalidation), but stores nothing, and no
+//! later reader joins it. Fail-safe and stale-while-revalidate never serve a value older than the
+//! last invalidation of its key.
+//!
+//! How: every write of a key — a load's store step, an invalidation, an insert, an eviction
+//! ordered by another instance — runs under the key's lock in the flight map, which retires the
+//! load under way in the same step; a new load reads the stale value it may fall back on under
+//! that lock too. loom models check the protocol (`flight::loom_tests`), and a randomized checker
+//! of cancels, panics, errors, inserts and invalidations on a multi-thread runtime checks the
+//! contract on every read (`tests/invalidation_contract.rs`). With a shared tier
+//! (`herder-redis`), the other instances' copies follow within the bound that crate documents.
+//!
 //! # Runtime
 //!
 //! herder runs on Tokio. All time goes through `tokio::time`, so tests can run on a paused clock.
