@@ -5,6 +5,7 @@
 //! (no lost close), the batch runs exactly once with every key, and nothing stays in flight.
 //!
 //! Run with `RUSTFLAGS="--cfg herder_loom" cargo test -p herder --lib --release batch::loom`.
+//! The two models over the whole state run with a preemption bound of 2.
 
 use std::future::poll_fn;
 
@@ -68,7 +69,11 @@ fn find(state: &Mutex<St>, config: &Config, key: u8) -> (Found<u8, ()>, Actions<
 /// batch size of 2), the opener looks and closes; the window task (a third thread) waits for
 /// the close and takes the batch. Exactly one batch runs, with both keys.
 fn opener_joiner_and_window(max_batch_size: usize) {
-    loom::model(move || {
+    // Three threads over the whole scheduler state: bound the preemptions (as tokio's own loom
+    // tests do with `LOOM_MAX_PREEMPTIONS`) to keep the run in minutes.
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(move || {
         let config = config(max_batch_size);
         let state = Arc::new(Mutex::new(St::new(&config)));
         let (found, actions) = find(&state, &config, 1);
