@@ -398,6 +398,20 @@ impl Peer {
         ]
     }
 
+    /// A new loader of the same configuration: nothing memoized or cached, counters at zero.
+    pub fn fresh(&self) -> Peer {
+        match self {
+            Peer::Herder(_) => Peer::Herder(Herder::new()),
+            Peer::HerderMemo(_) => Peer::HerderMemo(Herder::memo()),
+            Peer::AsyncGraphql(_) => Peer::AsyncGraphql(AsyncGraphql::new()),
+            Peer::AsyncGraphqlCached(_) => Peer::AsyncGraphqlCached(AsyncGraphqlCached::new()),
+            Peer::Cksac(_) => Peer::Cksac(Cksac::new()),
+            Peer::CksacCached(_) => Peer::CksacCached(CksacCached::new()),
+            Peer::MapFloor(floor) => Peer::MapFloor(floor.clone()),
+            Peer::SpawnFloor(_) => Peer::SpawnFloor(SpawnFloor),
+        }
+    }
+
     /// `true` for async-graphql, whose 1 ms timer makes each sample long.
     pub fn is_slow(&self) -> bool {
         matches!(self, Peer::AsyncGraphql(_) | Peer::AsyncGraphqlCached(_))

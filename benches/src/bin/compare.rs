@@ -2,7 +2,7 @@
 //! markdown tables of `docs/BENCHMARKS.md`.
 //!
 //! ```text
-//! cargo run --release -p herder-benches --bin compare -- [dataloader] [queue] [--rounds N] [--only NAME]
+//! cargo run --release -p herder-benches --bin compare -- [dataloader] [fan-out] [cache] [fleet] [queue] [--rounds N] [--only NAME]
 //! ```
 //!
 //! Peers run interleaved, round after round, so that a noisy neighbour hurts all of them alike;
@@ -255,16 +255,24 @@ fn dataloader(rounds: usize) {
         &results,
     );
 
+    spawned_fan_out(&rt, rounds);
+}
+
+/// The spawned fan-out alone: `compare -- fan-out`.
+fn spawned_fan_out(rt: &Runtime, rounds: usize) {
     let results = collect_from(
-        &rt,
+        rt,
         || Peer::fan_out(10_000),
         On::Task,
         rounds,
         |_| 1,
-        |peer| async move { on_peer!(peer, b => workloads::fan_out_tasks(&b, 100_000, 10_000).await) },
+        // A fresh loader per sample: a memo or cache must not carry over from the last one.
+        |peer| async move {
+            on_peer!(peer.fresh(), b => workloads::fan_out_tasks(&b, 100_000, 10_000).await)
+        },
     );
     batch_table(
-        "Fan-out: 100,000 loads over 10,000 keys, one spawned task each, max batch 1000 (multi-thread)",
+        "Fan-out: 100,000 loads over 10,000 keys, one spawned task each, max batch 1000, a fresh loader per sample (multi-thread)",
         100_000,
         &results,
     );
@@ -554,6 +562,10 @@ fn main() {
     if all || which.contains(&"dataloader") {
         println!("## DataLoader ({rounds} rounds)\n");
         dataloader(rounds);
+    }
+    if which.contains(&"fan-out") {
+        println!("## DataLoader, spawned fan-out only ({rounds} rounds)\n");
+        spawned_fan_out(&multi_thread(), rounds);
     }
     if all || which.contains(&"fleet") {
         println!("## Redis tier ({rounds} rounds)\n");

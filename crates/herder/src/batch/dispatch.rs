@@ -98,30 +98,20 @@ async fn window<L: Loader>(mut guard: WindowGuard<L>, ctl: SyncArc<WindowCtl>) {
     }
 }
 
-/// What the opener of a batch is to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drive {
-    /// Keys arrived during the last pass: yield once more, then look again.
-    Again,
-    /// The batch is closing (or closed, or gone): stop driving.
-    Done,
+/// One look at a yield window by the caller that opened the batch, after a scheduler pass
+/// (see `future::Driving`, which decides what a quiet pass does).
+pub(crate) fn look<L: Loader>(shared: &Shared<L>, slot: &SlotOf<L>, ctl: &WindowCtl) -> Pass {
+    if ctl.is_closed() {
+        return Pass::Gone;
+    }
+    lock(&shared.state).window_pass(slot)
 }
 
-/// One look at a yield window by the caller that opened the batch, after a scheduler pass:
-/// keys arrived → one more pass; otherwise the window task is told to close and run the batch.
-pub(crate) fn look<L: Loader>(shared: &Shared<L>, slot: &SlotOf<L>, ctl: &WindowCtl) -> Drive {
-    if ctl.is_closed() {
-        return Drive::Done;
-    }
-    let pass = lock(&shared.state).window_pass(slot);
-    match pass {
-        Pass::Grew => Drive::Again,
-        Pass::Quiet => {
-            ctl.close();
-            Drive::Done
-        }
-        Pass::Gone => Drive::Done,
-    }
+/// `true` while the runtime's global queue holds tasks it has not run yet (tasks spawned or woken
+/// off its workers, and the overflow of a worker's full queue): work that was ready has not all
+/// run, so a quiet pass does not yet mean the keys have stopped coming.
+pub(crate) fn runtime_has_queued_work() -> bool {
+    Handle::try_current().is_ok_and(|runtime| runtime.metrics().global_queue_depth() > 0)
 }
 
 /// Fails the open batch if its window task is dropped before the window ends.

@@ -5,11 +5,11 @@ use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::dispatch::{self, Drive, SlotOf};
+use super::dispatch::{self, SlotOf};
 use super::error::LoadError;
 use super::handle::{DataLoader, Shared};
 use super::loader::Loader;
-use super::state::{Found, Landed};
+use super::state::{Found, Landed, Pass};
 use super::window::WindowCtl;
 use crate::cache::Landing;
 use crate::flight::{Outcome, Waiter};
@@ -58,10 +58,28 @@ type PassFuture = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 /// the tasks that were ready; on the `block_on` thread of a multi-thread runtime it wakes its
 /// own task at once, so the look comes after the sibling futures of the same poll. Either way
 /// it is this task's own wake-up, which cannot be lost.
+///
+/// A pass that added keys → one more pass. A quiet pass closes the window, unless the runtime's
+/// global queue still holds tasks it has not run (loads spawned faster than the workers run
+/// them): then up to [`QUIET_PASSES_WHILE_QUEUED`] more passes.
 pub(crate) struct Driving<L: Loader> {
     slot: SlotOf<L>,
     ctl: Arc<WindowCtl>,
     pass: PassFuture,
+    /// Quiet passes in a row so far.
+    quiet: u32,
+}
+
+/// How many quiet passes in a row a window waits while the runtime still has queued work.
+const QUIET_PASSES_WHILE_QUEUED: u32 = 3;
+
+/// What the opener is to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drive {
+    /// Yield once more, then look again.
+    Again,
+    /// The window is closed: stop driving.
+    Done,
 }
 
 impl<L: Loader> Driving<L> {
@@ -70,6 +88,7 @@ impl<L: Loader> Driving<L> {
             slot,
             ctl,
             pass: Box::pin(tokio::task::yield_now()),
+            quiet: 0,
         }
     }
 
@@ -83,8 +102,19 @@ impl<L: Loader> Driving<L> {
             if self.pass.as_mut().poll(cx).is_pending() {
                 return Drive::Again;
             }
-            if dispatch::look(shared, &self.slot, &self.ctl) == Drive::Done {
-                return Drive::Done;
+            match dispatch::look(shared, &self.slot, &self.ctl) {
+                Pass::Grew => self.quiet = 0,
+                Pass::Quiet
+                    if self.quiet < QUIET_PASSES_WHILE_QUEUED
+                        && dispatch::runtime_has_queued_work() =>
+                {
+                    self.quiet += 1;
+                }
+                Pass::Quiet => {
+                    self.ctl.close();
+                    return Drive::Done;
+                }
+                Pass::Gone => return Drive::Done,
             }
             self.pass = Box::pin(tokio::task::yield_now());
         }
