@@ -87,8 +87,10 @@ impl<L: Loader> Builder<L> {
     }
 
     /// Remember each key's result (including "not found") for the life of the loader, as
-    /// facebook/dataloader does by default (default `false`). Suited to a request-scoped loader;
-    /// for a long-lived one, put a `Cache` in front instead. Errors are never memoized.
+    /// facebook/dataloader does by default (default `false`). Recommended for a request-scoped
+    /// loader (one per request, dropped with it): each key then reaches the loader once per
+    /// request, however many tasks ask for it and whenever they ask. For a long-lived loader, put
+    /// a `Cache` in front instead. Errors and timeouts are never memoized.
     pub fn memo(mut self, memo: bool) -> Self {
         self.config.memo = memo;
         self

@@ -7,7 +7,8 @@
 //! With the default (yield) window, the caller that opened the batch decides when it closes, from
 //! its own task: it yields to the scheduler (`tokio::task::yield_now`, see `future::Driving`)
 //! and looks ([`look`]): keys arrived during that pass → one more pass; a quiet pass → it tells
-//! the window task to close ([`WindowCtl::close`]), and the window task runs the batch. A yield
+//! the window task to close ([`WindowCtl::close`]), and the window task runs the batch (a quiet
+//! pass while the runtime's global queue still holds tasks waits a few more passes). A yield
 //! is the opener's own wake-up: none can be lost, whichever thread polls it. On a worker it
 //! comes back after the worker has run the tasks that were ready (and tried to steal); on the
 //! `block_on` thread, after the sibling futures of the same poll. If the opener is parked
@@ -81,7 +82,14 @@ async fn closed_within(ctl: &WindowCtl, limit: Duration) -> bool {
 /// early when the batch fills up (the window task is dismissed and the batch runs elsewhere).
 async fn window<L: Loader>(mut guard: WindowGuard<L>, ctl: SyncArc<WindowCtl>) {
     let unattended = match guard.shared.config.window {
-        Window::Yield => !closed_within(&ctl, PARKED_OPENER_TIMEOUT).await,
+        Window::Yield => {
+            // The opener usually looks within one scheduler pass: wait that pass out before
+            // arming the fallback timer, which a lone load then never pays for.
+            if !ctl.is_closed() {
+                tokio::task::yield_now().await;
+            }
+            !closed_within(&ctl, PARKED_OPENER_TIMEOUT).await
+        }
         Window::Delay(delay) => {
             closed_within(&ctl, delay).await;
             false

@@ -27,8 +27,11 @@ type FoundOf<L> = Found<<L as Loader>::Value, <L as Loader>::Error>;
 /// * Batches run as their own tasks: dropping any caller, including the one whose key opened the
 ///   batch, never strands the others.
 /// * A loader error or panic reaches every caller of that batch and is never remembered.
-/// * Optional: a memo ([`Builder::memo`]), a timer window ([`Builder::delay`]), a cap on loader
-///   calls in flight ([`Builder::max_concurrent_batches`]).
+/// * A loader that panics, even while building its future, fails its own batch only, with
+///   [`LoadError::is_panic`](crate::LoadError::is_panic).
+/// * Optional: a memo ([`Builder::memo`], recommended for a request-scoped loader), a timer
+///   window ([`Builder::delay`]), a cap on loader calls in flight
+///   ([`Builder::max_concurrent_batches`]), a load timeout ([`Builder::load_timeout`]).
 ///
 /// The handle is cheap to clone; clones share batches, memo and stats.
 ///
