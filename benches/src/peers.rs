@@ -58,6 +58,16 @@ impl Herder {
             loader: herder::DataLoader::new(HerderLoader::default()),
         }
     }
+
+    /// With `memo(true)`, the setting herder's docs recommend for a request-scoped loader.
+    pub fn memo() -> Self {
+        Herder {
+            loader: herder::DataLoader::builder(HerderLoader::default())
+                .memo(true)
+                .build()
+                .unwrap(),
+        }
+    }
 }
 
 impl Default for Herder {
@@ -112,6 +122,52 @@ impl AsyncGraphql {
             loader: Arc::new(loader),
             counter,
         }
+    }
+}
+
+/// async-graphql's `DataLoader` with its request-scoped cache (`HashMapCache`).
+#[derive(Clone)]
+pub struct AsyncGraphqlCached {
+    loader: Arc<
+        async_graphql::dataloader::DataLoader<AgLoader, async_graphql::dataloader::HashMapCache>,
+    >,
+    counter: Counter,
+}
+
+impl AsyncGraphqlCached {
+    pub fn new() -> Self {
+        let counter = Counter::default();
+        let loader = async_graphql::dataloader::DataLoader::with_cache(
+            AgLoader(counter.clone()),
+            tokio::spawn,
+            async_graphql::dataloader::HashMapCache::default(),
+        );
+        AsyncGraphqlCached {
+            loader: Arc::new(loader),
+            counter,
+        }
+    }
+}
+
+impl Default for AsyncGraphqlCached {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Batcher for AsyncGraphqlCached {
+    const NAME: &'static str = "async-graphql 7, HashMapCache";
+
+    async fn load(&self, key: u64) -> Option<u64> {
+        self.loader.load_one(key).await.unwrap()
+    }
+
+    fn calls(&self) -> usize {
+        self.counter.calls.load(Relaxed)
+    }
+
+    fn keys(&self) -> usize {
+        self.counter.keys.load(Relaxed)
     }
 }
 
@@ -187,6 +243,98 @@ impl Batcher for Cksac {
     }
 }
 
+/// The `dataloader` crate's caching loader (a `HashMap` for the life of the loader), batch
+/// size 1000.
+#[derive(Clone)]
+pub struct CksacCached {
+    loader: dataloader::cached::Loader<u64, u64, CkLoader>,
+    counter: Counter,
+}
+
+impl CksacCached {
+    pub fn new() -> Self {
+        let counter = Counter::default();
+        let loader =
+            dataloader::cached::Loader::new(CkLoader(counter.clone())).with_max_batch_size(1000);
+        CksacCached { loader, counter }
+    }
+}
+
+impl Default for CksacCached {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Batcher for CksacCached {
+    const NAME: &'static str = "dataloader 0.18, cached";
+
+    async fn load(&self, key: u64) -> Option<u64> {
+        self.loader.try_load(key).await.ok()
+    }
+
+    fn calls(&self) -> usize {
+        self.counter.calls.load(Relaxed)
+    }
+
+    fn keys(&self) -> usize {
+        self.counter.keys.load(Relaxed)
+    }
+}
+
+// ---- floors: what the work costs without any DataLoader ----
+
+/// A `HashMap` get per load: with one spawned task per load, the fan-out's floor.
+#[derive(Clone)]
+pub struct MapFloor {
+    map: Arc<HashMap<u64, u64>>,
+}
+
+impl MapFloor {
+    pub fn new(distinct: u64) -> Self {
+        MapFloor {
+            map: Arc::new((0..distinct).map(|k| (k, k * 2)).collect()),
+        }
+    }
+}
+
+impl Batcher for MapFloor {
+    const NAME: &'static str = "floor: spawn + HashMap get";
+
+    async fn load(&self, key: u64) -> Option<u64> {
+        self.map.get(&key).copied()
+    }
+
+    fn calls(&self) -> usize {
+        0
+    }
+
+    fn keys(&self) -> usize {
+        0
+    }
+}
+
+/// One spawned task that answers at once, awaited: what any DataLoader that runs its batches
+/// as tasks pays at least, and the floor of a lone load's latency.
+#[derive(Clone, Default)]
+pub struct SpawnFloor;
+
+impl Batcher for SpawnFloor {
+    const NAME: &'static str = "floor: spawn + await an instant task";
+
+    async fn load(&self, key: u64) -> Option<u64> {
+        tokio::spawn(async move { key * 2 }).await.ok()
+    }
+
+    fn calls(&self) -> usize {
+        0
+    }
+
+    fn keys(&self) -> usize {
+        0
+    }
+}
+
 /// Every DataLoader peer as one type, so one workload closure serves all of them
 /// (dispatch with [`on_peer!`](crate::on_peer)).
 #[derive(Clone)]
@@ -194,6 +342,12 @@ pub enum Peer {
     Herder(Herder),
     AsyncGraphql(AsyncGraphql),
     Cksac(Cksac),
+    AsyncGraphqlCached(AsyncGraphqlCached),
+    CksacCached(CksacCached),
+    MapFloor(MapFloor),
+    SpawnFloor(SpawnFloor),
+    /// herder with `memo(true)`.
+    HerderMemo(Herder),
 }
 
 /// Runs `$body` with `$b` bound to the concrete peer inside a [`Peer`].
@@ -204,6 +358,11 @@ macro_rules! on_peer {
             $crate::peers::Peer::Herder($b) => $body,
             $crate::peers::Peer::AsyncGraphql($b) => $body,
             $crate::peers::Peer::Cksac($b) => $body,
+            $crate::peers::Peer::AsyncGraphqlCached($b) => $body,
+            $crate::peers::Peer::CksacCached($b) => $body,
+            $crate::peers::Peer::MapFloor($b) => $body,
+            $crate::peers::Peer::SpawnFloor($b) => $body,
+            $crate::peers::Peer::HerderMemo($b) => $body,
         }
     };
 }
@@ -218,10 +377,53 @@ impl Peer {
         ]
     }
 
+    /// herder and each peer with its defaults, then the floor of one spawned task per load.
+    pub fn lone() -> Vec<Peer> {
+        let mut peers = Self::all();
+        peers.push(Peer::SpawnFloor(SpawnFloor));
+        peers
+    }
+
+    /// Every configuration of every peer, for the spawned fan-out over `distinct` keys, and
+    /// its floor.
+    pub fn fan_out(distinct: u64) -> Vec<Peer> {
+        vec![
+            Peer::Herder(Herder::new()),
+            Peer::HerderMemo(Herder::memo()),
+            Peer::AsyncGraphql(AsyncGraphql::new()),
+            Peer::AsyncGraphqlCached(AsyncGraphqlCached::new()),
+            Peer::Cksac(Cksac::new()),
+            Peer::CksacCached(CksacCached::new()),
+            Peer::MapFloor(MapFloor::new(distinct)),
+        ]
+    }
+
+    /// A new loader of the same configuration: nothing memoized or cached, counters at zero.
+    pub fn fresh(&self) -> Peer {
+        match self {
+            Peer::Herder(_) => Peer::Herder(Herder::new()),
+            Peer::HerderMemo(_) => Peer::HerderMemo(Herder::memo()),
+            Peer::AsyncGraphql(_) => Peer::AsyncGraphql(AsyncGraphql::new()),
+            Peer::AsyncGraphqlCached(_) => Peer::AsyncGraphqlCached(AsyncGraphqlCached::new()),
+            Peer::Cksac(_) => Peer::Cksac(Cksac::new()),
+            Peer::CksacCached(_) => Peer::CksacCached(CksacCached::new()),
+            Peer::MapFloor(floor) => Peer::MapFloor(floor.clone()),
+            Peer::SpawnFloor(_) => Peer::SpawnFloor(SpawnFloor),
+        }
+    }
+
+    /// `true` for async-graphql, whose 1 ms timer makes each sample long.
+    pub fn is_slow(&self) -> bool {
+        matches!(self, Peer::AsyncGraphql(_) | Peer::AsyncGraphqlCached(_))
+    }
+
     pub fn name(&self) -> &'static str {
         fn name<B: Batcher>(_: &B) -> &'static str {
             B::NAME
         }
-        on_peer!(self, b => name(b))
+        match self {
+            Peer::HerderMemo(_) => "herder, memo(true)",
+            _ => on_peer!(self, b => name(b)),
+        }
     }
 }

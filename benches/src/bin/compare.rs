@@ -2,7 +2,7 @@
 //! markdown tables of `docs/BENCHMARKS.md`.
 //!
 //! ```text
-//! cargo run --release -p herder-benches --bin compare -- [dataloader] [queue] [--rounds N] [--only NAME]
+//! cargo run --release -p herder-benches --bin compare -- [dataloader] [fan-out] [cache] [fleet] [queue] [--rounds N] [--only NAME]
 //! ```
 //!
 //! Peers run interleaved, round after round, so that a noisy neighbour hurts all of them alike;
@@ -33,6 +33,15 @@ fn current_thread() -> Runtime {
     Builder::new_current_thread().enable_all().build().unwrap()
 }
 
+/// Where a workload is polled from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum On {
+    /// A spawned task (a request handler), on a worker of a multi-thread runtime.
+    Task,
+    /// The `Runtime::block_on` thread itself (the body of `#[tokio::main]`).
+    BlockOn,
+}
+
 /// Runs `work` for every peer, `rounds` times, interleaved; each call is spawned as a task (a
 /// request handler) and yields one sample per repetition.
 fn collect<F, Fut>(
@@ -45,7 +54,23 @@ where
     F: Fn(Peer) -> Fut,
     Fut: std::future::Future<Output = Sample> + Send + 'static,
 {
-    let peers = rt.block_on(async { Peer::all() });
+    collect_from(rt, Peer::all, On::Task, rounds, reps, work)
+}
+
+/// [`collect`] over the peers `peers` makes, polled from `on`.
+fn collect_from<F, Fut>(
+    rt: &Runtime,
+    peers: impl FnOnce() -> Vec<Peer>,
+    on: On,
+    rounds: usize,
+    reps: impl Fn(&Peer) -> usize,
+    work: F,
+) -> Vec<(Peer, Vec<Sample>)>
+where
+    F: Fn(Peer) -> Fut,
+    Fut: std::future::Future<Output = Sample> + Send + 'static,
+{
+    let peers = rt.block_on(async { peers() });
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); peers.len()];
     for round in 0..rounds {
         for offset in 0..peers.len() {
@@ -53,24 +78,64 @@ where
             let i = (round + offset) % peers.len();
             for _ in 0..reps(&peers[i]) {
                 let fut = work(peers[i].clone());
-                samples[i].push(rt.block_on(async move { tokio::spawn(fut).await.unwrap() }));
+                samples[i].push(match on {
+                    On::Task => rt.block_on(async move { tokio::spawn(fut).await.unwrap() }),
+                    On::BlockOn => rt.block_on(fut),
+                });
             }
         }
     }
     peers.into_iter().zip(samples).collect()
 }
 
-fn latency_table(title: &str, results: &[(Peer, Vec<Sample>)]) {
-    let base = median(&times(&results[0].1));
-    let mut table = Table::new(&["implementation", "median", "p99", "samples", "vs herder"]);
+/// Like [`latency_table`], with each row's median minus the floor's (the last row).
+fn lone_table(title: &str, results: &[(Peer, Vec<Sample>)]) {
+    let (_, floor) = results.last().expect("the floor is the last row");
+    let floor = median(&times(floor));
+    let mut table = Table::new(&[
+        "implementation",
+        "median",
+        "p99",
+        "samples",
+        "added over the floor",
+    ]);
     for (peer, samples) in results {
         let t = times(samples);
+        let m = median(&t);
+        table.row(vec![
+            peer.name().to_owned(),
+            human(m),
+            human(quantile(&t, 0.99)),
+            t.len().to_string(),
+            human(m.saturating_sub(floor)),
+        ]);
+    }
+    println!("### {title}\n\n{}", table.markdown());
+}
+
+/// Batching of dependent levels: in how many rounds each level made exactly one batch.
+fn levels_table(title: &str, levels: usize, results: &[(Peer, Vec<Sample>)]) {
+    let mut table = Table::new(&[
+        "implementation",
+        "median",
+        "p99",
+        &format!("rounds with exactly {levels} loader calls"),
+        "max loader calls",
+    ]);
+    for (peer, samples) in results {
+        let t = times(samples);
+        let exact = samples.iter().filter(|s| s.calls == levels).count();
         table.row(vec![
             peer.name().to_owned(),
             human(median(&t)),
             human(quantile(&t, 0.99)),
-            t.len().to_string(),
-            ratio(median(&t), base),
+            format!("{exact} / {}", samples.len()),
+            samples
+                .iter()
+                .map(|s| s.calls)
+                .max()
+                .unwrap_or(0)
+                .to_string(),
         ]);
     }
     println!("### {title}\n\n{}", table.markdown());
@@ -113,36 +178,49 @@ fn times(samples: &[Sample]) -> Vec<Duration> {
 
 fn dataloader(rounds: usize) {
     // async-graphql waits 1 ms per batch: fewer samples keep the run short, the median holds.
-    let reps = |peer: &Peer| {
-        if matches!(peer, Peer::AsyncGraphql(_)) {
-            20
-        } else {
-            200
-        }
-    };
+    let reps = |peer: &Peer| if peer.is_slow() { 20 } else { 200 };
+    let isolated =
+        |peer: Peer| async move { on_peer!(peer, b => workloads::isolated(&b, 7).await) };
 
     let rt = current_thread();
-    let results = collect(&rt, rounds, reps, |peer| async move {
-        on_peer!(peer, b => workloads::isolated(&b, 7).await)
-    });
-    latency_table("Isolated `load`, current-thread runtime", &results);
+    let results = collect_from(&rt, Peer::lone, On::Task, rounds, reps, isolated);
+    lone_table("Isolated `load`, current-thread runtime", &results);
 
     let rt = multi_thread();
-    let results = collect(&rt, rounds, reps, |peer| async move {
-        on_peer!(peer, b => workloads::isolated(&b, 7).await)
-    });
-    latency_table(
-        "Isolated `load`, multi-thread runtime (2 workers)",
+    let results = collect_from(&rt, Peer::lone, On::Task, rounds, reps, isolated);
+    lone_table(
+        "Isolated `load`, multi-thread runtime (2 workers), in a spawned task (on a worker)",
+        &results,
+    );
+    let results = collect_from(&rt, Peer::lone, On::BlockOn, rounds, reps, isolated);
+    lone_table(
+        "Isolated `load`, multi-thread runtime (2 workers), on the `block_on` thread (a `#[tokio::main]` body)",
         &results,
     );
 
-    let reps = |peer: &Peer| {
-        if matches!(peer, Peer::AsyncGraphql(_)) {
+    // 1,000 rounds for herder and dataloader, fewer for async-graphql (1 ms timer per level).
+    let level_reps = |peer: &Peer| {
+        if peer.is_slow() {
             10
         } else {
-            50
+            1000usize.div_ceil(rounds)
         }
     };
+    let results = collect_from(
+        &rt,
+        Peer::all,
+        On::BlockOn,
+        rounds,
+        level_reps,
+        |peer| async move { on_peer!(peer, b => workloads::two_levels(&b).await) },
+    );
+    levels_table(
+        "100 loads × 2 dependent levels polled from the `block_on` thread (multi-thread, 2 workers)",
+        2,
+        &results,
+    );
+
+    let reps = |peer: &Peer| if peer.is_slow() { 10 } else { 50 };
     let results = collect(&rt, rounds, reps, |peer| async move {
         on_peer!(peer, b => workloads::two_levels(&b).await)
     });
@@ -177,14 +255,24 @@ fn dataloader(rounds: usize) {
         &results,
     );
 
-    let results = collect(
-        &rt,
+    spawned_fan_out(&rt, rounds);
+}
+
+/// The spawned fan-out alone: `compare -- fan-out`.
+fn spawned_fan_out(rt: &Runtime, rounds: usize) {
+    let results = collect_from(
+        rt,
+        || Peer::fan_out(10_000),
+        On::Task,
         rounds,
         |_| 1,
-        |peer| async move { on_peer!(peer, b => workloads::fan_out_tasks(&b, 100_000, 10_000).await) },
+        // A fresh loader per sample: a memo or cache must not carry over from the last one.
+        |peer| async move {
+            on_peer!(peer.fresh(), b => workloads::fan_out_tasks(&b, 100_000, 10_000).await)
+        },
     );
     batch_table(
-        "Fan-out: 100,000 loads over 10,000 keys, one spawned task each, max batch 1000 (multi-thread)",
+        "Fan-out: 100,000 loads over 10,000 keys, one spawned task each, max batch 1000, a fresh loader per sample (multi-thread)",
         100_000,
         &results,
     );
@@ -474,6 +562,10 @@ fn main() {
     if all || which.contains(&"dataloader") {
         println!("## DataLoader ({rounds} rounds)\n");
         dataloader(rounds);
+    }
+    if which.contains(&"fan-out") {
+        println!("## DataLoader, spawned fan-out only ({rounds} rounds)\n");
+        spawned_fan_out(&multi_thread(), rounds);
     }
     if all || which.contains(&"fleet") {
         println!("## Redis tier ({rounds} rounds)\n");

@@ -1,16 +1,17 @@
 //! Synchronisation primitives used by the state machines, swapped for loom's under `--cfg herder_loom`
-//! (the same shim as `tokio-util/src/loom.rs`). Only the flight core goes through this module: it is
-//! what the loom models in `flight/loom_tests.rs` explore.
+//! (the same shim as `tokio-util/src/loom.rs`). The flight core, the line and the DataLoader's batch
+//! window go through this module: it is what the loom models (`flight/loom_tests.rs`,
+//! `line/loom_tests.rs`, `batch/loom_tests.rs`) explore.
 
 #[cfg(herder_loom)]
 pub(crate) use loom::sync::{
     Arc, Mutex, MutexGuard,
-    atomic::{AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize},
 };
 #[cfg(not(herder_loom))]
 pub(crate) use std::sync::{
     Arc, Mutex, MutexGuard,
-    atomic::{AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize},
 };
 
 /// Locks `mutex`, ignoring poisoning.

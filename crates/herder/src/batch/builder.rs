@@ -47,18 +47,21 @@ impl<L: Loader> Builder<L> {
                 max_batch_size: 1000,
                 max_concurrent_batches: usize::MAX,
                 memo: false,
+                load_timeout: None,
             },
             cache: None,
         }
     }
 
-    /// Collect keys for a fixed `delay` after the first key of a batch, for callers spread over
-    /// many tasks. The default, and `Duration::ZERO`, is no timer: a batch dispatches once the
-    /// task whose key opened it comes round again, after the work that was ready (its sibling
-    /// futures included) has run, plus a pass or more while keys keep arriving. That is all a
-    /// fan-out polled in one task (a GraphQL resolver tree) needs, on any runtime, and it adds
-    /// microseconds. If that caller is parked (polled once, never again), a timer dispatches the
-    /// batch after 200 ms (counted in `unattended_windows`).
+    /// Collect keys for a fixed `delay` after the first key of a batch. The default, and
+    /// `Duration::ZERO`, is no timer: the caller whose key opened the batch yields to the
+    /// scheduler and looks again; while each pass adds keys, it yields once more, and the first
+    /// quiet pass dispatches the batch (a full batch dispatches at once). That is what a fan-out
+    /// polled in one task (a GraphQL resolver tree) needs, on any runtime flavour and thread, and
+    /// it adds microseconds; loads spread over many spawned tasks batch too, while the runtime
+    /// keeps running tasks that add keys. If the opener is parked (polled once, never again), or
+    /// keys keep arriving for that long, a timer dispatches the batch after 200 ms (counted in
+    /// `unattended_windows`). Any duration is accepted.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.config.window = if delay.is_zero() {
             Window::Yield
@@ -84,12 +87,48 @@ impl<L: Loader> Builder<L> {
     }
 
     /// Remember each key's result (including "not found") for the life of the loader, as
-    /// facebook/dataloader does by default (default `false`). Suited to a request-scoped loader;
-    /// for a long-lived one, put a `Cache` in front instead. Errors are never memoized. With a
+    /// facebook/dataloader does by default (default `false`). Recommended for a request-scoped
+    /// loader (one per request, dropped with it): each key then reaches the loader once per
+    /// request, however many tasks ask for it and whenever they ask. For a long-lived loader, put
+    /// a `Cache` in front instead. Errors and timeouts are never memoized. With a
     /// [`cache`](Builder::cache) in front, the cache is the memo and this setting has no effect:
     /// a memo of its own would keep serving values the cache has invalidated.
     pub fn memo(mut self, memo: bool) -> Self {
         self.config.memo = memo;
+        self
+    }
+
+    /// How long a loader call may take (default: no limit). Past it, the call is dropped (its
+    /// late result with it), every caller of the batch gets an error whose
+    /// [`is_timeout`](crate::LoadError::is_timeout) is `true`, the batch's keys are free to be
+    /// loaded again, and its slot of [`max_concurrent_batches`](Builder::max_concurrent_batches)
+    /// goes to the next batch. Counted in `timeouts`. Must be greater than zero; any larger
+    /// duration, `Duration::MAX` included, is accepted. With a cache in front, the cache's
+    /// readers that joined a timed-out batch get a cancelled load.
+    ///
+    /// ```
+    /// # use herder::{DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// # use std::time::Duration;
+    /// struct Hung;
+    /// impl Loader for Hung {
+    ///     type Key = u32;
+    ///     type Value = u32;
+    ///     type Error = std::convert::Infallible;
+    ///     async fn load(&self, _: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+    ///         std::future::pending().await
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let rows = DataLoader::builder(Hung).load_timeout(Duration::from_secs(2)).build().unwrap();
+    /// let err = rows.load(1).await.unwrap_err();
+    /// assert!(err.is_timeout());
+    /// assert_eq!((rows.stats().timeouts, rows.stats().in_flight), (1, 0));
+    /// # }
+    /// ```
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.config.load_timeout = Some(timeout);
         self
     }
 
@@ -142,6 +181,12 @@ impl<L: Loader> Builder<L> {
             return Err(BuildError::new(
                 "DataLoader",
                 "max_concurrent_batches must be at least 1",
+            ));
+        }
+        if self.config.load_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::new(
+                "DataLoader",
+                "load_timeout must be greater than zero",
             ));
         }
         let mut config = self.config;

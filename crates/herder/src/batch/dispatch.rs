@@ -5,31 +5,33 @@
 //! ever waits for a batch that nobody will run.
 //!
 //! With the default (yield) window, the caller that opened the batch decides when it closes, from
-//! its own task ([`drive`]): the window task waits until its worker has run the work that was
-//! ready (a deferred yield), then wakes the opener, whose task therefore comes round only after
-//! it has polled its sibling futures, on whichever worker it runs. The opener looks: keys still
-//! arriving → one more pass; otherwise → the window task closes and runs the batch. If the opener
-//! is parked (polled once, never again), a fallback timer closes the batch; a dropped opener
-//! closes it at once.
+//! its own task: it yields to the scheduler (`tokio::task::yield_now`, see `future::Driving`)
+//! and looks ([`look`]): keys arrived during that pass → one more pass; a quiet pass → it tells
+//! the window task to close ([`WindowCtl::close`]), and the window task runs the batch (a quiet
+//! pass while the runtime's global queue still holds tasks waits a few more passes). A yield
+//! is the opener's own wake-up: none can be lost, whichever thread polls it. On a worker it
+//! comes back after the worker has run the tasks that were ready (and tried to steal); on the
+//! `block_on` thread, after the sibling futures of the same poll. If the opener is parked
+//! (polled once, never again), the window task's fallback timer closes the batch; a dropped
+//! opener closes it at once.
 
+use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::task::Waker;
+use std::time::Duration;
 
 use futures_util::future::Either;
-use futures_util::task::AtomicWaker;
-use tokio::sync::Notify;
-
 use tokio::runtime::Handle;
 
 use super::cached;
 use super::handle::Shared;
 use super::loader::Loader;
 use super::state::{
-    Actions, BatchSlot, Closed, PARKED_OPENER_TIMEOUT, Pass, Window, WindowEnd, batch_outcome,
+    Actions, BatchResult, BatchSlot, Closed, Landed, PARKED_OPENER_TIMEOUT, Pass, Window,
+    WindowEnd, batch_outcome,
 };
-use crate::flight::{Failure, task};
-use crate::sync::lock;
+use super::window::WindowCtl;
+use crate::flight::{Failure, Outcome, task};
+use crate::sync::{Arc as SyncArc, lock};
 
 pub(crate) type SlotOf<L> = BatchSlot<<L as Loader>::Value, <L as Loader>::Error>;
 type ClosedOf<L> = Closed<<L as Loader>::Key, <L as Loader>::Value, <L as Loader>::Error>;
@@ -40,14 +42,9 @@ pub(crate) type ActionsOf<L> =
 ///
 /// Each task's guard is made before the task is spawned, so it covers a task that is dropped
 /// before its first poll too (a runtime shutting down drops the tasks it never ran).
-pub(crate) fn apply<L: Loader>(
-    shared: &Arc<Shared<L>>,
-    runtime: &Handle,
-    actions: ActionsOf<L>,
-    ctl: Option<Arc<WindowCtl>>,
-) {
-    for timer in actions.stop_timers {
-        timer.abort();
+pub(crate) fn apply<L: Loader>(shared: &Arc<Shared<L>>, runtime: &Handle, actions: ActionsOf<L>) {
+    for ctl in actions.dismiss {
+        ctl.close();
     }
     for closed in actions.run {
         runtime.spawn(run(RunGuard {
@@ -55,88 +52,49 @@ pub(crate) fn apply<L: Loader>(
             closed: Some(closed),
         }));
     }
-    if let Some(slot) = actions.window {
+    if let Some((slot, ctl)) = actions.window {
+        // Dismissed already: the call that opened the batch also filled it, and it runs above.
+        if ctl.is_closed() {
+            return;
+        }
         let guard = WindowGuard {
             shared: shared.clone(),
-            slot: Some(slot.clone()),
+            slot: Some(slot),
         };
-        let handle = runtime.spawn(window(guard, ctl));
-        // If the batch closed meanwhile, either it filled up or its opener dispatched it (the
-        // timer is harmless), or this very task took it to run: the handle must not abort it.
-        lock(&shared.state).set_timer(&slot, handle.abort_handle());
+        runtime.spawn(window(guard, ctl));
     }
 }
 
-/// How the caller that opened a yield window and the window's task talk.
-#[derive(Debug, Default)]
-pub(crate) struct WindowCtl {
-    /// The opener's waker: the window task wakes it once its worker has run what was ready.
-    opener: AtomicWaker,
-    /// What the opener asked for after its last look: [`NONE`], [`AGAIN`] or [`CLOSE`].
-    request: AtomicU8,
-    /// Rings when the opener asks.
-    asked: Notify,
+/// Waits until `ctl` is closed (`true`) or `limit` has passed (`false`).
+async fn closed_within(ctl: &WindowCtl, limit: Duration) -> bool {
+    let closed = std::pin::pin!(poll_fn(|cx| ctl.poll_closed(cx)));
+    let timer = std::pin::pin!(tokio::time::sleep(limit));
+    matches!(
+        futures_util::future::select(closed, timer).await,
+        Either::Left(_)
+    )
 }
-
-const NONE: u8 = 0;
-const AGAIN: u8 = 1;
-const CLOSE: u8 = 2;
-
-impl WindowCtl {
-    /// Called by the opener when it registers: it will be woken for its first look.
-    pub(crate) fn register(&self, waker: &Waker) {
-        self.opener.register(waker);
-    }
-
-    fn ask(&self, request: u8) {
-        self.request.store(request, Ordering::Release);
-        self.asked.notify_one();
-    }
-
-    fn take(&self) -> u8 {
-        self.request.swap(NONE, Ordering::Acquire)
-    }
-}
-
-/// A batch a caller opened, with the means to drive its window.
-pub(crate) type Opened<L> = (SlotOf<L>, Arc<WindowCtl>);
 
 /// Keeps a batch's window, then runs the batch if a slot is free.
 ///
-/// For a yield window (`ctl`): after a deferred yield (the work that was ready has run), wake the
-/// opener, whose task comes round after its siblings and looks; then do what it asks (one more
-/// pass, or close). If it does not come round within the fallback time (it is parked), close.
-async fn window<L: Loader>(mut guard: WindowGuard<L>, ctl: Option<Arc<WindowCtl>>) {
-    let mut unattended = false;
-    match (guard.shared.config.window, ctl) {
-        (Window::Yield, Some(ctl)) => 'passes: loop {
-            // Let the work that was ready run first (other tasks' loads join the batch). Waking
-            // the opener at once saves ~0.3 µs on a lone load but, measured, cut 100,000 loads
-            // from as many tasks into 2,078 batches instead of 154.
-            tokio::task::yield_now().await;
-            ctl.opener.wake();
-            // On the same worker, the opener has had its look by the end of one more yield.
-            tokio::task::yield_now().await;
-            loop {
-                match ctl.take() {
-                    AGAIN => continue 'passes,
-                    CLOSE => break 'passes,
-                    _ => {}
-                }
-                let asked = std::pin::pin!(ctl.asked.notified());
-                let parked = std::pin::pin!(tokio::time::sleep(PARKED_OPENER_TIMEOUT));
-                if let Either::Right(_) = futures_util::future::select(asked, parked).await {
-                    unattended = true;
-                    break 'passes;
-                }
+/// A yield window ends when its opener closes it ([`look`], or the opener is dropped), or, if
+/// the opener is parked, at the fallback timer. A delay window ends at its timer. Either ends
+/// early when the batch fills up (the window task is dismissed and the batch runs elsewhere).
+async fn window<L: Loader>(mut guard: WindowGuard<L>, ctl: SyncArc<WindowCtl>) {
+    let unattended = match guard.shared.config.window {
+        Window::Yield => {
+            // The opener usually looks within one scheduler pass: wait that pass out before
+            // arming the fallback timer, which a lone load then never pays for.
+            if !ctl.is_closed() {
+                tokio::task::yield_now().await;
             }
-        },
-        (Window::Yield, None) => {
-            tokio::time::sleep(PARKED_OPENER_TIMEOUT).await;
-            unattended = true;
+            !closed_within(&ctl, PARKED_OPENER_TIMEOUT).await
         }
-        (Window::Delay(delay), _) => tokio::time::sleep(delay).await,
-    }
+        Window::Delay(delay) => {
+            closed_within(&ctl, delay).await;
+            false
+        }
+    };
     let slot = guard.slot.take().expect("armed until the window ends");
     let end = lock(&guard.shared.state).window_elapsed(&slot, &guard.shared.config, unattended);
     if let WindowEnd::Run(closed) = end {
@@ -148,39 +106,20 @@ async fn window<L: Loader>(mut guard: WindowGuard<L>, ctl: Option<Arc<WindowCtl>
     }
 }
 
-/// What the opener of a batch is to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drive {
-    /// Keys are still arriving: the window task wakes you again for another look.
-    Again,
-    /// The batch is closing (or closed, or gone): stop driving.
-    Done,
+/// One look at a yield window by the caller that opened the batch, after a scheduler pass
+/// (see `future::Driving`, which decides what a quiet pass does).
+pub(crate) fn look<L: Loader>(shared: &Shared<L>, slot: &SlotOf<L>, ctl: &WindowCtl) -> Pass {
+    if ctl.is_closed() {
+        return Pass::Gone;
+    }
+    lock(&shared.state).window_pass(slot)
 }
 
-/// One look at a yield window, by the caller that opened the batch, from its own task: keys
-/// still arriving → one more pass; otherwise → the window task closes and runs the batch.
-/// `waker` is the opener's, for the next pass; `None` when the opener is dropped: close now.
-pub(crate) fn drive<L: Loader>(
-    shared: &Arc<Shared<L>>,
-    (slot, ctl): &Opened<L>,
-    waker: Option<&Waker>,
-) -> Drive {
-    let Some(waker) = waker else {
-        ctl.ask(CLOSE);
-        return Drive::Done;
-    };
-    match lock(&shared.state).window_pass(slot) {
-        Pass::Grew => {
-            ctl.opener.register(waker);
-            ctl.ask(AGAIN);
-            Drive::Again
-        }
-        Pass::Quiet => {
-            ctl.ask(CLOSE);
-            Drive::Done
-        }
-        Pass::Gone => Drive::Done,
-    }
+/// `true` while the runtime's global queue holds tasks it has not run yet (tasks spawned or woken
+/// off its workers, and the overflow of a worker's full queue): work that was ready has not all
+/// run, so a quiet pass does not yet mean the keys have stopped coming.
+pub(crate) fn runtime_has_queued_work() -> bool {
+    Handle::try_current().is_ok_and(|runtime| runtime.metrics().global_queue_depth() > 0)
 }
 
 /// Fails the open batch if its window task is dropped before the window ends.
@@ -200,11 +139,15 @@ impl<L: Loader> Drop for WindowGuard<L> {
 }
 
 /// Runs the guarded batch, then whichever batch its slot goes to next.
+///
+/// The loader's future is built inside the catch, so a loader that panics while building it
+/// fails its own batch as a panic, and only that batch. With a load timeout, a call that
+/// outlives it is dropped (its late result with it) and its callers get a timeout error.
 async fn run<L: Loader>(mut guard: RunGuard<L>) {
     let shared = guard.shared.clone();
     while let Some(closed) = &guard.closed {
         let keys = &closed.keys;
-        let load = shared.loader.load(keys);
+        let load = async { shared.loader.load(keys).await };
         #[cfg(feature = "tracing")]
         let load = tracing::Instrument::instrument(
             load,
@@ -214,20 +157,50 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
                 keys = keys.len()
             ),
         );
+        let load = task::catch(load);
         let started = tokio::time::Instant::now();
-        let outcome = task::catch(load).await.map_err(Failure::Panicked);
+        let outcome = match shared.config.load_timeout {
+            None => Ok(load.await),
+            Some(limit) => tokio::time::timeout(limit, load).await.map_err(|_| limit),
+        };
         let took = started.elapsed();
         let mut closed = guard.closed.take().expect("armed during the load");
-        #[cfg(feature = "tracing")]
-        if let Err(Failure::Panicked(message)) = &outcome {
-            tracing::warn!(loader = std::any::type_name::<L>(), %message, "loader panicked");
-        }
-        let outcome = batch_outcome(&closed.keys, outcome);
-        let next = lock(&shared.state).finished(&closed, &outcome, &shared.config);
+        let landed = match outcome {
+            Ok(caught) => {
+                let outcome = caught.map_err(Failure::Panicked);
+                #[cfg(feature = "tracing")]
+                if let Err(Failure::Panicked(message)) = &outcome {
+                    tracing::warn!(loader = std::any::type_name::<L>(), %message, "loader panicked");
+                }
+                batch_outcome(&closed.keys, outcome).map(Landed::Done)
+            }
+            Err(limit) => {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(
+                    loader = std::any::type_name::<L>(),
+                    ?limit,
+                    "loader timed out"
+                );
+                Ok(Landed::TimedOut(limit))
+            }
+        };
+        let next = lock(&shared.state).finished(&closed, &landed, &shared.config);
         if let Some(cache) = &shared.cache {
-            cached::finish(cache, std::mem::take(&mut closed.tickets), &outcome, took);
+            let tickets = std::mem::take(&mut closed.tickets);
+            match &landed {
+                Ok(Landed::Done(result)) => {
+                    cached::finish(cache, tickets, &Ok(result.clone()), took)
+                }
+                // The cache's own contract for a timed-out batch is the cache side's to settle;
+                // until then its flights end as cancelled, so that no reader waits for them.
+                Ok(Landed::TimedOut(_)) => cached::abandon(cache, tickets),
+                Err(failure) => {
+                    let outcome: Outcome<BatchResult<_, L::Error>> = Err(failure.clone());
+                    cached::finish(cache, tickets, &outcome, took)
+                }
+            }
         }
-        closed.slot.complete(outcome);
+        closed.slot.complete(landed);
         guard.closed = next;
     }
 }

@@ -8,7 +8,7 @@ use crate::cache::Cause;
 use crate::flight::Failure;
 
 /// Why a [`DataLoader`](crate::DataLoader) load failed: the loader returned an error, panicked,
-/// or its batch was dropped with its runtime.
+/// outlived the load timeout, or its batch was dropped with its runtime.
 ///
 /// Every caller waiting on the failed batch receives a clone of the same error; the loader's own
 /// error is shared behind an `Arc`, so it need not be `Clone`. Failures are never memoized: the
@@ -45,7 +45,8 @@ enum Repr<E> {
     /// Through a cache in front: the load this call joined (started by another reader of the
     /// cache) failed with an error of another type.
     OtherLoader(Arc<dyn Any + Send + Sync>),
-    /// Through a cache in front: the load this call joined hit the cache's load timeout.
+    /// The loader call outlived the DataLoader's load timeout or, through a cache in front, the
+    /// load this call joined hit the cache's load timeout.
     TimedOut(Duration),
 }
 
@@ -77,6 +78,12 @@ impl<E> LoadError<E> {
         }
     }
 
+    pub(crate) fn timed_out(after: Duration) -> Self {
+        LoadError {
+            repr: Repr::TimedOut(after),
+        }
+    }
+
     /// The loader's error, if the loader returned one.
     pub fn loader_error(&self) -> Option<&E> {
         match &self.repr {
@@ -93,12 +100,14 @@ impl<E> LoadError<E> {
         }
     }
 
-    /// `true` if the load hit a cache's load timeout (only with a cache in front).
+    /// `true` if the loader call outlived the load timeout
+    /// ([`Builder::load_timeout`](crate::batch::Builder::load_timeout)), or, with a cache in
+    /// front, the load this call joined hit the cache's load timeout.
     pub fn is_timeout(&self) -> bool {
         matches!(self.repr, Repr::TimedOut(_))
     }
 
-    /// `true` if the loader panicked.
+    /// `true` if the loader panicked, while it ran or while building its future.
     pub fn is_panic(&self) -> bool {
         matches!(self.repr, Repr::Failed(Failure::Panicked(_)))
     }

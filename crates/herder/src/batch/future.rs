@@ -5,16 +5,17 @@ use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::dispatch::{self, Drive, Opened, SlotOf};
+use super::dispatch::{self, SlotOf};
 use super::error::LoadError;
 use super::handle::{DataLoader, Shared};
 use super::loader::Loader;
-use super::state::{BatchResult, Found};
+use super::state::{Found, Landed, Pass};
+use super::window::WindowCtl;
 use crate::cache::Landing;
 use crate::flight::{Outcome, Waiter};
 use crate::sync::Arc;
 
-type ResultOf<L> = BatchResult<<L as Loader>::Value, <L as Loader>::Error>;
+type ResultOf<L> = Landed<<L as Loader>::Value, <L as Loader>::Error>;
 
 /// Reads the value at `position` out of a batch's outcome.
 fn read<L: Loader>(
@@ -22,8 +23,9 @@ fn read<L: Loader>(
     position: usize,
 ) -> Result<Option<L::Value>, LoadError<L::Error>> {
     match outcome {
-        Ok(Ok(values)) => Ok(values[position].clone()),
-        Ok(Err(error)) => Err(LoadError::loader(error)),
+        Ok(Landed::Done(Ok(values))) => Ok(values[position].clone()),
+        Ok(Landed::Done(Err(error))) => Err(LoadError::loader(error)),
+        Ok(Landed::TimedOut(after)) => Err(LoadError::timed_out(after)),
         Err(failure) => Err(LoadError::failed(failure)),
     }
 }
@@ -47,15 +49,92 @@ fn read_flight<L: Loader>(
     }
 }
 
-/// One pass of the yield window of the batch a future opened (see `dispatch::drive`).
-fn drive<L: Loader>(
-    shared: &std::sync::Arc<Shared<L>>,
-    driving: &mut Option<Opened<L>>,
-    cx: &mut Context<'_>,
-) {
-    if let Some(opened) = driving
-        && dispatch::drive(shared, opened, Some(cx.waker())) == Drive::Done
+/// One scheduler pass: `tokio::task::yield_now`, boxed because its type cannot be named.
+type PassFuture = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
+/// The yield window of a batch that a `load` or `load_many` opened, driven from the caller's
+/// own task: yield to the scheduler, look (`dispatch::look`), and again while keys arrive.
+///
+/// The yield is `tokio::task::yield_now`: on a worker it comes back after the worker has run
+/// the tasks that were ready; on the `block_on` thread of a multi-thread runtime it wakes its
+/// own task at once, so the look comes after the sibling futures of the same poll. Either way
+/// it is this task's own wake-up, which cannot be lost.
+///
+/// A pass that added keys → one more pass. A quiet pass closes the window, unless the runtime's
+/// global queue still holds tasks it has not run (loads spawned faster than the workers run
+/// them): then up to [`QUIET_PASSES_WHILE_QUEUED`] more passes.
+pub(crate) struct Driving<L: Loader> {
+    slot: SlotOf<L>,
+    ctl: Arc<WindowCtl>,
+    pass: PassFuture,
+    /// Quiet passes in a row so far.
+    quiet: u32,
+}
+
+/// How many quiet passes in a row a window waits while the runtime still has queued work.
+const QUIET_PASSES_WHILE_QUEUED: u32 = 3;
+
+/// What the opener is to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drive {
+    /// Yield once more, then look again.
+    Again,
+    /// The window is closed: stop driving.
+    Done,
+}
+
+impl<L: Loader> Driving<L> {
+    pub(super) fn new(slot: SlotOf<L>, ctl: Arc<WindowCtl>) -> Self {
+        Driving {
+            slot,
+            ctl,
+            pass: Box::pin(tokio::task::yield_now()),
+            quiet: 0,
+        }
+    }
+
+    /// Polls the current pass; after each completed pass, looks. [`Drive::Done`] once the
+    /// window is closed (by this look or by anyone else).
+    fn poll(&mut self, shared: &Shared<L>, cx: &mut Context<'_>) -> Drive {
+        loop {
+            if self.ctl.is_closed() {
+                return Drive::Done;
+            }
+            if self.pass.as_mut().poll(cx).is_pending() {
+                return Drive::Again;
+            }
+            match dispatch::look(shared, &self.slot, &self.ctl) {
+                Pass::Grew => self.quiet = 0,
+                Pass::Quiet
+                    if self.quiet < QUIET_PASSES_WHILE_QUEUED
+                        && dispatch::runtime_has_queued_work() =>
+                {
+                    self.quiet += 1;
+                }
+                Pass::Quiet => {
+                    self.ctl.close();
+                    return Drive::Done;
+                }
+                Pass::Gone => return Drive::Done,
+            }
+            self.pass = Box::pin(tokio::task::yield_now());
+        }
+    }
+}
+
+impl<L: Loader> Drop for Driving<L> {
+    /// The caller dropped before its window closed: dispatch the batch now, for the others.
+    fn drop(&mut self) {
+        self.ctl.close();
+    }
+}
+
+/// Drives the window a future opened, if any (see [`Driving`]).
+fn drive<L: Loader>(shared: &Shared<L>, driving: &mut Option<Driving<L>>, cx: &mut Context<'_>) {
+    if let Some(d) = driving
+        && d.poll(shared, cx) == Drive::Done
     {
+        // Closed: dropping it closes again, which is idempotent.
         *driving = None;
     }
 }
@@ -66,7 +145,7 @@ pub struct Load<'a, L: Loader> {
     loader: &'a DataLoader<L>,
     state: LoadState<L>,
     /// The batch this load opened, whose yield window it drives from its own task.
-    driving: Option<Opened<L>>,
+    driving: Option<Driving<L>>,
 }
 
 enum LoadState<L: Loader> {
@@ -111,13 +190,8 @@ impl<L: Loader> Future for Load<'_, L> {
                 }
                 Found::Flight(waiter) => this.state = LoadState::Flight(waiter),
             }
-            // This load opened the batch: its window task wakes it for a first look.
-            if let Some((_, ctl)) = &this.driving {
-                ctl.register(cx.waker());
-            }
-        } else {
-            drive(&this.loader.shared, &mut this.driving, cx);
         }
+        drive(&this.loader.shared, &mut this.driving, cx);
         match &mut this.state {
             LoadState::Wait(position, waiter) => match Pin::new(waiter).poll(cx) {
                 Poll::Ready(outcome) => {
@@ -136,15 +210,6 @@ impl<L: Loader> Future for Load<'_, L> {
             },
             LoadState::Start(_) => unreachable!("started above"),
             LoadState::Done => panic!("`Load` polled after completion"),
-        }
-    }
-}
-
-impl<L: Loader> Drop for Load<'_, L> {
-    fn drop(&mut self) {
-        // Dropped before its window closed: dispatch the batch now, for the other callers.
-        if let Some(opened) = self.driving.take() {
-            dispatch::drive(&self.loader.shared, &opened, None);
         }
     }
 }
@@ -168,7 +233,7 @@ pub struct LoadMany<'a, L: Loader> {
     loader: &'a DataLoader<L>,
     state: ManyState<L>,
     /// The batch this call opened, whose yield window it drives from its own task.
-    driving: Option<Opened<L>>,
+    driving: Option<Driving<L>>,
 }
 
 /// Keys with their positions in one batch.
@@ -207,7 +272,7 @@ impl<'a, L: Loader> LoadMany<'a, L> {
     }
 
     /// Looks the keys up; returns the wait, and the batch this call opened (to drive), if any.
-    fn start(&self, mut keys: Vec<L::Key>) -> (ManyState<L>, Option<Opened<L>>) {
+    fn start(&self, mut keys: Vec<L::Key>) -> (ManyState<L>, Option<Driving<L>>) {
         let mut distinct = std::collections::HashSet::with_capacity(keys.len());
         keys.retain(|key| distinct.insert(key.clone()));
         drop(distinct);
@@ -254,13 +319,8 @@ impl<L: Loader> Future for LoadMany<'_, L> {
             let (wait, opened) = this.start(keys);
             this.state = wait;
             this.driving = opened;
-            // This call opened a batch: its window task wakes it for a first look.
-            if let Some((_, ctl)) = &this.driving {
-                ctl.register(cx.waker());
-            }
-        } else {
-            drive(&this.loader.shared, &mut this.driving, cx);
         }
+        drive(&this.loader.shared, &mut this.driving, cx);
         let ManyState::Wait {
             values,
             groups,
@@ -278,16 +338,20 @@ impl<L: Loader> Future for LoadMany<'_, L> {
             *waiter = None;
             *left -= 1;
             match outcome {
-                Ok(Ok(found)) => {
+                Ok(Landed::Done(Ok(found))) => {
                     for (key, position) in keys.drain(..) {
                         if let Some(value) = &found[position] {
                             values.insert(key, value.clone());
                         }
                     }
                 }
-                Ok(Err(error)) => {
+                Ok(Landed::Done(Err(error))) => {
                     this.state = ManyState::Done;
                     return Poll::Ready(Err(LoadError::loader(error)));
+                }
+                Ok(Landed::TimedOut(after)) => {
+                    this.state = ManyState::Done;
+                    return Poll::Ready(Err(LoadError::timed_out(after)));
                 }
                 Err(failure) => {
                     this.state = ManyState::Done;
@@ -319,15 +383,6 @@ impl<L: Loader> Future for LoadMany<'_, L> {
         let values = mem::take(values);
         this.state = ManyState::Done;
         Poll::Ready(Ok(values))
-    }
-}
-
-impl<L: Loader> Drop for LoadMany<'_, L> {
-    fn drop(&mut self) {
-        // Dropped before its window closed: dispatch the batch now, for the other callers.
-        if let Some(opened) = self.driving.take() {
-            dispatch::drive(&self.loader.shared, &opened, None);
-        }
     }
 }
 

@@ -2,8 +2,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::builder::Builder;
-use super::dispatch::{ActionsOf, Opened, WindowCtl, apply};
-use super::future::{Load, LoadMany};
+use super::dispatch::{ActionsOf, apply};
+use super::future::{Driving, Load, LoadMany};
 use super::loader::Loader;
 use super::state::{Config, Found, State, Window};
 use super::stats::DataLoaderStats;
@@ -17,16 +17,21 @@ type FoundOf<L> = Found<<L as Loader>::Value, <L as Loader>::Error>;
 ///
 /// The N+1 problem: a GraphQL resolver (or any fan-out) asks for one row per parent, and each ask
 /// is a round trip. A `DataLoader` collects the keys requested while the runtime runs what is
-/// ready, and calls the loader once for all of them. By default there is no timer: a batch
-/// dispatches once the task that asked first comes round again, so a single `load` adds
-/// microseconds, not a millisecond, and a resolver tree lands one batch per level on any runtime.
+/// ready, and calls the loader once for all of them. By default there is no timer: the caller
+/// that asked first yields to the scheduler and looks again, and the batch dispatches after the
+/// first pass that added no key. A single `load` adds microseconds, not a millisecond, and a
+/// resolver tree lands one batch per level, on any runtime flavour and from any thread (a worker
+/// or the `block_on` thread of `#[tokio::main]`).
 ///
 /// * Keys already in an open or running batch join it (in-flight dedup).
 /// * Batches run as their own tasks: dropping any caller, including the one whose key opened the
 ///   batch, never strands the others.
 /// * A loader error or panic reaches every caller of that batch and is never remembered.
-/// * Optional: a memo ([`Builder::memo`]), a timer window ([`Builder::delay`]), a cap on loader
-///   calls in flight ([`Builder::max_concurrent_batches`]).
+/// * A loader that panics, even while building its future, fails its own batch only, with
+///   [`LoadError::is_panic`](crate::LoadError::is_panic).
+/// * Optional: a memo ([`Builder::memo`], recommended for a request-scoped loader), a timer
+///   window ([`Builder::delay`]), a cap on loader calls in flight
+///   ([`Builder::max_concurrent_batches`]), a load timeout ([`Builder::load_timeout`]).
 ///
 /// The handle is cheap to clone; clones share batches, memo and stats.
 ///
@@ -335,13 +340,13 @@ impl<L: Loader> DataLoader<L> {
     }
 
     /// Looks up keys under one lock, then dispatches whatever that opened or closed. Returns the
-    /// batch this call opened, if it opened a yield window: the caller then drives that window
-    /// from its own task (see `dispatch::drive`).
+    /// batch this call opened, if it opened a yield window that is still open: the caller then
+    /// drives that window from its own task (see `future::Driving`).
     pub(super) fn find_all<'k>(
         &self,
         keys: impl Iterator<Item = &'k L::Key>,
         mut each: impl FnMut(&'k L::Key, FoundOf<L>),
-    ) -> Option<Opened<L>> {
+    ) -> Option<Driving<L>> {
         let shared = &self.shared;
         // Before any state changes: without a runtime, nothing could carry the batches.
         let runtime = task::runtime("DataLoader::load");
@@ -352,16 +357,21 @@ impl<L: Loader> DataLoader<L> {
                 let found = state.find(key, &shared.config, shared.cache.as_deref(), &mut actions);
                 each(key, found);
             }
+            if let Some((slot, _)) = &actions.window {
+                state.window_opened(slot);
+            }
         }
         let opened = match (shared.config.window, &actions.window) {
-            (Window::Yield, Some(slot)) => Some((slot.clone(), Arc::new(WindowCtl::default()))),
+            (Window::Yield, Some((slot, ctl))) => Some((slot.clone(), ctl.clone())),
             _ => None,
         };
-        if actions.window.is_some() || !actions.run.is_empty() || !actions.stop_timers.is_empty() {
-            let ctl = opened.as_ref().map(|(_, ctl)| ctl.clone());
-            apply(shared, &runtime, actions, ctl);
+        if !actions.is_empty() {
+            apply(shared, &runtime, actions);
         }
+        // Closed already: this call filled the batch it opened.
         opened
+            .filter(|(_, ctl)| !ctl.is_closed())
+            .map(|(slot, ctl)| Driving::new(slot, ctl))
     }
 }
 

@@ -13,6 +13,10 @@ mod handle;
 mod loader;
 mod state;
 mod stats;
+mod window;
+
+#[cfg(all(test, herder_loom))]
+mod loom_tests;
 
 pub use builder::Builder;
 pub use error::LoadError;

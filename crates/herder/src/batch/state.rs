@@ -1,7 +1,8 @@
 //! The batch scheduler: which batch a key goes to, when a batch closes, when it runs.
 //!
 //! Pure state, no I/O: every method runs under the loader's lock and reports what must happen
-//! next (spawn a window, run a batch, stop a timer) for the caller to do once the lock is released.
+//! next (start a window task, run a batch, dismiss a window task) for the caller to do once the
+//! lock is released. `proptests` checks it against a plain model.
 //!
 //! A key is looked up in the memo, then in the index of keys whose batch is open or running
 //! (in-flight dedup), and only then added to the open batch. The open batch closes when it is full
@@ -13,10 +14,9 @@ use std::hash::Hash;
 use std::sync::Arc as StdArc;
 use std::time::Duration;
 
-use tokio::task::AbortHandle;
-
 use super::cached::{self, Consult};
 use super::stats::{Counters, DataLoaderStats};
+use super::window::WindowCtl;
 use crate::cache::{CacheTicket, Inner as CacheInner, Landing};
 use crate::flight::{Failure, Outcome, Slot, Waiter};
 use crate::sync::Arc;
@@ -26,28 +26,36 @@ use crate::sync::Arc;
 /// position, so reading its value costs no hashing.
 pub(crate) type BatchResult<V, E> = Result<StdArc<[Option<V>]>, StdArc<E>>;
 
-/// One batch's in-flight slot; its address is the batch's identity.
-pub(crate) type BatchSlot<V, E> = Arc<Slot<BatchResult<V, E>>>;
+/// What a batch's slot carries: the batch's result, or the load timeout it hit.
+#[derive(Debug)]
+pub(crate) enum Landed<V, E> {
+    Done(BatchResult<V, E>),
+    TimedOut(Duration),
+}
 
-/// How many extra passes a yield window waits while keys keep arriving.
-///
-/// The window of [`Window::Yield`] is driven by the caller that opened the batch: it wakes its
-/// own task once, and when that task comes round again (after the work that was ready, its
-/// sibling futures included, has run) the batch dispatches, unless keys arrived meanwhile: then
-/// it waits one more pass, up to this many times, so that a burst lands in one batch instead of
-/// being cut at an arbitrary point. Each pass costs microseconds; a full batch never waits.
-pub(crate) const MAX_EXTRA_PASSES: u32 = 8;
+impl<V, E> Clone for Landed<V, E> {
+    fn clone(&self) -> Self {
+        match self {
+            Landed::Done(result) => Landed::Done(result.clone()),
+            Landed::TimedOut(after) => Landed::TimedOut(*after),
+        }
+    }
+}
+
+/// One batch's in-flight slot; its address is the batch's identity.
+pub(crate) type BatchSlot<V, E> = Arc<Slot<Landed<V, E>>>;
 
 /// How long a yield window waits for the caller that opened it to come round: past it, a timer
 /// dispatches the batch for the other callers. It only fires when the opener is parked (polled
-/// once, never again), or when its task waited this long for a worker (a saturated runtime; at
-/// 10 ms that happened in the demo on two busy vCPUs, splitting levels into several batches).
+/// once, never again), when its task waited this long for a worker (a saturated runtime), or
+/// when keys kept arriving at every scheduler pass for this long without filling the batch.
 pub(crate) const PARKED_OPENER_TIMEOUT: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Window {
-    /// Close once the task that opened the batch comes round again (see [`MAX_EXTRA_PASSES`]),
-    /// with a timer as a fallback ([`PARKED_OPENER_TIMEOUT`]).
+    /// The caller that opened the batch yields to the scheduler (`tokio::task::yield_now`) and
+    /// looks again: keys arrived during that pass → one more pass; a quiet pass → close. A
+    /// timer is the fallback ([`PARKED_OPENER_TIMEOUT`]).
     Yield,
     /// Close after a fixed delay.
     Delay(Duration),
@@ -59,6 +67,8 @@ pub(crate) struct Config {
     pub(crate) max_batch_size: usize,
     pub(crate) max_concurrent_batches: usize,
     pub(crate) memo: bool,
+    /// How long a loader call may take before its callers get a timeout error.
+    pub(crate) load_timeout: Option<Duration>,
 }
 
 /// A batch: its slot, its keys, and the cache flights it leads (with a cache in front).
@@ -82,10 +92,10 @@ struct Open<K, V, E> {
     batch: Closed<K, V, E>,
     /// The window has elapsed; the batch waits for a free slot.
     elapsed: bool,
-    /// Keys present at the last window check.
+    /// Keys present at the opener's last look.
     seen: usize,
-    passes: u32,
-    timer: Option<AbortHandle>,
+    /// Tells the window task to close.
+    ctl: Arc<WindowCtl>,
 }
 
 /// Where a key's value comes from.
@@ -101,12 +111,12 @@ pub(crate) enum Found<V, E> {
 /// Work for the caller to do after releasing the lock.
 #[derive(Debug)]
 pub(crate) struct Actions<K, V, E> {
-    /// A batch was opened: start its window.
-    pub(crate) window: Option<BatchSlot<V, E>>,
+    /// A batch was opened: start its window task.
+    pub(crate) window: Option<(BatchSlot<V, E>, Arc<WindowCtl>)>,
     /// Batches that may run now.
     pub(crate) run: Vec<Closed<K, V, E>>,
-    /// Window timers of batches that closed early (full).
-    pub(crate) stop_timers: Vec<AbortHandle>,
+    /// Window tasks of batches that closed early (full): tell them to end.
+    pub(crate) dismiss: Vec<Arc<WindowCtl>>,
 }
 
 impl<K, V, E> Default for Actions<K, V, E> {
@@ -114,8 +124,15 @@ impl<K, V, E> Default for Actions<K, V, E> {
         Actions {
             window: None,
             run: Vec::new(),
-            stop_timers: Vec::new(),
+            dismiss: Vec::new(),
         }
+    }
+}
+
+impl<K, V, E> Actions<K, V, E> {
+    /// `true` if there is nothing to do.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.window.is_none() && self.run.is_empty() && self.dismiss.is_empty()
     }
 }
 
@@ -124,7 +141,7 @@ impl<K, V, E> Default for Actions<K, V, E> {
 pub(crate) enum Pass {
     /// Keys arrived since the last look: wait one more pass.
     Grew,
-    /// No key arrived (or the passes are used up): close the window.
+    /// No key arrived during the last pass: close the window.
     Quiet,
     /// The batch is no longer open (it filled up, or closed).
     Gone,
@@ -222,7 +239,8 @@ where
     ) -> (BatchSlot<V, E>, usize) {
         let open = self.open.get_or_insert_with(|| {
             let slot = Arc::new(Slot::new());
-            actions.window = Some(slot.clone());
+            let ctl = Arc::new(WindowCtl::new());
+            actions.window = Some((slot.clone(), ctl.clone()));
             let batch = Closed {
                 slot,
                 keys: Vec::new(),
@@ -231,9 +249,8 @@ where
             Open {
                 batch,
                 elapsed: false,
-                seen: 1,
-                passes: 0,
-                timer: None,
+                seen: 0,
+                ctl,
             }
         });
         let slot = open.batch.slot.clone();
@@ -253,7 +270,7 @@ where
     /// Closes the open batch: runs it if a slot is free, queues it otherwise.
     fn close_open(&mut self, config: &Config, actions: &mut Actions<K, V, E>) {
         let Some(open) = self.open.take() else { return };
-        actions.stop_timers.extend(open.timer);
+        actions.dismiss.push(open.ctl);
         let closed = open.batch;
         if self.running < config.max_concurrent_batches {
             self.start(&closed);
@@ -269,17 +286,20 @@ where
             .is_some_and(|open| Arc::ptr_eq(&open.batch.slot, slot))
     }
 
-    /// Stores the window timer of `slot`'s batch; drops it (without aborting) if the batch
-    /// already closed.
-    pub(crate) fn set_timer(&mut self, slot: &BatchSlot<V, E>, timer: AbortHandle) {
+    /// Where the opener's looks start: the keys the batch holds when its opener's call is done
+    /// looking its own keys up (one for a `load`, more for a `load_many`).
+    pub(crate) fn window_opened(&mut self, slot: &BatchSlot<V, E>) {
         if let Some(open) = &mut self.open
             && Arc::ptr_eq(&open.batch.slot, slot)
         {
-            open.timer = Some(timer);
+            open.seen = open.batch.keys.len();
         }
     }
 
-    /// One look at the yield window of `slot`'s batch, by its opener.
+    /// One look at the yield window of `slot`'s batch, by its opener, after a scheduler pass:
+    /// keys arrived during the pass → [`Pass::Grew`], none → [`Pass::Quiet`]. There is no cap on
+    /// passes: a batch that keeps growing fills up (and dispatches at once), and the fallback
+    /// timer bounds the rest.
     pub(crate) fn window_pass(&mut self, slot: &BatchSlot<V, E>) -> Pass {
         let Some(open) = self
             .open
@@ -288,17 +308,16 @@ where
         else {
             return Pass::Gone;
         };
-        if open.batch.keys.len() > open.seen && open.passes < MAX_EXTRA_PASSES {
+        if open.batch.keys.len() > open.seen {
             open.seen = open.batch.keys.len();
-            open.passes += 1;
             Pass::Grew
         } else {
             Pass::Quiet
         }
     }
 
-    /// The window of `slot`'s batch has elapsed (called by its window task, whose own timer is
-    /// then dropped). `unattended`: a yield window closed by its timer, not by its opener.
+    /// The window of `slot`'s batch has elapsed (called by its window task).
+    /// `unattended`: a yield window closed by its timer, not by its opener.
     pub(crate) fn window_elapsed(
         &mut self,
         slot: &BatchSlot<V, E>,
@@ -312,7 +331,6 @@ where
             self.counters.unattended_windows += 1;
         }
         let open = self.open.as_mut().expect("checked above");
-        open.timer = None;
         if self.running < config.max_concurrent_batches && self.ready.is_empty() {
             let closed = self.open.take().expect("checked above").batch;
             self.start(&closed);
@@ -329,13 +347,17 @@ where
     pub(crate) fn finished(
         &mut self,
         closed: &Closed<K, V, E>,
-        outcome: &Outcome<BatchResult<V, E>>,
+        outcome: &Outcome<Landed<V, E>>,
         config: &Config,
     ) -> Option<Closed<K, V, E>> {
         let values = match outcome {
-            Ok(Ok(values)) => Some(&**values),
-            Ok(Err(_)) => {
+            Ok(Landed::Done(Ok(values))) => Some(&**values),
+            Ok(Landed::Done(Err(_))) => {
                 self.counters.errors += 1;
+                None
+            }
+            Ok(Landed::TimedOut(_)) => {
+                self.counters.timeouts += 1;
                 None
             }
             Err(Failure::Panicked(_)) => {
@@ -402,7 +424,8 @@ where
         lost
     }
 
-    /// The window task of `slot`'s batch is gone before the window ended.
+    /// The window task of `slot`'s batch is gone before the window ended (or was never
+    /// spawned: the runtime refused it).
     pub(crate) fn abandon_open(&mut self, slot: &BatchSlot<V, E>) -> Option<Closed<K, V, E>> {
         if !self.is_open(slot) {
             return None;
@@ -493,3 +516,6 @@ where
         Err(error) => Err(StdArc::new(error)),
     })
 }
+
+#[cfg(test)]
+mod proptests;

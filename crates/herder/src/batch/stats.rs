@@ -24,13 +24,16 @@ pub struct DataLoaderStats {
     pub largest_batch: u64,
     /// Batches whose loader returned an error.
     pub errors: u64,
-    /// Batches whose loader panicked.
+    /// Batches whose loader panicked (while building its future, or while it ran).
     pub panics: u64,
+    /// Batches whose loader call outlived the load timeout ([`Builder::load_timeout`](super::Builder::load_timeout)).
+    pub timeouts: u64,
     /// Batches dropped before they finished (their runtime shut down).
     pub cancelled: u64,
-    /// Yield windows closed by their fallback timer instead of by the caller that opened them:
-    /// that caller was parked, or its task waited long for a worker. Nonzero on a healthy
-    /// service means batches are being cut short.
+    /// Yield windows closed by their 200 ms fallback timer instead of by the caller that opened
+    /// them: that caller was parked (polled once, never again), its task waited that long for a
+    /// worker, or keys kept arriving at every pass for that long without filling the batch.
+    /// Nonzero on a healthy service means batches are being delayed.
     pub unattended_windows: u64,
     /// Keys in an open or running batch when the stats were read.
     pub in_flight: usize,
@@ -51,6 +54,7 @@ pub(crate) struct Counters {
     pub(crate) largest_batch: u64,
     pub(crate) errors: u64,
     pub(crate) panics: u64,
+    pub(crate) timeouts: u64,
     pub(crate) cancelled: u64,
     pub(crate) unattended_windows: u64,
 }
@@ -74,6 +78,7 @@ impl Counters {
             largest_batch: self.largest_batch,
             errors: self.errors,
             panics: self.panics,
+            timeouts: self.timeouts,
             cancelled: self.cancelled,
             unattended_windows: self.unattended_windows,
             in_flight,

@@ -1,0 +1,308 @@
+//! DataLoader regressions of issue 10: the batching window on every thread, no lingering window
+//! task, a loader that panics while building its future, the load timeout, settings.
+//!
+//! The multi-thread tests poll from the test body, which is the `block_on` thread (where the
+//! lost wake-up lived); they count batches and fallback closes, never times.
+
+mod support;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use herder::{DataLoader, Loader};
+use support::{BackendDown, Instant, Reply, gated, poll_once, settle};
+
+/// Tasks alive on the current runtime (the test body itself is not one).
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Issue 10 §1: the window task woke the opener before the opener had registered its waker, so
+/// a lone load polled from the `block_on` thread waited out the 200 ms fallback timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_load_on_the_block_on_thread_is_not_closed_by_the_fallback_timer() {
+    let backend = Instant::default();
+    let loader = DataLoader::new(backend.clone());
+    // Workers kept awake pick the window task up at once: that is when the wake was lost
+    // (before the fix, about one load in a few hundred).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    for key in 0..5000 {
+        assert_eq!(loader.load(key).await.unwrap(), Some(key * 10));
+        if loader.stats().unattended_windows > 0 {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.await.unwrap();
+    let stats = loader.stats();
+    assert_eq!(stats.unattended_windows, 0, "{stats:?}");
+    assert_eq!(stats.batches, 5000);
+}
+
+/// Issue 10 §1: two dependent levels of 100 loads polled from the `block_on` thread land in
+/// exactly two batches, every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_levels_from_the_block_on_thread_make_exactly_two_batches_every_round() {
+    for round in 0..300 {
+        let backend = Instant::default();
+        let loader = DataLoader::new(backend.clone());
+        let first = join_all((0..100).map(|k| loader.load(k))).await;
+        let second = join_all(
+            first
+                .iter()
+                .map(|v| loader.load(v.as_ref().unwrap().unwrap() + 1)),
+        )
+        .await;
+        assert!(second.iter().all(Result::is_ok));
+        assert_eq!(backend.calls(), 2, "round {round}: {:?}", backend.batches());
+        assert_eq!(loader.stats().unattended_windows, 0, "round {round}");
+    }
+}
+
+/// The same from a spawned task (a worker thread), and a `load_many` opener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_levels_on_a_worker_and_load_many_openers_make_exactly_two_batches() {
+    for round in 0..300 {
+        let backend = Instant::default();
+        let loader = DataLoader::new(backend.clone());
+        let calls = tokio::spawn({
+            let loader = loader.clone();
+            async move {
+                let first = join_all((0..50).map(|k| loader.load_many([k, k + 50]))).await;
+                let keys: Vec<u64> = first
+                    .iter()
+                    .map(|m| m.as_ref().unwrap().len() as u64)
+                    .collect();
+                let second = join_all(keys.iter().map(|k| loader.load(k + 1000))).await;
+                assert!(second.iter().all(Result::is_ok));
+            }
+        });
+        calls.await.unwrap();
+        assert_eq!(backend.calls(), 2, "round {round}: {:?}", backend.batches());
+        assert_eq!(loader.stats().unattended_windows, 0, "round {round}");
+    }
+}
+
+/// Loads spread over spawned tasks batch while the runtime keeps running tasks that add keys;
+/// with a memo each key reaches the loader once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawned_fan_out_with_a_memo_loads_each_key_once() {
+    let backend = Instant::default();
+    let loader = DataLoader::builder(backend.clone())
+        .memo(true)
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..20_000u64)
+        .map(|i| {
+            let loader = loader.clone();
+            tokio::spawn(async move { loader.load(i % 2_000).await })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap().unwrap(), Some((i as u64 % 2_000) * 10));
+    }
+    let stats = loader.stats();
+    assert_eq!(stats.batched_keys, 2_000);
+    assert_eq!(stats.in_flight, 0);
+}
+
+/// Issue 10 §2: a call that both opened and filled its batch left the window task waiting
+/// 200 ms for a look that never came.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_opens_and_fills_a_batch_leaves_no_window_task_behind() {
+    let backend = Instant::default();
+    let single = DataLoader::builder(backend.clone())
+        .max_batch_size(1)
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    assert_eq!(single.load(1).await.unwrap(), Some(10));
+    settle().await;
+    assert_eq!(alive_tasks(), 0);
+
+    let exact = DataLoader::builder(backend.clone())
+        .max_batch_size(4)
+        .build()
+        .unwrap();
+    assert_eq!(exact.load_many([1, 2, 3, 4]).await.unwrap().len(), 4);
+    settle().await;
+    assert_eq!(alive_tasks(), 0);
+
+    // Neither waited for a timer: the paused clock never moved.
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(backend.calls(), 2);
+    assert_eq!(
+        single.stats().unattended_windows + exact.stats().unattended_windows,
+        0
+    );
+}
+
+/// No window task outlives its batch in the ordinary case either.
+#[tokio::test(start_paused = true)]
+async fn window_tasks_end_with_their_batch() {
+    let backend = Instant::default();
+    let loader = DataLoader::builder(backend.clone())
+        .max_batch_size(10)
+        .build()
+        .unwrap();
+    let values = join_all((0..25).map(|k| loader.load(k))).await;
+    assert!(values.iter().all(Result::is_ok));
+    settle().await;
+    assert_eq!(alive_tasks(), 0);
+    assert_eq!(backend.calls(), 3);
+    assert_eq!(tokio::time::Instant::now().elapsed(), Duration::ZERO);
+}
+
+/// A loader whose `load` asserts before building its future, as a hand-written
+/// `fn load(..) -> impl Future` does.
+#[derive(Clone, Default)]
+struct PanicsWhileBuilding(Instant);
+
+impl Loader for PanicsWhileBuilding {
+    type Key = u64;
+    type Value = u64;
+    type Error = BackendDown;
+
+    fn load(
+        &self,
+        keys: &[u64],
+    ) -> impl Future<Output = Result<HashMap<u64, u64>, BackendDown>> + Send {
+        assert!(!keys.contains(&13), "13 is unlucky");
+        self.0.load(keys)
+    }
+}
+
+/// Issue 10 §3: the panic was raised outside the catch, reported as `Cancelled`, and the run
+/// guard failed the batches queued behind it.
+#[tokio::test(start_paused = true)]
+async fn a_loader_that_panics_while_building_its_future_fails_its_own_batch_as_a_panic() {
+    let backend = PanicsWhileBuilding::default();
+    let loader = DataLoader::builder(backend.clone())
+        .max_batch_size(1)
+        .max_concurrent_batches(1)
+        .build()
+        .unwrap();
+    // Three batches of one key; the unlucky one runs first, the others queue behind it.
+    let (unlucky, one, two) = tokio::join!(loader.load(13), loader.load(1), loader.load(2));
+    let err = unlucky.unwrap_err();
+    assert!(err.is_panic(), "{err:?}");
+    assert_eq!(err.panic_message(), Some("13 is unlucky"));
+    assert_eq!(one.unwrap(), Some(10));
+    assert_eq!(two.unwrap(), Some(20));
+    let stats = loader.stats();
+    assert_eq!((stats.batches, stats.panics, stats.cancelled), (3, 1, 0));
+    assert_eq!(stats.in_flight, 0);
+    assert_eq!(backend.0.batches(), vec![vec![1], vec![2]]);
+}
+
+/// Issue 10 §4: a loader that never returns kept its keys in flight forever; the next load of
+/// the key joined the hung batch again.
+#[tokio::test(start_paused = true)]
+async fn a_hung_loader_times_out_frees_its_keys_and_drops_the_late_result() {
+    let (backend, mut calls) = gated();
+    let loader = DataLoader::builder(backend.clone())
+        .load_timeout(Duration::from_secs(5))
+        .memo(true)
+        .build()
+        .unwrap();
+    let mut first = Box::pin(loader.load(1));
+    let mut joined = Box::pin(loader.load(1));
+    assert!(poll_once(&mut first).await);
+    assert!(poll_once(&mut joined).await);
+    let hung = calls.next().await;
+    let (first, joined) = tokio::join!(first, joined);
+    assert!(first.unwrap_err().is_timeout());
+    let err = joined.unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(err.to_string(), "load timed out after 5s");
+    assert_eq!(loader.stats().in_flight, 0);
+    assert_eq!(loader.stats().timeouts, 1);
+    // The late answer goes nowhere: the call was dropped at the timeout.
+    hung.reply(Reply::Values);
+    assert_eq!(loader.stats().memoized, 0);
+
+    // The key is free: the next load asks the loader again.
+    let again = tokio::spawn({
+        let loader = loader.clone();
+        async move { loader.load(1).await }
+    });
+    calls.next().await.reply(Reply::Values);
+    assert_eq!(again.await.unwrap().unwrap(), Some(10));
+    assert_eq!(*backend.count.lock().unwrap(), 2);
+}
+
+/// Issue 10 §4: with `max_concurrent_batches(n)`, n hung batches stalled every key; at the
+/// timeout their slots go to the batches queued behind them.
+#[tokio::test(start_paused = true)]
+async fn hung_batches_free_their_slot_at_the_timeout() {
+    let (backend, mut calls) = gated();
+    let loader = DataLoader::builder(backend.clone())
+        .load_timeout(Duration::from_secs(1))
+        .max_batch_size(1)
+        .max_concurrent_batches(1)
+        .build()
+        .unwrap();
+    let hung = tokio::spawn({
+        let loader = loader.clone();
+        async move { loader.load(1).await }
+    });
+    let _hung_call = calls.next().await; // held, never answered
+    let queued = tokio::spawn({
+        let loader = loader.clone();
+        async move { loader.load(2).await }
+    });
+    let next = calls.next().await; // only once the hung batch timed out
+    assert_eq!(next.keys, vec![2]);
+    assert!(hung.await.unwrap().unwrap_err().is_timeout());
+    next.reply(Reply::Values);
+    assert_eq!(queued.await.unwrap().unwrap(), Some(20));
+    let stats = loader.stats();
+    assert_eq!((stats.batches, stats.timeouts, stats.in_flight), (2, 1, 0));
+}
+
+#[test]
+fn a_zero_load_timeout_is_refused_by_build() {
+    let err = DataLoader::builder(Instant::default())
+        .load_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid DataLoader setting: load_timeout must be greater than zero"
+    );
+}
+
+/// Every duration and size the builder accepts works: none overflows later.
+#[tokio::test(start_paused = true)]
+async fn the_largest_settings_the_builder_accepts_do_not_overflow() {
+    let backend = Instant::default();
+    let largest = DataLoader::builder(backend.clone())
+        .load_timeout(Duration::MAX)
+        .max_batch_size(usize::MAX)
+        .max_concurrent_batches(usize::MAX)
+        .build()
+        .unwrap();
+    assert_eq!(largest.load(1).await.unwrap(), Some(10));
+    assert_eq!(largest.load_many([2, 3]).await.unwrap().len(), 2);
+
+    // A window of `Duration::MAX` is far away, not an overflow: the paused clock gets there.
+    let forever = DataLoader::builder(backend.clone())
+        .delay(Duration::MAX)
+        .load_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    assert_eq!(forever.load(4).await.unwrap(), Some(40));
+    assert_eq!(backend.calls(), 3);
+}
