@@ -46,8 +46,10 @@
 mod breaker;
 mod builder;
 mod codec;
+mod connection;
 mod error;
 mod events;
+mod layout;
 mod lease;
 mod pending;
 mod scripts;
@@ -57,6 +59,7 @@ mod worker;
 
 pub use builder::Builder;
 pub use codec::{Codec, Postcard};
+pub use connection::RedisConnection;
 pub use error::Error;
 pub use stats::RedisStats;
 pub use tier::RedisTier;
