@@ -5,6 +5,10 @@
 //! `HERDER_REQUIRE_REDIS=1` (set by `.ci/run`), in which case it panics.
 #![forbid(unsafe_code)]
 
+mod configured;
+
+pub use configured::{ConfiguredRedis, RedisCluster};
+
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
