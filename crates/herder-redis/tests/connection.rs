@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use herder::Cache;
 use herder_redis::{RedisConnection, RedisTier};
-use herder_testkit::{ConfiguredRedis, RedisServer};
+use support::servers::{ConfiguredRedis, RedisServer};
 use support::{eventually, raw};
 use tokio::time::Instant;
 

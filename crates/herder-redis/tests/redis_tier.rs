@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use herder::Cache;
 use herder_redis::RedisTier;
-use herder_testkit::RedisServer;
 use redis::AsyncCommands;
+use support::servers::RedisServer;
 use support::{eventually, raw};
 use tokio::time::Instant;
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use herder::Cache;
 use herder_redis::{RedisConnection, RedisTier};
-use herder_testkit::ConfiguredRedis;
 use redis::TlsCertificates;
 use support::eventually;
+use support::servers::ConfiguredRedis;
 
 fn trusting(redis: &ConfiguredRedis) -> redis::Client {
     let certificates = TlsCertificates {

@@ -5,9 +5,12 @@
 //! `HERDER_REQUIRE_REDIS=1` (set by `.ci/run`), in which case it panics.
 #![forbid(unsafe_code)]
 
-mod configured;
+// One copy, in herder-redis's tests (which must build from the packaged crate, without this
+// unpublished one). It allows its own unused items (`RedisServer`, which is also below).
+#[path = "../../herder-redis/tests/support/servers.rs"]
+mod servers;
 
-pub use configured::{ConfiguredRedis, RedisCluster};
+pub use servers::{ConfiguredRedis, RedisCluster};
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -43,32 +43,30 @@ pub(crate) mod cluster {
     use redis::RedisResult;
     use redis::cluster::ClusterClient;
     use redis::cluster_async::ClusterConnection;
-    use tokio::sync::Mutex;
+    use tokio::sync::OnceCell;
 
-    /// A cluster connection, made on first use (and again if making it failed).
+    /// A cluster connection, made on first use (and again if making it failed); once made, it
+    /// reconnects to the nodes by itself.
     pub(crate) struct Lazy {
         client: ClusterClient,
-        connection: Mutex<Option<ClusterConnection>>,
+        connection: OnceCell<ClusterConnection>,
     }
 
     impl Lazy {
         pub(crate) fn new(client: ClusterClient) -> Self {
             Lazy {
                 client,
-                connection: Mutex::new(None),
+                connection: OnceCell::new(),
             }
         }
 
         /// The connection (a cheap clone of a multiplexed one). Cancel safe: a cancelled
-        /// attempt leaves the slot empty for the next caller.
+        /// attempt leaves the cell empty for the next caller.
         pub(crate) async fn get(&self) -> RedisResult<ClusterConnection> {
-            let mut slot = self.connection.lock().await;
-            if let Some(connection) = &*slot {
-                return Ok(connection.clone());
-            }
-            let connection = self.client.get_async_connection().await?;
-            *slot = Some(connection.clone());
-            Ok(connection)
+            self.connection
+                .get_or_try_init(|| self.client.get_async_connection())
+                .await
+                .cloned()
         }
     }
 }
