@@ -34,7 +34,8 @@ pub(crate) struct Config {
     pub(crate) max_pending: usize,
 }
 
-/// Configures a [`RedisTier`]; made by [`RedisTier::builder`].
+/// Configures a [`RedisTier`]; made by [`RedisTier::builder`] (a URL) or
+/// [`RedisTier::builder_with`] (a shared [`RedisConnection`]).
 ///
 /// ```no_run
 /// use herder_redis::RedisTier;

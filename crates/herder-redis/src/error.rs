@@ -104,7 +104,7 @@ impl fmt::Display for Error {
             Kind::Timeout(after) => write!(f, "redis did not answer within {after:?}"),
             Kind::Setting(reason) => write!(f, "invalid RedisTier setting: {reason}"),
             Kind::NoRuntime => {
-                f.write_str("RedisTier::build must be called within a Tokio runtime")
+                f.write_str("herder-redis must be started within a Tokio runtime (it spawns its background tasks)")
             }
         }
     }

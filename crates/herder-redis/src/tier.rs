@@ -288,8 +288,13 @@ impl<K, V> Shared<K, V> {
                 self.breaker.succeeded();
                 Some(value)
             }
-            Ok(Err(error)) if error.is_connection_refusal() || error.is_connection_dropped() => {
-                // Redis is down: waiting out `threshold` misses would cost each its time.
+            Ok(Err(error))
+                if error.is_connection_refusal()
+                    || error.is_connection_dropped()
+                    || error.kind() == redis::ErrorKind::AuthenticationFailed =>
+            {
+                // Redis is down or refuses us: waiting out `threshold` misses would cost each
+                // its time, and a wrong password does not fix itself.
                 bump(&self.stats.errors);
                 if self.breaker.tripped() {
                     bump(&self.stats.circuit_opens);

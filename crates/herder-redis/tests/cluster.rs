@@ -195,3 +195,34 @@ async fn tiers_share_one_cluster_connection() {
         .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_is_an_error_that_says_so() {
+    // Ports nobody listens on: bound, then released.
+    let nodes: Vec<String> = (0..3)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!(
+                "redis://127.0.0.1:{}/",
+                listener.local_addr().unwrap().port()
+            )
+        })
+        .collect();
+    let error = RedisTier::<u64, String>::builder_cluster(&nodes)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(error.is_connect() || error.is_timeout(), "{error}");
+    eprintln!("{error}");
+    // Built anyway, it loads locally.
+    let tier = RedisTier::<u64, String>::builder_cluster(&nodes)
+        .build()
+        .unwrap();
+    let cache: Cache<u64, String> = Cache::builder()
+        .max_capacity(10)
+        .tier(Arc::new(tier.clone()))
+        .build()
+        .unwrap();
+    assert_eq!(cache.get_with(1, || async { "one".into() }).await, "one");
+    assert!(tier.stats().errors >= 1, "{:?}", tier.stats());
+}

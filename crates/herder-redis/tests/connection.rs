@@ -193,3 +193,12 @@ async fn an_unreachable_server_is_an_error_and_misses_do_not_wait_for_it() {
         started.elapsed()
     );
 }
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync + Clone + 'static>() {}
+    send_sync::<RedisConnection>();
+    send_sync::<RedisTier<u64, String>>();
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    error::<herder_redis::Error>();
+}

@@ -150,7 +150,8 @@ impl RedisConnection {
         let inner = Arc::new(Inner {
             commands,
             pubsub,
-            timeout,
+            // A heartbeat that misses flushes every L1: not on a short stall of a loaded machine.
+            timeout: timeout.max(CONNECT_TIMEOUT),
             registry: Arc::default(),
             wake: wake.clone(),
         });
