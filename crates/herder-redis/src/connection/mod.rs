@@ -104,7 +104,9 @@ impl RedisConnection {
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(response_timeout)
-            .set_number_of_retries(1)
+            // No retry within a call: a refused connection is reported at once (and opens the
+            // tiers' breakers); the next call after the cooldown tries again.
+            .set_number_of_retries(0)
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager)
             .map_err(Error::redis)?;
