@@ -92,6 +92,7 @@ impl<K, V> Drop for Shared<K, V> {
     fn drop(&mut self) {
         // The worker holds no strong reference while it waits: wake it so that it ends.
         self.pending_added.notify_one();
+        self.connection.forget();
     }
 }
 

@@ -96,6 +96,39 @@ async fn three_tiers_on_one_connection_use_two_connections_not_six() {
     assert_eq!(ratings_cache.get(&1), Some(4.5));
     assert_eq!(ratings.stats().invalidations_received, 0);
     assert_eq!(titles.stats().invalidations_received, 1);
+
+    // A tier dropped: the shared subscriber stops listening to its channel, and only to it.
+    drop((authors, authors_cache));
+    let mut raw = raw(&redis).await;
+    let mut subscribers = async |channel: &str| {
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        counts[0].1
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while subscribers("authors:h1:events").await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "still subscribed to a dropped tier's channel"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(subscribers("ratings:h1:events").await, 1);
+    drop(raw);
+    // The server sees a dropped connection close a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while other_clients(&redis).await != 2 + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not the shared pair and `other`'s: {}",
+            other_clients(&redis).await
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

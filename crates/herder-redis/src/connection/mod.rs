@@ -77,6 +77,17 @@ impl RedisConnection {
     /// Like [`open`](Self::open), from a `redis::Client` the application already configured
     /// (custom TLS roots with `redis::Client::build_with_tls`, for example).
     ///
+    /// ```no_run
+    /// use herder_redis::RedisConnection;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379/2")?;
+    /// let redis = RedisConnection::from_client(client)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// No Tokio runtime.
@@ -87,6 +98,18 @@ impl RedisConnection {
     /// A connection to the Redis Cluster reached through `nodes` (seed URLs: any reachable node
     /// tells where the others are), and its subscriber task, spawned on the current Tokio
     /// runtime. Connects on first use.
+    ///
+    /// ```no_run
+    /// use herder_redis::{RedisConnection, RedisTier};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), herder_redis::Error> {
+    /// let redis = RedisConnection::open_cluster(&["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])?;
+    /// redis.ping().await?;
+    /// let tier = RedisTier::<u64, String>::builder_with(&redis).namespace("authors").build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -194,6 +217,11 @@ impl RedisConnection {
 
     pub(crate) fn is_cluster(&self) -> bool {
         self.inner.commands.is_cluster()
+    }
+
+    /// Tells the subscriber that a tier is gone (it unsubscribes the channels nobody listens to).
+    pub(crate) fn forget(&self) {
+        self.inner.wake.notify_one();
     }
 
     /// Hands the tier's messages to `listener` from now on.

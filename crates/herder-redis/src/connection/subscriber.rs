@@ -142,17 +142,38 @@ impl Subscriber {
 }
 
 /// Subscribes the channels of the tiers this connection does not serve yet, and tells those
-/// tiers. `false` if the connection failed.
+/// tiers; unsubscribes the channels no tier listens to any more. `false` if the connection
+/// failed.
 async fn subscribe_new(
     registry: &Mutex<Registry>,
     sink: &mut PubSubSink,
     session: &mut Session,
     timeout: Duration,
 ) -> bool {
-    let fresh: Vec<_> = lock(registry)
-        .live()
-        .into_iter()
+    let live = lock(registry).live();
+    let listened: HashSet<&String> = live.iter().map(|(_, channel, _)| channel).collect();
+    let gone: Vec<String> = session
+        .channels
+        .iter()
+        .filter(|channel| !listened.contains(channel))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        let unsubscribe = tokio::time::timeout(timeout, sink.unsubscribe(&gone));
+        if !matches!(unsubscribe.await, Ok(Ok(()))) {
+            return false;
+        }
+        for channel in &gone {
+            session.channels.remove(channel);
+        }
+    }
+    session
+        .listeners
+        .retain(|id| live.iter().any(|(live, _, _)| live == id));
+    let fresh: Vec<_> = live
+        .iter()
         .filter(|(id, _, _)| !session.listeners.contains(id))
+        .cloned()
         .collect();
     let channels: Vec<String> = fresh
         .iter()
