@@ -519,3 +519,40 @@ async fn a_stalled_subscription_is_detected_by_its_heartbeat() {
     assert!(eventually(Duration::from_secs(10), || a.tier.stats().resubscribes >= 1).await);
     assert_eq!(a.cache.get(&1), None, "the resubscription flushed L1");
 }
+
+/// The generation is stored with each value and lease (so that scripts declare every key they
+/// touch, as a cluster requires): a load under way when the namespace is invalidated as a whole
+/// must not fill Redis after it, and the values before it must no longer be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidate_all_during_a_load_keeps_the_old_row_out_of_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let backend = Backend::new(Duration::from_millis(300));
+    let (a, b, c) = (
+        instance(&redis, Duration::from_secs(2)),
+        instance(&redis, Duration::from_secs(2)),
+        instance(&redis, Duration::from_secs(2)),
+    );
+    let quick = Backend::new(Duration::ZERO);
+    assert_eq!(a.cache.get_with(1, quick.load(1)).await, "row 1 v1");
+    let stale_read = tokio::spawn({
+        let (cache, load) = (a.cache.clone(), backend.load(2));
+        async move { cache.get_with(2, load).await }
+    });
+    assert!(eventually(Duration::from_secs(2), || backend.calls() == 1).await);
+    backend.version.store(2, SeqCst);
+    quick.version.store(2, SeqCst);
+    b.cache.invalidate_all();
+    assert!(
+        eventually(Duration::from_secs(2), || b.tier.stats().invalidations_sent
+            == 1)
+        .await
+    );
+    assert_eq!(stale_read.await.unwrap(), "row 2 v1");
+    assert!(eventually(Duration::from_secs(2), || a.tier.stats().fills_lost == 1).await);
+    // Neither the value stored before nor the load under way is read from Redis.
+    assert_eq!(c.cache.get_with(1, quick.load(1)).await, "row 1 v2");
+    assert_eq!(c.cache.get_with(2, quick.load(2)).await, "row 2 v2");
+    assert_eq!(c.tier.stats().l2_hits, 0, "{:?}", c.tier.stats());
+}
