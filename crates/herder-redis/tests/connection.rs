@@ -12,6 +12,10 @@ use support::servers::{ConfiguredRedis, RedisServer};
 use support::{eventually, raw};
 use tokio::time::Instant;
 
+/// Far above what loopback needs (these tests count what reached Redis; a call past its budget
+/// would rightly go without it).
+const BUDGET: Duration = Duration::from_secs(2);
+
 fn cache<V: Clone + Send + Sync + 'static>(tier: &RedisTier<u64, V>) -> Cache<u64, V> {
     Cache::builder()
         .max_capacity(100)
@@ -47,14 +51,17 @@ async fn three_tiers_on_one_connection_use_two_connections_not_six() {
     let shared = RedisConnection::open(&redis.url()).unwrap();
     let ratings = RedisTier::<u64, f32>::builder_with(&shared)
         .namespace("ratings")
+        .budget(BUDGET)
         .build()
         .unwrap();
     let titles = RedisTier::<u64, String>::builder_with(&shared)
         .namespace("titles")
+        .budget(BUDGET)
         .build()
         .unwrap();
     let authors = RedisTier::<u64, Vec<u64>>::builder_with(&shared)
         .namespace("authors")
+        .budget(BUDGET)
         .build()
         .unwrap();
     let (ratings_cache, titles_cache, authors_cache) =
@@ -87,6 +94,7 @@ async fn three_tiers_on_one_connection_use_two_connections_not_six() {
     // instance evicts titles, not ratings.
     let other = RedisTier::<u64, String>::builder(&redis.url())
         .namespace("titles")
+        .budget(BUDGET)
         .build()
         .unwrap();
     let other_cache = cache(&other);
@@ -140,6 +148,7 @@ async fn tiers_built_on_their_own_take_two_connections_each() {
         .map(|namespace| {
             RedisTier::<u64, u64>::builder(&redis.url())
                 .namespace(namespace)
+                .budget(BUDGET)
                 .build()
                 .unwrap()
         })
@@ -168,6 +177,7 @@ async fn a_wrong_password_is_an_error_that_says_so() {
         format!("redis://127.0.0.1:{port}/"),
     ] {
         let error = RedisTier::<u64, String>::builder(&url)
+            .budget(BUDGET)
             .connect()
             .await
             .unwrap_err();
@@ -177,6 +187,7 @@ async fn a_wrong_password_is_an_error_that_says_so() {
         assert!(shared.ping().await.unwrap_err().is_auth());
     }
     let tier = RedisTier::<u64, String>::builder(&redis.url())
+        .budget(BUDGET)
         .connect()
         .await
         .unwrap();

@@ -40,7 +40,8 @@ async fn two_instances_share_values_and_invalidations_over_tls() {
             let connection = RedisConnection::from_client(trusting(&redis)).unwrap();
             RedisTier::<u64, String>::builder_with(&connection)
                 .namespace("tls")
-                .budget(Duration::from_millis(500))
+                // Far above what loopback needs: a call past it would (rightly) go without Redis.
+                .budget(Duration::from_secs(2))
                 .build()
                 .unwrap()
         })
@@ -72,8 +73,10 @@ async fn a_certificate_nobody_trusts_is_an_error_that_says_so() {
     let Some(redis) = ConfiguredRedis::with_tls() else {
         return;
     };
-    // The system's roots do not include the test's authority.
+    // The system's roots do not include the test's authority. (A budget far above what the
+    // handshake needs: the connect timeout follows it, and would otherwise be the reason.)
     let error = RedisTier::<u64, String>::builder(&redis.url())
+        .budget(Duration::from_secs(2))
         .connect()
         .await
         .unwrap_err();
