@@ -53,11 +53,25 @@ impl Breaker {
         if failures < self.threshold {
             return false;
         }
+        self.open();
+        true
+    }
+
+    /// Records a failure that says Redis is down (a refused or dropped connection): opens the
+    /// circuit at once, rather than after `threshold` misses that each pay for the failure.
+    /// `true` if it was closed.
+    pub(crate) fn tripped(&self) -> bool {
+        let closed = self.allows();
+        self.failures.fetch_add(1, Relaxed);
+        self.open();
+        closed
+    }
+
+    fn open(&self) {
         let until = self
             .now()
             .saturating_add(u64::try_from(self.cooldown.as_nanos()).unwrap_or(u64::MAX));
         self.open_until.store(until, Relaxed);
-        true
     }
 }
 
@@ -82,5 +96,7 @@ mod tests {
         assert!(opened == Some(true) && !breaker.allows(), "open again");
         breaker.succeeded();
         assert!(breaker.allows(), "a success while open closes it at once");
+        assert!(breaker.tripped(), "a refused connection opens it at once");
+        assert!(!breaker.allows() && !breaker.tripped());
     }
 }

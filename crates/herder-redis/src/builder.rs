@@ -4,14 +4,24 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{Codec, FORMAT, Postcard};
+use crate::connection::RedisConnection;
 use crate::error::Error;
+use crate::layout::Layout;
 use crate::tier::{RedisTier, Shared};
 use crate::worker::Worker;
+
+/// Where a tier's Redis is.
+#[derive(Debug)]
+pub(crate) enum Source {
+    Url(String),
+    #[cfg(feature = "cluster")]
+    Cluster(Vec<String>),
+    Shared(RedisConnection),
+}
 
 /// Settings of a [`RedisTier`].
 #[derive(Clone, Copy, Debug)]
@@ -24,7 +34,8 @@ pub(crate) struct Config {
     pub(crate) max_pending: usize,
 }
 
-/// Configures a [`RedisTier`]; made by [`RedisTier::builder`].
+/// Configures a [`RedisTier`]; made by [`RedisTier::builder`] (a URL) or
+/// [`RedisTier::builder_with`] (a shared [`RedisConnection`]).
 ///
 /// ```no_run
 /// use herder_redis::RedisTier;
@@ -42,7 +53,7 @@ pub(crate) struct Config {
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder<K, V> {
-    url: String,
+    source: Source,
     namespace: String,
     codec: Arc<dyn Codec<V>>,
     config: Config,
@@ -54,9 +65,9 @@ where
     K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    pub(crate) fn new(url: &str) -> Self {
+    pub(crate) fn new(source: Source) -> Self {
         Builder {
-            url: url.to_owned(),
+            source,
             namespace: "herder".to_owned(),
             codec: Arc::new(Postcard),
             config: Config {
@@ -130,9 +141,46 @@ where
         self
     }
 
+    /// Builds the tier, checks that Redis answers a `PING`, and says why not: a server that
+    /// cannot be reached, refused credentials, no answer within the budget (or 1 s, if longer).
+    /// For start-up, where a misconfiguration should stop the process; [`build`](Self::build)
+    /// runs without Redis instead, until it is back.
+    ///
+    /// ```no_run
+    /// use herder_redis::RedisTier;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// match RedisTier::<u64, String>::builder("redis://:wrong@127.0.0.1:6379").connect().await {
+    ///     Ok(_tier) => {}
+    ///     Err(error) if error.is_auth() => eprintln!("check REDIS_PASSWORD: {error}"),
+    ///     Err(error) => eprintln!("{error}"),
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// What [`build`](Self::build) reports, and why Redis did not answer
+    /// ([`Error::is_connect`], [`Error::is_auth`], [`Error::is_timeout`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled call drops the tier it built.
+    pub async fn connect(self) -> Result<RedisTier<K, V>, Error> {
+        let tier = self.build()?;
+        let within = tier
+            .shared
+            .config
+            .budget
+            .max(std::time::Duration::from_secs(1));
+        tier.shared.connection.ping_within(within).await?;
+        Ok(tier)
+    }
+
     /// Builds the tier and spawns its background worker (pub/sub and invalidations) on the
     /// current Tokio runtime. Connects lazily: a Redis that is down at start-up only means the
-    /// cache runs without it until it is back.
+    /// cache runs without it until it is back (see [`connect`](Self::connect) to fail instead).
     ///
     /// # Errors
     ///
@@ -145,8 +193,9 @@ where
     }
 
     /// Builds the tier and hands back its background worker, for the caller to run (on a runtime
-    /// of its choice). Until the worker runs, no invalidation reaches this instance and none is
-    /// sent.
+    /// of its choice). Until the worker runs, no invalidation is sent, and, unless the tier is
+    /// on a shared [`RedisConnection`] (whose subscriber runs on its own), none reaches this
+    /// instance.
     ///
     /// # Errors
     ///
@@ -173,17 +222,32 @@ where
         if breaker_threshold == 0 {
             return Err(Error::setting("circuit_breaker needs at least 1 failure"));
         }
-        let client = redis::Client::open(self.url.as_str()).map_err(Error::redis)?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(budget.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(budget))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager)
-            .map_err(Error::redis)?;
-        let prefix = format!("{}:h{FORMAT}:", self.namespace);
-        let shared = Shared::new(client, connection, prefix, self.codec, self.config);
-        let worker = Worker::new(&shared);
+        let connect = budget.max(Duration::from_millis(250));
+        let (connection, subscriber) = match self.source {
+            Source::Url(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(Error::redis)?;
+                let (connection, subscriber) =
+                    RedisConnection::single(client, connect, Some(budget))?;
+                (connection, Some(subscriber))
+            }
+            #[cfg(feature = "cluster")]
+            Source::Cluster(nodes) => {
+                let (connection, subscriber) = RedisConnection::cluster(&nodes, connect)?;
+                (connection, Some(subscriber))
+            }
+            Source::Shared(connection) => (connection, None),
+        };
+        if connection.is_cluster() && self.namespace.contains(['{', '}']) {
+            return Err(Error::setting(
+                "a namespace on a cluster cannot contain `{` or `}` (hash tags)",
+            ));
+        }
+        let layout = Layout::new(
+            format!("{}:h{FORMAT}:", self.namespace),
+            connection.is_cluster(),
+        );
+        let shared = Shared::new(connection, layout, self.codec, self.config);
+        let worker = Worker::new(&shared, subscriber);
         Ok((RedisTier { shared }, worker))
     }
 }

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::codec;
 use crate::events::Kind;
+use crate::layout::Keys;
 use crate::scripts::{EXTEND, FILL, RELEASE};
 use crate::stats::bump;
 use crate::tier::Shared;
@@ -18,8 +19,11 @@ const NEVER_MS: u64 = 1 << 52;
 
 pub(crate) struct RedisLease<K: Send + Sync + 'static, V: Send + Sync + 'static> {
     shared: Arc<Shared<K, V>>,
+    /// The user key's bytes, for the messages.
     key: Vec<u8>,
-    token: String,
+    keys: Keys,
+    /// What the lease key holds while this instance holds it: `{generation}|{token}`.
+    lease: String,
     epoch: String,
     generation: String,
     /// Dropping it stops the watchdog.
@@ -35,22 +39,24 @@ where
     pub(crate) fn grant(
         shared: Arc<Shared<K, V>>,
         key: Vec<u8>,
-        token: String,
+        keys: Keys,
+        token: &str,
         epoch: String,
         generation: String,
     ) -> Self {
+        let lease = format!("{generation}|{token}");
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(watchdog(
             shared.clone(),
-            key.clone(),
-            token.clone(),
-            generation.clone(),
+            keys.lease.clone(),
+            lease.clone(),
             stopped,
         ));
         RedisLease {
             shared,
             key,
-            token,
+            keys,
+            lease,
             epoch,
             generation,
             watchdog: Some(stop),
@@ -63,9 +69,8 @@ where
 /// than the lease would let another instance take over and load the key again (a convoy).
 async fn watchdog<K, V>(
     shared: Arc<Shared<K, V>>,
-    key: Vec<u8>,
-    token: String,
-    generation: String,
+    lease_key: Vec<u8>,
+    lease: String,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let every = shared.config.lease_ttl / 3;
@@ -76,15 +81,10 @@ async fn watchdog<K, V>(
             () = tokio::time::sleep(every) => {}
         }
         let mut script = EXTEND.prepare_invoke();
-        script
-            .arg(&shared.prefix)
-            .arg(&key)
-            .arg(&token)
-            .arg(&generation)
-            .arg(&lease_ms);
+        script.key(&lease_key).arg(&lease).arg(&lease_ms);
         if shared.run::<i64>(script).await == Some(0) {
             #[cfg(feature = "tracing")]
-            tracing::debug!(prefix = %shared.prefix, "redis tier: lease lost while loading");
+            tracing::debug!(prefix = %shared.layout.prefix(), "redis tier: lease lost while loading");
             return;
         }
     }
@@ -116,9 +116,11 @@ where
             let px = ttl.map_or(0, |ttl| (ttl.as_millis() as u64).max(1));
             let mut script = FILL.prepare_invoke();
             script
-                .arg(&shared.prefix)
-                .arg(&self.key)
-                .arg(&self.token)
+                .key(&self.keys.generation)
+                .key(&self.keys.value)
+                .key(&self.keys.lease)
+                .key(&self.keys.epoch)
+                .arg(&self.lease)
                 .arg(&self.epoch)
                 .arg(&self.generation)
                 .arg(fresh_ms)
@@ -147,18 +149,16 @@ impl<K: Send + Sync + 'static, V: Send + Sync + 'static> Drop for RedisLease<K, 
             return;
         };
         let shared = self.shared.clone();
-        let (key, token, generation) = (
-            self.key.clone(),
-            self.token.clone(),
-            self.generation.clone(),
+        let (key, lease_key, lease) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.keys.lease),
+            std::mem::take(&mut self.lease),
         );
         runtime.spawn(async move {
             let mut script = RELEASE.prepare_invoke();
             script
-                .arg(&shared.prefix)
-                .arg(&key)
-                .arg(&token)
-                .arg(&generation)
+                .key(&lease_key)
+                .arg(&lease)
                 .arg(&shared.channel)
                 .arg(shared.message(Kind::Released, &key));
             let _ = shared.run::<i64>(script).await;

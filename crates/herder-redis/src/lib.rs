@@ -10,17 +10,23 @@
 //! * an invalidation reaches every instance's L1 (pub/sub, with a flush after a lost
 //!   connection) and keeps a load that began before it out of Redis (per-key epochs);
 //! * Redis being slow, down or restarting never fails a request: every call has a time budget,
-//!   a circuit breaker skips Redis for a while, and each instance loads on its own meanwhile.
+//!   a circuit breaker skips Redis for a while (at once when the connection is refused), and
+//!   each instance loads on its own meanwhile.
+//!
+//! # Quickstart
 //!
 //! ```no_run
 //! use herder::Cache;
-//! use herder_redis::RedisTier;
+//! use herder_redis::{RedisConnection, RedisTier};
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let tier = RedisTier::<u64, String>::builder("redis://127.0.0.1:6379")
+//! // One connection pair for the whole process, checked at start-up.
+//! let redis = RedisConnection::open("redis://127.0.0.1:6379")?;
+//! redis.ping().await?;
+//! let tier = RedisTier::<u64, String>::builder_with(&redis)
 //!     .namespace("bookstore:ratings")
 //!     .build()?;
 //! let ratings: Cache<u64, String> = Cache::builder()
@@ -34,6 +40,35 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Connections
+//!
+//! * **One per process.** A [`RedisConnection`] is one multiplexed command connection and one
+//!   pub/sub connection; every tier built on it with [`RedisTier::builder_with`] shares them,
+//!   whatever its namespace or value type. [`RedisTier::builder`] with a URL gives the tier
+//!   connections of its own. [`RedisConnection::from_client`] takes a `redis::Client` the
+//!   application configured.
+//! * **TLS** (feature `tls-rustls`): `rediss://` URLs, through redis-rs's rustls support, with
+//!   ring as rustls's crypto provider and the system's root certificates; a private authority
+//!   goes through `redis::Client::build_with_tls` and [`RedisConnection::from_client`].
+//! * **Redis Cluster** (feature `cluster`): `RedisTier::builder_cluster` or
+//!   `RedisConnection::open_cluster` with seed nodes. A key's value, lease and epoch share a
+//!   hash slot; the namespace is spread over 1,024 hash tags, each with its own generation, so
+//!   that `invalidate_all` is one `INCR` per tag; invalidations are published with classic
+//!   `PUBLISH`, which the cluster broadcasts to every node, and each process subscribes on one
+//!   node (the next seed if it fails).
+//! * **Misconfiguration says why.** [`Builder::connect`] and [`RedisTier::ping`] report an
+//!   unreachable server, refused credentials or a timeout as an [`Error`]; [`Builder::build`]
+//!   connects lazily and runs without Redis until it is there.
+//!
+//! # Feature flags
+//!
+//! | flag | default | what it enables |
+//! |---|---|---|
+//! | `tracing` | on | events for circuit-breaker trips, lost leases and resubscriptions (and herder's spans) |
+//! | `serde` | off | `serde::Serialize` for [`RedisStats`] (and herder's stats) |
+//! | `tls-rustls` | off | `rediss://` URLs (rustls, with ring) |
+//! | `cluster` | off | Redis Cluster (redis-rs `cluster-async`) |
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -46,8 +81,10 @@
 mod breaker;
 mod builder;
 mod codec;
+mod connection;
 mod error;
 mod events;
+mod layout;
 mod lease;
 mod pending;
 mod scripts;
@@ -57,6 +94,7 @@ mod worker;
 
 pub use builder::Builder;
 pub use codec::{Codec, Postcard};
+pub use connection::RedisConnection;
 pub use error::Error;
 pub use stats::RedisStats;
 pub use tier::RedisTier;

@@ -1,146 +1,144 @@
 //! The Lua scripts that make each step atomic on the Redis side.
 //!
-//! Names: every key of a namespace starts with `prefix` (`{namespace}:h{FORMAT}:`). Values and
-//! leases live under the namespace's current generation (`{prefix}gen`), so `invalidate_all` is
-//! one `INCR`; a key's epoch (`{prefix}e:{key}`) counts its invalidations, so that a load that
-//! began before an invalidation cannot fill the tier after it. A stored value is
-//! `{fresh_until_ms}|{envelope}`, with the deadline in Redis server time, so that every instance
-//! agrees on freshness whatever its own clock.
+//! Every script declares the Redis keys it touches (`KEYS`, see `layout.rs`), all of one hash
+//! slot, so that it runs on a cluster as on a single server. The generation of the key's bucket
+//! (`KEYS[1]` where present) counts `invalidate_all`s; a key's epoch counts its invalidations, so
+//! that a load that began before an invalidation cannot fill the tier after it.
+//!
+//! A stored value is `{generation}|{fresh_until_ms}|{envelope}`, with the deadline in Redis server
+//! time, so that every instance agrees on freshness whatever its own clock; a value of an older
+//! generation is a miss. A lease is `{generation}|{token}`; a lease of an older generation is no
+//! lease. So `invalidate_all` orphans every value and lease with one `INCR` per bucket (they
+//! expire on their own TTL, or are overwritten).
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-const NAMES: &str = r"
-local prefix, key = ARGV[1], ARGV[2]
-local gen = redis.call('GET', prefix .. 'gen') or '0'
-local base = prefix .. gen .. ':'
-local vkey, lkey, ekey = base .. 'v:' .. key, base .. 'l:' .. key, prefix .. 'e:' .. key
+const NOW: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 ";
 
-/// ACQUIRE(prefix, key, token, lease_ms, ignore_value) →
+/// ACQUIRE(KEYS gen, value, lease, epoch; ARGV token, lease_ms, ignore_value) →
 /// `{1, body, fresh_left_ms}` a fresh value; `{2, epoch, gen, corrupt}` the lease (`corrupt` is
 /// 1 when the stored value was unreadable and was dropped); `{3, body}` a stale value while
 /// another instance holds the lease; `{4, lease_pttl}` wait.
 ///
-/// A stored value this script cannot read (no `|`, a deadline that is not a number, a key of
-/// another type) is a miss: it is deleted and the lease granted, so the next fill replaces it.
-/// It never raises a Lua error, which would count as a Redis failure against the breaker.
+/// A stored value this script cannot read (not `gen|deadline|body`, a deadline that is not a
+/// number, a key of another type) is a miss: it is deleted and the lease granted, so the next
+/// fill replaces it. It never raises a Lua error, which would count as a Redis failure against
+/// the breaker.
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{NAMES}
+        r"{NOW}
+local gen = redis.call('GET', KEYS[1]) or '0'
 local body = false
 local corrupt = 0
-if ARGV[5] ~= '1' then
-  local v = redis.pcall('GET', vkey)
+if ARGV[3] ~= '1' then
+  local v = redis.pcall('GET', KEYS[2])
   if type(v) == 'table' then
     v = false
     corrupt = 1
   end
   if v then
-    local sep = string.find(v, '|', 1, true)
-    local fresh = sep and tonumber(string.sub(v, 1, sep - 1))
-    if fresh then
-      local left = fresh - now_ms()
-      body = string.sub(v, sep + 1)
-      if left > 0 then return {{1, body, left}} end
-    else
+    local a = string.find(v, '|', 1, true)
+    local b = a and string.find(v, '|', a + 1, true)
+    local fresh = b and tonumber(string.sub(v, a + 1, b - 1))
+    if not fresh then
       corrupt = 1
+    elseif string.sub(v, 1, a - 1) == gen then
+      local left = fresh - now_ms()
+      body = string.sub(v, b + 1)
+      if left > 0 then return {{1, body, left}} end
     end
   end
-  if corrupt == 1 then redis.call('DEL', vkey) end
+  if corrupt == 1 then redis.call('DEL', KEYS[2]) end
 end
-if redis.call('SET', lkey, ARGV[3], 'NX', 'PX', ARGV[4]) then
-  return {{2, redis.call('GET', ekey) or '0', gen, corrupt}}
+local mine = gen .. '|'
+local held = redis.pcall('GET', KEYS[3])
+if type(held) ~= 'string' or string.sub(held, 1, #mine) ~= mine then
+  redis.call('SET', KEYS[3], mine .. ARGV[1], 'PX', ARGV[2])
+  return {{2, redis.call('GET', KEYS[4]) or '0', gen, corrupt}}
 end
 if body then return {{3, body}} end
-return {{4, redis.call('PTTL', lkey)}}
+return {{4, redis.call('PTTL', KEYS[3])}}
 "
     ))
 });
 
-/// FILL(prefix, key, token, epoch, gen, fresh_ms, body, px_ms, channel, message) → 1 stored,
-/// 0 the lease was lost (expired and taken over, or revoked by an invalidation).
+/// FILL(KEYS gen, value, lease, epoch; ARGV lease, epoch, gen, fresh_ms, body, px_ms, channel,
+/// message) → 1 stored, 0 the lease was lost (expired and taken over, or revoked by an
+/// invalidation).
 pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{NAMES}
-local held = prefix .. ARGV[5] .. ':l:' .. key
-if gen ~= ARGV[5] or redis.call('GET', held) ~= ARGV[3] then return 0 end
-if (redis.call('GET', ekey) or '0') ~= ARGV[4] then
-  redis.call('DEL', lkey)
+        r"{NOW}
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[3] then return 0 end
+if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[2] then
+  redis.call('DEL', KEYS[3])
   return 0
 end
-if ARGV[7] ~= '' then
-  local v = tostring(now_ms() + tonumber(ARGV[6])) .. '|' .. ARGV[7]
-  if tonumber(ARGV[8]) > 0 then
-    redis.call('SET', vkey, v, 'PX', ARGV[8])
+if ARGV[5] ~= '' then
+  local v = ARGV[3] .. '|' .. tostring(now_ms() + tonumber(ARGV[4])) .. '|' .. ARGV[5]
+  if tonumber(ARGV[6]) > 0 then
+    redis.call('SET', KEYS[2], v, 'PX', ARGV[6])
   else
-    redis.call('SET', vkey, v)
+    redis.call('SET', KEYS[2], v)
   end
 end
-redis.call('DEL', lkey)
-redis.call('PUBLISH', ARGV[9], ARGV[10])
+redis.call('DEL', KEYS[3])
+redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 1
 "
     ))
 });
 
-/// EXTEND(prefix, key, token, gen, lease_ms) → 1 extended, 0 the lease is gone.
+/// EXTEND(KEYS lease; ARGV lease, lease_ms) → 1 extended, 0 the lease is gone.
 pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{NAMES}
-local held = prefix .. ARGV[4] .. ':l:' .. key
-if redis.call('GET', held) == ARGV[3] then
-  redis.call('PEXPIRE', held, ARGV[5])
-  return 1
-end
-return 0
-"
-    ))
-});
-
-/// RELEASE(prefix, key, token, gen, channel, message): gives up a lease (the load failed) and
-/// wakes the instances waiting for it.
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{NAMES}
-local held = prefix .. ARGV[4] .. ':l:' .. key
-if redis.call('GET', held) == ARGV[3] then
-  redis.call('DEL', held)
-  redis.call('PUBLISH', ARGV[5], ARGV[6])
-  return 1
-end
-return 0
-"
-    ))
-});
-
-/// INVALIDATE(prefix, key, epoch_ttl_ms, channel, message): drops the value and the lease,
-/// bumps the key's epoch, and tells every instance.
-pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{NAMES}
-redis.call('DEL', vkey, lkey)
-redis.call('INCR', ekey)
-redis.call('PEXPIRE', ekey, ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1
-"
-    ))
-});
-
-/// INVALIDATE_ALL(prefix, channel, message): a new generation orphans every value and lease
-/// (they expire on their own TTL), and every instance is told.
-pub(crate) static INVALIDATE_ALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('INCR', ARGV[1] .. 'gen')
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// RELEASE(KEYS lease; ARGV lease, channel, message): gives up a lease (the load failed) and
+/// wakes the instances waiting for it.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// INVALIDATE(KEYS value, lease, epoch; ARGV epoch_ttl_ms, channel, message): drops the value
+/// and the lease, bumps the key's epoch, and tells every instance.
+pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ",
     )
 });
+
+/// NEXT_GENERATION(KEYS gen): a new generation of one bucket orphans its values and leases.
+/// `invalidate_all` runs it for every bucket, then publishes.
+pub(crate) static NEXT_GENERATION: LazyLock<Script> =
+    LazyLock::new(|| Script::new("return redis.call('INCR', KEYS[1])"));

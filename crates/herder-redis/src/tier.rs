@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use herder::cache::{Acquired, Loaded, LocalCache, Tier, TierFuture};
-use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, ScriptInvocation, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,9 +14,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::breaker::Breaker;
-use crate::builder::{Builder, Config};
+use crate::builder::{Builder, Config, Source};
 use crate::codec::{self, Codec};
+use crate::connection::RedisConnection;
+use crate::error::Error;
 use crate::events::{self, Kind};
+use crate::layout::Layout;
 use crate::lease::RedisLease;
 use crate::pending::{Added, Pending};
 use crate::scripts::ACQUIRE;
@@ -65,10 +67,10 @@ pub struct RedisTier<K, V> {
 }
 
 pub(crate) struct Shared<K, V> {
-    pub(crate) client: redis::Client,
-    pub(crate) connection: ConnectionManager,
-    /// `{namespace}:h{FORMAT}:`
-    pub(crate) prefix: String,
+    pub(crate) connection: RedisConnection,
+    /// Where the namespace's keys live.
+    pub(crate) layout: Layout,
+    /// `{namespace}:h{FORMAT}:events`
     pub(crate) channel: String,
     /// Tags this instance's messages, so that it does not evict what it just wrote.
     pub(crate) instance: u64,
@@ -90,6 +92,7 @@ impl<K, V> Drop for Shared<K, V> {
     fn drop(&mut self) {
         // The worker holds no strong reference while it waits: wake it so that it ends.
         self.pending_added.notify_one();
+        self.connection.forget();
     }
 }
 
@@ -107,9 +110,52 @@ where
     K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    /// A builder for the tier on the Redis at `url` (`redis://host:port/db`).
+    /// A builder for the tier on the Redis at `url` (`redis://[:password@]host:port/db`, or
+    /// `rediss://...` with the `tls-rustls` feature), with connections of its own. Tiers of one
+    /// process should share theirs: see [`builder_with`](Self::builder_with).
     pub fn builder(url: &str) -> Builder<K, V> {
-        Builder::new(url)
+        Builder::new(Source::Url(url.to_owned()))
+    }
+
+    /// A builder for the tier on a shared [`RedisConnection`]: every tier built on it uses its
+    /// one command connection and its one pub/sub connection.
+    ///
+    /// ```no_run
+    /// use herder_redis::{RedisConnection, RedisTier};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), herder_redis::Error> {
+    /// let redis = RedisConnection::open("redis://127.0.0.1:6379")?;
+    /// let ratings = RedisTier::<u64, f32>::builder_with(&redis).namespace("ratings").build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder_with(connection: &RedisConnection) -> Builder<K, V> {
+        Builder::new(Source::Shared(connection.clone()))
+    }
+
+    /// A builder for the tier on the Redis Cluster reached through `nodes` (seed URLs), with
+    /// connections of its own; [`RedisConnection::open_cluster`] makes a shared one.
+    ///
+    /// ```no_run
+    /// use herder_redis::RedisTier;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), herder_redis::Error> {
+    /// let tier = RedisTier::<u64, String>::builder_cluster(&[
+    ///     "redis://10.0.0.1:6379",
+    ///     "redis://10.0.0.2:6379",
+    /// ])
+    /// .namespace("authors")
+    /// .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "cluster")]
+    pub fn builder_cluster<S: AsRef<str>>(nodes: &[S]) -> Builder<K, V> {
+        Builder::new(Source::Cluster(
+            nodes.iter().map(|node| node.as_ref().to_owned()).collect(),
+        ))
     }
 }
 
@@ -122,20 +168,40 @@ impl<K, V> RedisTier<K, V> {
         }
     }
 
-    /// `true` if Redis answers a `PING` within the time budget: a readiness check for start-up
-    /// logs and health endpoints. The tier does not need it (it fails open either way).
+    /// `Ok` if Redis answers a `PING` within the time budget, otherwise why not: a readiness
+    /// check for start-up logs and health endpoints. The tier does not need it (it fails open
+    /// either way).
+    ///
+    /// ```no_run
+    /// # use herder_redis::RedisTier;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), herder_redis::Error> {
+    /// let tier = RedisTier::<u64, String>::builder("redis://127.0.0.1:6379").build()?;
+    /// if let Err(error) = tier.ping().await {
+    ///     eprintln!("running without redis for now: {error}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Why Redis did not answer: [`Error::is_connect`], [`Error::is_auth`],
+    /// [`Error::is_timeout`].
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
-    pub async fn ping(&self) -> bool {
-        let mut connection = self.shared.connection.clone();
-        let command = redis::cmd("PING");
-        let ping = command.query_async::<String>(&mut connection);
-        matches!(
-            tokio::time::timeout(self.shared.config.budget, ping).await,
-            Ok(Ok(_))
-        )
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.shared
+            .connection
+            .ping_within(self.shared.config.budget)
+            .await
+    }
+
+    /// The connection this tier uses (shared with other tiers, or its own).
+    pub fn connection(&self) -> &RedisConnection {
+        &self.shared.connection
     }
 }
 
@@ -150,7 +216,7 @@ impl<K, V> Clone for RedisTier<K, V> {
 impl<K, V> fmt::Debug for RedisTier<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisTier")
-            .field("prefix", &self.shared.prefix)
+            .field("prefix", &self.shared.layout.prefix())
             .field("instance", &self.shared.instance)
             .finish_non_exhaustive()
     }
@@ -158,17 +224,15 @@ impl<K, V> fmt::Debug for RedisTier<K, V> {
 
 impl<K, V> Shared<K, V> {
     pub(crate) fn new(
-        client: redis::Client,
-        connection: ConnectionManager,
-        prefix: String,
+        connection: RedisConnection,
+        layout: Layout,
         codec: Arc<dyn Codec<V>>,
         config: Config,
     ) -> Arc<Self> {
         Arc::new(Shared {
-            client,
             connection,
-            channel: format!("{prefix}events"),
-            prefix,
+            channel: format!("{}events", layout.prefix()),
+            layout,
             instance: fastrand::u64(..),
             codec,
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
@@ -199,7 +263,7 @@ impl<K, V> Shared<K, V> {
                 .invalidations_collapsed
                 .fetch_add(keys as u64, std::sync::atomic::Ordering::Relaxed);
             #[cfg(feature = "tracing")]
-            tracing::warn!(prefix = %self.prefix, keys, "redis tier: too many pending invalidations, invalidating every key instead");
+            tracing::warn!(prefix = %self.layout.prefix(), keys, "redis tier: too many pending invalidations, invalidating every key instead");
         }
         self.pending_added.notify_one();
     }
@@ -219,18 +283,33 @@ impl<K, V> Shared<K, V> {
         &self,
         script: ScriptInvocation<'_>,
     ) -> Option<T> {
-        let mut connection = self.connection.clone();
-        match tokio::time::timeout(self.config.budget, script.invoke_async(&mut connection)).await {
+        let invoke = self.connection.inner.commands.invoke(&script);
+        match tokio::time::timeout(self.config.budget, invoke).await {
             Ok(Ok(value)) => {
                 self.breaker.succeeded();
                 Some(value)
+            }
+            Ok(Err(error))
+                if error.is_connection_refusal()
+                    || error.is_connection_dropped()
+                    || error.kind() == redis::ErrorKind::AuthenticationFailed =>
+            {
+                // Redis is down or refuses us: waiting out `threshold` misses would cost each
+                // its time, and a wrong password does not fix itself.
+                bump(&self.stats.errors);
+                if self.breaker.tripped() {
+                    bump(&self.stats.circuit_opens);
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(prefix = %self.layout.prefix(), %error, "redis tier: redis is down, going on without it");
+                }
+                None
             }
             Ok(Err(_)) | Err(_) => {
                 bump(&self.stats.errors);
                 if self.breaker.failed() {
                     bump(&self.stats.circuit_opens);
                     #[cfg(feature = "tracing")]
-                    tracing::warn!(prefix = %self.prefix, "redis tier: circuit opened, going on without redis");
+                    tracing::warn!(prefix = %self.layout.prefix(), "redis tier: circuit opened, going on without redis");
                 }
                 None
             }
@@ -327,6 +406,7 @@ where
             bump(&self.stats.l2_skipped_pending);
             return Acquired::Unavailable;
         }
+        let keys = self.layout.keys(&key);
         let token = format!("{:016x}{:016x}", self.instance, fastrand::u64(..));
         let lease_ms = self.config.lease_ttl.as_millis().to_string();
         let started = Instant::now();
@@ -339,8 +419,10 @@ where
             woken.as_mut().enable();
             let mut script = ACQUIRE.prepare_invoke();
             script
-                .arg(&self.prefix)
-                .arg(&key)
+                .key(&keys.generation)
+                .key(&keys.value)
+                .key(&keys.lease)
+                .key(&keys.epoch)
                 .arg(&token)
                 .arg(&lease_ms)
                 .arg(if ignore_value { "1" } else { "0" });
@@ -366,7 +448,8 @@ where
                     if waited {
                         bump(&self.stats.takeovers);
                     }
-                    let lease = RedisLease::grant(self.clone(), key, token, epoch, generation);
+                    let lease =
+                        RedisLease::grant(self.clone(), key, keys, &token, epoch, generation);
                     return Acquired::Lead(Box::new(lease));
                 }
                 Reply::Stale(body) => match codec::open(&*self.codec, &body) {

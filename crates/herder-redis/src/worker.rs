@@ -1,37 +1,34 @@
-//! The tier's background work: the pub/sub subscriber (wake-ups and invalidations from other
-//! instances) and the sender of this instance's pending invalidations, which retries each one
-//! until Redis applies it (see `pending.rs`).
+//! The tier's background work: the sender of this instance's pending invalidations, which
+//! retries each one until Redis applies it (see `pending.rs`), and what the tier does with the
+//! messages of other instances (wake-ups and invalidations), which the connection's subscriber
+//! hands it (see `connection/subscriber.rs`). A tier with a connection of its own also runs that
+//! subscriber.
 
 use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use crate::connection::{Listener, MAX_RETRY, Subscriber};
 use crate::events::{self, Kind};
 use crate::pending::Job;
-use crate::scripts::{INVALIDATE, INVALIDATE_ALL};
+use crate::scripts::{INVALIDATE, NEXT_GENERATION};
 use crate::stats::bump;
 use crate::tier::{Shared, lock};
 
 /// How long a key's epoch outlives its last invalidation: longer than any load should take.
 const EPOCH_TTL_MS: u64 = 3_600_000;
 
-/// The longest pause between two attempts to apply a pending invalidation, and between two
-/// attempts to resubscribe: with Redis back, both resume within this.
-pub(crate) const MAX_RETRY: Duration = Duration::from_millis(250);
-
-/// How often the subscriber checks that its connection still answers.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-
 /// The background half of a [`RedisTier`](crate::RedisTier), from
 /// [`Builder::build_with_worker`](crate::Builder::build_with_worker): run it with
 /// [`Worker::run`]. It ends once every handle on the tier is dropped.
 pub struct Worker<K, V> {
     shared: Weak<Shared<K, V>>,
-    client: redis::Client,
+    /// The subscriber of the tier's own connection (none on a shared one, which runs its own).
+    subscriber: Option<Subscriber>,
     channel: String,
     added: Arc<Notify>,
 }
@@ -41,17 +38,20 @@ where
     K: DeserializeOwned + std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    pub(crate) fn new(shared: &Arc<Shared<K, V>>) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared<K, V>>, subscriber: Option<Subscriber>) -> Self {
+        let listener: Weak<dyn Listener> = Arc::downgrade(shared) as _;
+        shared.connection.listen(shared.channel.clone(), listener);
         Worker {
             shared: Arc::downgrade(shared),
-            client: shared.client.clone(),
+            subscriber,
             channel: shared.channel.clone(),
             added: shared.pending_added.clone(),
         }
     }
 
-    /// Subscribes to the namespace's channel (resubscribing, and flushing L1, after a lost
-    /// connection) and publishes this instance's invalidations, until the tier is dropped.
+    /// Publishes this instance's invalidations and, on a connection of the tier's own,
+    /// subscribes to the namespace's channel (resubscribing, and flushing L1, after a lost
+    /// connection), until the tier is dropped.
     ///
     /// # Cancel safety
     ///
@@ -60,13 +60,18 @@ where
     pub async fn run(self) {
         let Worker {
             shared,
-            client,
-            channel,
+            subscriber,
             added,
+            ..
         } = self;
-        tokio::select! {
-            () = subscribe(shared.clone(), client, channel) => {}
-            () = invalidate(shared, added) => {}
+        match subscriber {
+            Some(subscriber) => {
+                tokio::select! {
+                    () = subscriber.run() => {}
+                    () = invalidate(shared, added) => {}
+                }
+            }
+            None => invalidate(shared, added).await,
         }
     }
 }
@@ -79,83 +84,29 @@ impl<K, V> fmt::Debug for Worker<K, V> {
     }
 }
 
-async fn subscribe<K, V>(shared: Weak<Shared<K, V>>, client: redis::Client, channel: String)
+impl<K, V> Listener for Shared<K, V>
 where
     K: DeserializeOwned + std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    let mut first = true;
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let Some(budget) = shared.upgrade().map(|s| s.config.budget) else {
-            return;
-        };
-        let connect = tokio::time::timeout(
-            budget.max(Duration::from_millis(500)),
-            client.get_async_pubsub(),
-        );
-        if let Ok(Ok(mut pubsub)) = connect.await
-            && pubsub.subscribe(&channel).await.is_ok()
-        {
-            backoff = Duration::from_millis(50);
-            if let Some(shared) = shared.upgrade() {
-                bump(&shared.stats.subscriptions);
-            }
-            if !std::mem::take(&mut first) {
-                // Messages were lost while disconnected: every L1 entry may be stale.
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                if let Some(local) = shared.local.get() {
-                    local.evict_all();
-                }
-                bump(&shared.stats.resubscribes);
-                shared.wake(None);
-                #[cfg(feature = "tracing")]
-                tracing::info!(prefix = %shared.prefix, "redis tier: resubscribed, L1 flushed");
-            }
-            let (mut sink, mut messages) = pubsub.split();
-            // A connection can die without a word (a half-open socket, a paused server): a
-            // PING that does not come back in time ends it like a lost connection, so that the
-            // next subscription flushes L1.
-            let mut heartbeat = tokio::time::interval(HEARTBEAT);
-            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            heartbeat.tick().await;
-            let ping_budget = budget.max(Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    message = messages.next() => {
-                        let Some(message) = message else { break };
-                        let Some(shared) = shared.upgrade() else {
-                            return;
-                        };
-                        shared.receive(message.get_payload_bytes());
-                    }
-                    _ = heartbeat.tick() => {
-                        let ping = tokio::time::timeout(ping_budget, sink.ping::<redis::Value>());
-                        if !matches!(ping.await, Ok(Ok(_))) {
-                            if let Some(shared) = shared.upgrade() {
-                                bump(&shared.stats.heartbeats_missed);
-                            }
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        if shared.strong_count() == 0 {
+    fn subscribed(&self) {
+        if self.stats.subscriptions.fetch_add(1, Relaxed) == 0 {
             return;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_RETRY);
+        // Messages were lost while disconnected: every L1 entry may be stale.
+        if let Some(local) = self.local.get() {
+            local.evict_all();
+        }
+        bump(&self.stats.resubscribes);
+        self.wake(None);
+        #[cfg(feature = "tracing")]
+        tracing::info!(prefix = %self.layout.prefix(), "redis tier: resubscribed, L1 flushed");
     }
-}
 
-impl<K, V> Shared<K, V>
-where
-    K: DeserializeOwned + std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
+    fn heartbeat_missed(&self) {
+        bump(&self.stats.heartbeats_missed);
+    }
+
     fn receive(&self, message: &[u8]) {
         let Some((kind, origin, key)) = events::decode(message) else {
             return;
@@ -210,27 +161,7 @@ where
             wake.await;
             continue;
         };
-        let script = match &job {
-            Job::Key(key, _) => {
-                let mut script = INVALIDATE.prepare_invoke();
-                script
-                    .arg(&shared.prefix)
-                    .arg(key)
-                    .arg(EPOCH_TTL_MS)
-                    .arg(&shared.channel)
-                    .arg(shared.message(Kind::Invalidated, key));
-                script
-            }
-            Job::All(_) => {
-                let mut script = INVALIDATE_ALL.prepare_invoke();
-                script
-                    .arg(&shared.prefix)
-                    .arg(&shared.channel)
-                    .arg(shared.message(Kind::All, b""));
-                script
-            }
-        };
-        if shared.run_unguarded::<i64>(script).await.is_some() {
+        if shared.apply(&job).await {
             lock(&shared.pending).done(&job);
             bump(&shared.stats.invalidations_sent);
             if outage {
@@ -240,13 +171,68 @@ where
         } else {
             if !outage {
                 #[cfg(feature = "tracing")]
-                tracing::warn!(prefix = %shared.prefix, "redis tier: an invalidation could not be applied; keeping it, and retrying");
+                tracing::warn!(prefix = %shared.layout.prefix(), "redis tier: an invalidation could not be applied; keeping it, and retrying");
             }
             outage = true;
             bump(&shared.stats.invalidations_failed);
             drop(shared);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_RETRY);
+        }
+    }
+}
+
+impl<K, V> Shared<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Applies one invalidation in Redis; `true` once Redis did.
+    async fn apply(&self, job: &Job) -> bool {
+        match job {
+            Job::Key(key, _) => {
+                let keys = self.layout.keys(key);
+                let mut script = INVALIDATE.prepare_invoke();
+                script
+                    .key(&keys.value)
+                    .key(&keys.lease)
+                    .key(&keys.epoch)
+                    .arg(EPOCH_TTL_MS)
+                    .arg(&self.channel)
+                    .arg(self.message(Kind::Invalidated, key));
+                self.run_unguarded::<i64>(script).await.is_some()
+            }
+            Job::All(_) => {
+                // A new generation in every bucket (one on a single server; see `layout.rs`),
+                // then one message: a retry after a partial failure bumps them all again.
+                let commands = &self.connection.inner.commands;
+                let bumps = futures_util::future::join_all(self.layout.generations().map(
+                    |generation| async move {
+                        let mut script = NEXT_GENERATION.prepare_invoke();
+                        script.key(generation);
+                        commands.invoke::<i64>(&script).await
+                    },
+                ));
+                let mut publish = redis::cmd("PUBLISH");
+                publish.arg(&self.channel).arg(self.message(Kind::All, b""));
+                let applied = async {
+                    bumps.await.into_iter().collect::<Result<Vec<_>, _>>()?;
+                    commands.query::<i64>(&publish).await
+                };
+                match tokio::time::timeout(self.config.budget, applied).await {
+                    Ok(Ok(_)) => {
+                        self.breaker.succeeded();
+                        true
+                    }
+                    _ => {
+                        bump(&self.stats.errors);
+                        if self.breaker.failed() {
+                            bump(&self.stats.circuit_opens);
+                        }
+                        false
+                    }
+                }
+            }
         }
     }
 }

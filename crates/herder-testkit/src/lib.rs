@@ -25,6 +25,13 @@ pub use history::{Bounds, FaultWindow, History, Read, Report, Rule, Violation, W
 pub use proxy::{FaultProxy, Faults};
 pub use workload::{Node, ReadFuture, Workload};
 
+// One copy, in herder-redis's tests (which must build from the packaged crate, without this
+// unpublished one). It allows its own unused items (`RedisServer`, which is also below).
+#[path = "../../herder-redis/tests/support/servers.rs"]
+mod servers;
+
+pub use servers::{ConfiguredRedis, RedisCluster};
+
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

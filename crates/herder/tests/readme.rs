@@ -1,7 +1,9 @@
 //! The README's quickstart is the crate docs' quickstart (which rustdoc compiles and runs): this
 //! test keeps the two identical.
 
-const README: &str = include_str!("../../../README.md");
+// `README.md` in the crate is a link to the workspace's README (the crates.io page), so that
+// this test also compiles in the packaged crate, where cargo puts the README's content.
+const README: &str = include_str!("../README.md");
 const LIB: &str = include_str!("../src/lib.rs");
 
 /// The first fenced code block after `heading`, without its fences.

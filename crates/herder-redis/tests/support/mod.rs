@@ -1,9 +1,11 @@
-//! A plain connection to the test's [`RedisServer`], and a poll on the real clock.
+//! The test's Redis servers, a plain connection to one, and a poll on the real clock.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod servers;
 
 use std::time::Duration;
 
-use herder_testkit::RedisServer;
+use servers::RedisServer;
 
 /// A plain connection, to look at or tamper with what the tier stored.
 pub async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {

@@ -1,0 +1,228 @@
+//! The tier on a local 3-master Redis Cluster (feature `cluster`): values, leases and
+//! invalidations across instances subscribed through different nodes.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use herder::Cache;
+use herder_redis::{RedisConnection, RedisTier};
+use support::eventually;
+use support::servers::RedisCluster;
+
+struct Instance {
+    cache: Cache<u64, String>,
+    tier: RedisTier<u64, String>,
+}
+
+/// An instance whose seed list starts at node `first` (so that instances subscribe through
+/// different nodes).
+fn instance(cluster: &RedisCluster, first: usize) -> Instance {
+    let mut nodes = cluster.urls();
+    nodes.rotate_left(first);
+    // A budget far above what loopback needs: this test is about what is shared, not how fast,
+    // and a call past its budget would (rightly) load locally.
+    let tier = RedisTier::<u64, String>::builder_cluster(&nodes)
+        .namespace("cluster")
+        .budget(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let cache = Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(Duration::from_secs(60))
+        .tier(Arc::new(tier.clone()))
+        .build()
+        .unwrap();
+    Instance { cache, tier }
+}
+
+fn loader(
+    calls: &Arc<AtomicUsize>,
+    key: u64,
+    version: u32,
+) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, String> + Send + 'static {
+    let calls = calls.clone();
+    move || {
+        Box::pin(async move {
+            calls.fetch_add(1, SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            format!("row {key} v{version}")
+        })
+    }
+}
+
+async fn dbsize(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("DBSIZE")
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_a_cluster_shares_values_leases_and_invalidations() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let fleet: Vec<_> = (0..3).map(|node| instance(&cluster, node)).collect();
+    for instance in &fleet {
+        instance.tier.ping().await.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || fleet.iter().all(|i| i
+            .tier
+            .stats()
+            .subscriptions
+            == 1))
+        .await
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+
+    // 200 cold keys, read by every instance at once: each reaches the backend once.
+    let mut reads = Vec::new();
+    for instance in &fleet {
+        for key in 0..200u64 {
+            let (cache, load) = (instance.cache.clone(), loader(&calls, key, 1));
+            reads.push(tokio::spawn(async move {
+                (key, cache.get_with(key, load).await)
+            }));
+        }
+    }
+    for read in reads {
+        let (key, value) = read.await.unwrap();
+        assert_eq!(value, format!("row {key} v1"));
+    }
+    let stats: Vec<_> = fleet.iter().map(|i| i.tier.stats()).collect();
+    assert_eq!(
+        calls.load(SeqCst),
+        200,
+        "one load per key for the fleet: {stats:?}"
+    );
+    let errors: u64 = fleet.iter().map(|i| i.tier.stats().errors).sum();
+    assert_eq!(errors, 0);
+    // The keys spread over every master.
+    for url in cluster.urls() {
+        assert!(dbsize(&url).await > 0, "{url} holds nothing");
+    }
+
+    // An invalidation reaches every instance, whichever node it subscribed through.
+    fleet[0].cache.invalidate(&7);
+    for instance in &fleet[1..] {
+        assert!(eventually(Duration::from_secs(5), || instance.cache.get(&7).is_none()).await);
+    }
+    assert_eq!(
+        fleet[1].cache.get_with(7, loader(&calls, 7, 2)).await,
+        "row 7 v2"
+    );
+    assert_eq!(
+        fleet[2].cache.get_with(7, loader(&calls, 7, 3)).await,
+        "row 7 v2",
+        "read from the cluster"
+    );
+    assert_eq!(calls.load(SeqCst), 201);
+
+    // invalidate_all: every instance's L1 is flushed, every bucket's values are orphaned.
+    fleet[2].cache.invalidate_all();
+    for instance in &fleet[..2] {
+        assert!(
+            eventually(Duration::from_secs(5), || (0..200)
+                .all(|key| instance.cache.get(&key).is_none()))
+            .await
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || fleet[2]
+            .tier
+            .stats()
+            .invalidations_pending
+            == 0)
+        .await
+    );
+    for key in 0..200u64 {
+        assert_eq!(
+            fleet[0].cache.get_with(key, loader(&calls, key, 4)).await,
+            format!("row {key} v4")
+        );
+    }
+    assert_eq!(calls.load(SeqCst), 401, "every key loaded again, once");
+    let errors: u64 = fleet.iter().map(|i| i.tier.stats().errors).sum();
+    assert_eq!(errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_share_one_cluster_connection() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let shared = RedisConnection::open_cluster(&cluster.urls()).unwrap();
+    shared.ping().await.unwrap();
+    let a = RedisTier::<u64, u64>::builder_with(&shared)
+        .namespace("a")
+        .budget(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let b = RedisTier::<u64, String>::builder_with(&shared)
+        .namespace("b")
+        .budget(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let a_cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .tier(Arc::new(a.clone()))
+        .build()
+        .unwrap();
+    let b_cache: Cache<u64, String> = Cache::builder()
+        .max_capacity(100)
+        .tier(Arc::new(b.clone()))
+        .build()
+        .unwrap();
+    for key in 0..50 {
+        assert_eq!(a_cache.get_with(key, move || async move { key }).await, key);
+        assert_eq!(
+            b_cache
+                .get_with(key, move || async move { key.to_string() })
+                .await,
+            key.to_string()
+        );
+    }
+    assert_eq!((a.stats().fills, b.stats().fills), (50, 50));
+    assert!(
+        eventually(Duration::from_secs(5), || a.stats().subscriptions == 1
+            && b.stats().subscriptions == 1)
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_is_an_error_that_says_so() {
+    // Ports nobody listens on: bound, then released.
+    let nodes: Vec<String> = (0..3)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!(
+                "redis://127.0.0.1:{}/",
+                listener.local_addr().unwrap().port()
+            )
+        })
+        .collect();
+    let error = RedisTier::<u64, String>::builder_cluster(&nodes)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(error.is_connect() || error.is_timeout(), "{error}");
+    eprintln!("{error}");
+    // Built anyway, it loads locally.
+    let tier = RedisTier::<u64, String>::builder_cluster(&nodes)
+        .build()
+        .unwrap();
+    let cache: Cache<u64, String> = Cache::builder()
+        .max_capacity(10)
+        .tier(Arc::new(tier.clone()))
+        .build()
+        .unwrap();
+    assert_eq!(cache.get_with(1, || async { "one".into() }).await, "one");
+    assert!(tier.stats().errors >= 1, "{:?}", tier.stats());
+}

@@ -1,0 +1,483 @@
+//! The Redis servers the tests start: a plain `redis-server` (which a test can pause, kill and
+//! restart), one with a password, one that speaks only TLS, and a 3-master cluster. Each runs on
+//! free loopback ports and is killed on drop; without the binaries each returns `None` (the test
+//! skips), unless `HERDER_REQUIRE_REDIS=1` (set by `.ci/run`), in which case it panics.
+//!
+//! Part of the packaged crate (its tests must build from the `.crate`), and the source of
+//! `herder-testkit`'s `ConfiguredRedis` and `RedisCluster` (unpublished, which includes this
+//! file), so that there is one copy.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// `None` after a message, or a panic when Redis is required.
+fn skip<T>(what: &str, err: impl std::fmt::Display) -> Option<T> {
+    if std::env::var("HERDER_REQUIRE_REDIS").as_deref() == Ok("1") {
+        panic!("{what} is required (HERDER_REQUIRE_REDIS=1) but cannot start: {err}");
+    }
+    eprintln!("{what} cannot start ({err}): skipping (set HERDER_REQUIRE_REDIS=1 to fail instead)");
+    None
+}
+
+/// A scratch directory, removed on drop.
+#[derive(Debug)]
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "herder-testkit-{name}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn spawn_server(args: &[String]) -> std::io::Result<Child> {
+    Command::new("redis-server")
+        .args(args)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--daemonize", "no", "--loglevel", "warning"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+/// Polled: a child process has no readiness event to wait on.
+fn wait_listening(child: &mut Child, port: u16) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait()? {
+            return Err(std::io::Error::other(format!(
+                "redis-server exited with {status}"
+            )));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A `redis-server` that requires a password, or speaks only TLS.
+#[derive(Debug)]
+pub struct ConfiguredRedis {
+    child: Child,
+    port: u16,
+    password: Option<String>,
+    ca: Option<Vec<u8>>,
+    _dir: Scratch,
+}
+
+impl ConfiguredRedis {
+    /// A server that refuses every command until `AUTH password`.
+    ///
+    /// # Panics
+    ///
+    /// When the server does not listen within 10 s, or when it is missing and required.
+    pub fn with_password(password: &str) -> Option<Self> {
+        let run = || -> std::io::Result<Self> {
+            let dir = Scratch::new("auth")?;
+            let port = free_port();
+            let mut child = spawn_server(&[
+                "--port".into(),
+                port.to_string(),
+                "--requirepass".into(),
+                password.into(),
+                "--dir".into(),
+                dir.0.display().to_string(),
+            ])?;
+            wait_listening(&mut child, port)?;
+            Ok(ConfiguredRedis {
+                child,
+                port,
+                password: Some(password.into()),
+                ca: None,
+                _dir: dir,
+            })
+        };
+        run()
+            .or_else(|err| skip("redis-server", err).ok_or(()))
+            .ok()
+    }
+
+    /// A server that speaks only TLS (no plain port), with a certificate for `127.0.0.1` and
+    /// `localhost` signed by a certificate authority made for it (with the `openssl` command):
+    /// trust [`ca_pem`](Self::ca_pem) to connect.
+    ///
+    /// # Panics
+    ///
+    /// When the server does not listen within 10 s, or when it or `openssl` is missing and
+    /// required.
+    pub fn with_tls() -> Option<Self> {
+        let run = || -> std::io::Result<Self> {
+            let dir = Scratch::new("tls")?;
+            certificates(&dir.0)?;
+            let port = free_port();
+            let file = |name: &str| dir.0.join(name).display().to_string();
+            let mut child = spawn_server(&[
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                file("server.pem"),
+                "--tls-key-file".into(),
+                file("server.key"),
+                "--tls-ca-cert-file".into(),
+                file("ca.pem"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                "--dir".into(),
+                dir.0.display().to_string(),
+            ])?;
+            wait_listening(&mut child, port)?;
+            Ok(ConfiguredRedis {
+                child,
+                port,
+                password: None,
+                ca: Some(std::fs::read(dir.0.join("ca.pem"))?),
+                _dir: dir,
+            })
+        };
+        run()
+            .or_else(|err| skip("redis-server with TLS", err).ok_or(()))
+            .ok()
+    }
+
+    /// The server's loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://:<password>@127.0.0.1:<port>/`, or `rediss://127.0.0.1:<port>/` for TLS.
+    pub fn url(&self) -> String {
+        match (&self.password, &self.ca) {
+            (Some(password), _) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
+            (None, Some(_)) => format!("rediss://127.0.0.1:{}/", self.port),
+            (None, None) => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// The certificate authority (PEM) that signed a TLS server's certificate.
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.ca.as_deref()
+    }
+}
+
+impl Drop for ConfiguredRedis {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// A certificate authority and a server certificate for the loopback address, signed by it
+/// (rustls refuses a self-signed certificate that is its own authority).
+fn certificates(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )?;
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [&[&str]; 3] = [
+        &[
+            &["req", "-x509"][..],
+            &ec[..],
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            &["-subj", "/CN=herder test authority"],
+        ]
+        .concat(),
+        &[
+            &["req"][..],
+            &ec[..],
+            &["-keyout", "server.key", "-out", "server.csr"],
+            &["-subj", "/CN=localhost"],
+        ]
+        .concat(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    ];
+    for args in steps {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()?;
+        if !output.status.success() {
+            return Err(std::io::Error::other(format!(
+                "openssl {}: {}",
+                args[0],
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A Redis Cluster of masters without replicas, made with `redis-cli --cluster create`.
+#[derive(Debug)]
+pub struct RedisCluster {
+    children: Vec<Child>,
+    ports: Vec<u16>,
+    _dir: Scratch,
+}
+
+impl RedisCluster {
+    /// Starts `masters` (at least 3) cluster-enabled servers, joins them into a cluster that
+    /// covers every slot, and waits until each says `cluster_state:ok`.
+    ///
+    /// # Panics
+    ///
+    /// When the cluster is not ready within 30 s, or when `redis-server` or `redis-cli` is
+    /// missing and required.
+    pub fn start(masters: usize) -> Option<Self> {
+        let run = || -> std::io::Result<Self> {
+            let dir = Scratch::new("cluster")?;
+            let mut cluster = RedisCluster {
+                children: Vec::new(),
+                ports: Vec::new(),
+                _dir: dir,
+            };
+            for _ in 0..masters {
+                let (port, bus) = (free_port(), free_port());
+                let mut child = spawn_server(&[
+                    "--port".into(),
+                    port.to_string(),
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-port".into(),
+                    bus.to_string(),
+                    "--cluster-config-file".into(),
+                    cluster
+                        ._dir
+                        .0
+                        .join(format!("nodes-{port}.conf"))
+                        .display()
+                        .to_string(),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                    "--dir".into(),
+                    cluster._dir.0.display().to_string(),
+                ])?;
+                let listening = wait_listening(&mut child, port);
+                cluster.children.push(child);
+                listening?;
+                cluster.ports.push(port);
+            }
+            let output = Command::new("redis-cli")
+                .args(["--cluster", "create"])
+                .args(cluster.ports.iter().map(|port| format!("127.0.0.1:{port}")))
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .stdin(Stdio::null())
+                .output()?;
+            if !output.status.success() {
+                return Err(std::io::Error::other(format!(
+                    "redis-cli --cluster create: {}",
+                    String::from_utf8_lossy(&output.stdout)
+                )));
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !cluster.ports.iter().all(|&port| cluster_ok(port)) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not become ready"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(cluster)
+        };
+        run()
+            .or_else(|err| skip("a redis cluster", err).ok_or(()))
+            .ok()
+    }
+
+    /// `redis://127.0.0.1:<port>/` of every master.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    /// The masters' loopback ports.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+}
+
+fn cluster_ok(port: u16) -> bool {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "cluster", "info"])
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("cluster_state:ok"))
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            kill(child);
+        }
+    }
+}
+
+/// A `redis-server` child process; killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it listens, or returns `None` if `redis-server` is not
+    /// installed (and `HERDER_REQUIRE_REDIS` is not `1`).
+    ///
+    /// # Panics
+    ///
+    /// When the server does not listen within 10 s, or when it is missing and required.
+    pub fn start() -> Option<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let mut server = RedisServer { child: None, port };
+        match server.spawn() {
+            Ok(()) => Some(server),
+            Err(err) if std::env::var("HERDER_REQUIRE_REDIS").as_deref() == Ok("1") => {
+                panic!("redis-server is required (HERDER_REQUIRE_REDIS=1) but cannot start: {err}")
+            }
+            Err(err) => {
+                eprintln!(
+                    "redis-server cannot start ({err}): skipping (set HERDER_REQUIRE_REDIS=1 to fail instead)"
+                );
+                None
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        // Polled: a child process has no readiness event to wait on.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// The server's loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// SIGSTOP: the server keeps its connections but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A fresh, empty server on the same port.
+    ///
+    /// # Panics
+    ///
+    /// When it does not start.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn().expect("redis-server restarts");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A paused server does not die of SIGKILL until continued on some kernels.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
