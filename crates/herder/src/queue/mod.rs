@@ -8,20 +8,26 @@
 //! timeout, stats, and a shutdown that tells every caller what happened to its operation. A
 //! queue can also hold back new operations while a [`Line`](crate::Line) recovers.
 //!
-//! Layout: `handle` ([`OperationQueue`], [`OperationHandle`]), `local` (the `!Send` flavour),
-//! [`Builder`], `engine` (the shared runner loop and waits) over `state` (the `pub(crate)` state
-//! machine, checked against a plain model by proptest), `job` (the type-erased operation).
+//! Layout: `handle` ([`OperationQueue`], [`OperationHandle`]) and `local` (the `!Send` flavour)
+//! are docs and one-line delegations to `shared`, the one front of both flavours; [`Builder`];
+//! `core` (the state under its lock, capacity, waits, shutdown), `runner` (the runner task and
+//! its guard), `future` (what a handle awaits), over `state` (the `pub(crate)` state machine,
+//! checked against a plain model by proptest and its runner lifecycle by loom), `job` (the
+//! type-erased operation).
 
 mod builder;
-mod engine;
+mod core;
 mod error;
+mod future;
 mod handle;
 mod job;
 mod local;
+mod runner;
+mod shared;
 mod state;
 mod stats;
 
-pub use builder::Builder;
+pub use builder::{Builder, MAX_CAPACITY, MAX_RUNNERS};
 pub use error::{OperationError, SubmitError, TrySubmitError};
 pub use handle::{OperationHandle, OperationQueue};
 pub use local::{LocalOperationHandle, LocalOperationQueue};

@@ -15,6 +15,13 @@
 //!   runner if jobs are still queued (chained wake-ups, as tokio's workers do when they search
 //!   for work). So a queued job never waits for a runner that nobody will wake, and a burst of
 //!   pushes does not wake every parked runner from the submitter's thread at once.
+//! * **Runner lifecycle.** A runner is registered before its task is spawned, under a
+//!   [`RunnerKey`]: its slab index and a serial number never reused, so a late call about a
+//!   runner that has exited cannot reach a new runner that took its index. The task's abort
+//!   handle is [attached](State::attach) after the spawn; once a shutdown has started
+//!   [aborting](State::begin_abort), an attach is answered with [`Attach::AbortNow`]. So
+//!   whichever comes first, the shutdown's collection or the attach, every live runner is
+//!   aborted.
 
 use std::collections::VecDeque;
 
@@ -52,9 +59,28 @@ pub(crate) struct Counters {
     pub(crate) cancelled: u64,
 }
 
+/// A registered runner: its slab index and a serial number that is never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RunnerKey {
+    pub(crate) id: usize,
+    serial: u64,
+}
+
+/// What to do with a runner's abort handle, once its task is spawned.
+#[derive(Debug)]
+pub(crate) enum Attach<'a, R> {
+    /// The runner is live and no shutdown is aborting: keep the handle in its payload.
+    Keep(&'a mut R),
+    /// A shutdown is aborting the runners: abort this one now.
+    AbortNow,
+    /// The runner has exited already (its index may belong to another runner by now).
+    Gone,
+}
+
 #[derive(Debug)]
 struct Runner<R> {
     payload: R,
+    serial: u64,
     running: bool,
     parked: bool,
     /// Claimed out of the idle list and not yet back in `next`.
@@ -82,6 +108,10 @@ pub(crate) struct State<J, R> {
     /// need to notify anyone.
     watchers: usize,
     counters: Counters,
+    /// The serial number of the next runner.
+    serials: u64,
+    /// A shutdown has collected the abort handles: runners attached from now on are aborted.
+    aborting: bool,
 }
 
 impl<J, R> State<J, R> {
@@ -91,13 +121,15 @@ impl<J, R> State<J, R> {
             head: 0,
             queued: 0,
             target,
-            runners: Slab::with_capacity(target),
-            idle: Vec::with_capacity(target),
+            runners: Slab::new(),
+            idle: Vec::new(),
             waking: 0,
             running: 0,
             closed: false,
             watchers: 0,
             counters: Counters::default(),
+            serials: 0,
+            aborting: false,
         }
     }
 
@@ -223,18 +255,44 @@ impl<J, R> State<J, R> {
         }
     }
 
-    /// Registers a new runner; the caller spawns it.
-    pub(crate) fn add_runner(&mut self, payload: R) -> usize {
-        self.runners.insert(Runner {
+    /// Registers a new runner; the caller spawns it, then [attaches](State::attach) its task.
+    pub(crate) fn add_runner(&mut self, payload: R) -> RunnerKey {
+        let serial = self.serials;
+        self.serials += 1;
+        let id = self.runners.insert(Runner {
             payload,
+            serial,
             running: false,
             parked: false,
             waking: false,
-        })
+        });
+        RunnerKey { id, serial }
     }
 
-    pub(crate) fn runner_mut(&mut self, id: usize) -> Option<&mut R> {
-        self.runners.get_mut(id).map(|runner| &mut runner.payload)
+    /// The runner registered as `key` has been spawned: where its abort handle goes.
+    pub(crate) fn attach(&mut self, key: RunnerKey) -> Attach<'_, R> {
+        match self.runners.get_mut(key.id) {
+            Some(runner) if runner.serial == key.serial => {
+                if self.aborting {
+                    Attach::AbortNow
+                } else {
+                    Attach::Keep(&mut runner.payload)
+                }
+            }
+            _ => Attach::Gone,
+        }
+    }
+
+    /// A shutdown aborts every runner: the payloads of the live ones, whose attached handles it
+    /// aborts. Runners attached later are told to abort at once.
+    pub(crate) fn begin_abort(&mut self) -> impl Iterator<Item = &R> {
+        self.aborting = true;
+        self.runners.iter().map(|(_, runner)| &runner.payload)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_aborting(&self) -> bool {
+        self.aborting
     }
 
     pub(crate) fn runner(&self, id: usize) -> Option<&R> {
@@ -242,11 +300,14 @@ impl<J, R> State<J, R> {
     }
 
     /// Sets the target; returns how many runners to add and which parked runners to wake so that
-    /// they exit.
+    /// they exit. A closed queue gets no new runner: its runners are on their way out.
     pub(crate) fn set_target(&mut self, target: usize) -> (usize, Vec<usize>) {
         self.target = target;
         let live = self.runners.len();
         if live < target {
+            if self.closed {
+                return (0, Vec::new());
+            }
             return (target - live, Vec::new());
         }
         let excess = live - target;
@@ -335,11 +396,6 @@ impl<J, R> State<J, R> {
 
     pub(crate) fn counters(&self) -> Counters {
         self.counters
-    }
-
-    /// The payloads of every live runner.
-    pub(crate) fn runner_payloads(&self) -> impl Iterator<Item = &R> {
-        self.runners.iter().map(|(_, runner)| &runner.payload)
     }
 }
 

@@ -1,12 +1,17 @@
 //! The queue's state machine against a plain model (as `arc-swap/tests/random.rs`): random
 //! sequences of pushes, removals, runner steps, resizes, closes and lost runners, and after each
 //! step the same jobs queued, the same jobs started in the same order, and the cap respected.
+//! The runner lifecycle runs alongside: runners are registered, then attached (their abort
+//! handle kept) at any later step, possibly after they exited and their index was reused, and a
+//! shutdown may start aborting at any step. Checked: an attach reaches only the runner it was
+//! made for, and once aborting has begun every live runner is aborted or still to be attached
+//! (and then told to abort): no runner escapes a shutdown.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
 
-use super::{End, Next, State};
+use super::{Attach, End, Next, RunnerKey, State};
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -22,6 +27,10 @@ enum Step {
     Close,
     TakeQueued,
     Lose(usize),
+    /// The task of the registered-but-unattached runner at this index is attached.
+    Attach(usize),
+    /// A shutdown past its deadline collects the abort handles.
+    BeginAbort,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -37,6 +46,9 @@ fn step() -> impl Strategy<Value = Step> {
         1 => prop_oneof![19 => Just(None), 1 => Just(Some(Step::TakeQueued))]
             .prop_map(|s| s.unwrap_or(Step::Push)),
         1 => prop_oneof![9 => Just(None), 1 => any::<usize>().prop_map(|i| Some(Step::Lose(i)))]
+            .prop_map(|s| s.unwrap_or(Step::Push)),
+        3 => any::<usize>().prop_map(Step::Attach),
+        1 => prop_oneof![29 => Just(None), 1 => Just(Some(Step::BeginAbort))]
             .prop_map(|s| s.unwrap_or(Step::Push)),
     ]
 }
@@ -62,6 +74,27 @@ struct Model {
     aborted: u64,
     cancelled: u64,
     removed: BTreeSet<u64>,
+    /// The key of each live runner.
+    keys: BTreeMap<usize, RunnerKey>,
+    /// Keys of runners registered and not attached yet (some may have exited since).
+    unattached: Vec<RunnerKey>,
+    /// Runners whose abort handle is kept.
+    attached: Vec<RunnerKey>,
+    /// Runners a shutdown aborted: collected by `begin_abort`, or told by `attach`.
+    abort_sent: Vec<RunnerKey>,
+    aborting: bool,
+}
+
+/// The state machine registers a runner, as `set_runners` does; the model follows.
+fn register(state: &mut State<u64, Option<RunnerKey>>, model: &mut Model) {
+    let key = state.add_runner(None);
+    assert_eq!(
+        model.keys.insert(key.id, key),
+        None,
+        "an index in use was handed out"
+    );
+    model.runners.insert(key.id, Doing::Idle);
+    model.unattached.push(key);
 }
 
 proptest! {
@@ -72,11 +105,10 @@ proptest! {
         initial in 1..4usize,
         steps in proptest::collection::vec(step(), 1..120),
     ) {
-        let mut state: State<u64, ()> = State::new(initial);
+        let mut state: State<u64, Option<RunnerKey>> = State::new(initial);
         let mut model = Model { target: initial, ..Model::default() };
         for _ in 0..initial {
-            let id = state.add_runner(());
-            model.runners.insert(id, Doing::Idle);
+            register(&mut state, &mut model);
         }
         let mut next_job = 0u64;
 
@@ -155,26 +187,62 @@ proptest! {
                                     || (model.closed && model.queued.is_empty())
                             );
                             model.runners.remove(&id);
+                            model.keys.remove(&id);
                         }
                     }
                 }
                 Step::SetTarget(n) => {
                     let (add, _wake) = state.set_target(n);
                     model.target = n;
-                    prop_assert_eq!(add, n.saturating_sub(model.runners.len()));
+                    // A closed queue's runners are on their way out: none is added.
+                    let expected = if model.closed { 0 } else { n.saturating_sub(model.runners.len()) };
+                    prop_assert_eq!(add, expected);
                     for _ in 0..add {
-                        let id = state.add_runner(());
-                        model.runners.insert(id, Doing::Idle);
+                        register(&mut state, &mut model);
                     }
                 }
                 Step::AddRunners => {
                     // `set_target` to the same value tops the runners up after losses.
                     let (add, _) = state.set_target(model.target);
-                    prop_assert_eq!(add, model.target.saturating_sub(model.runners.len()));
+                    let expected = if model.closed { 0 } else { model.target.saturating_sub(model.runners.len()) };
+                    prop_assert_eq!(add, expected);
                     for _ in 0..add {
-                        let id = state.add_runner(());
-                        model.runners.insert(id, Doing::Idle);
+                        register(&mut state, &mut model);
                     }
+                }
+                Step::Attach(i) => {
+                    if model.unattached.is_empty() {
+                        continue;
+                    }
+                    let key = model.unattached.remove(i % model.unattached.len());
+                    let live = model.keys.get(&key.id) == Some(&key);
+                    match state.attach(key) {
+                        Attach::Keep(payload) => {
+                            prop_assert!(live && !model.aborting);
+                            prop_assert_eq!(*payload, None, "attached twice");
+                            *payload = Some(key);
+                            model.attached.push(key);
+                        }
+                        Attach::AbortNow => {
+                            prop_assert!(live && model.aborting);
+                            model.abort_sent.push(key);
+                        }
+                        Attach::Gone => prop_assert!(!live, "a live runner was not attached"),
+                    }
+                }
+                Step::BeginAbort => {
+                    let mut collected: Vec<RunnerKey> = state.begin_abort().flatten().copied().collect();
+                    model.aborting = true;
+                    let mut expected: Vec<RunnerKey> = model
+                        .attached
+                        .iter()
+                        .filter(|key| model.keys.get(&key.id) == Some(*key))
+                        .copied()
+                        .collect();
+                    collected.sort_by_key(|key| key.serial);
+                    expected.sort_by_key(|key| key.serial);
+                    prop_assert_eq!(&collected, &expected);
+                    model.abort_sent.extend(collected);
                 }
                 Step::Close => {
                     let _wake = state.close();
@@ -195,6 +263,7 @@ proptest! {
                     if let Some(Doing::Running(_)) = model.runners.remove(&id) {
                         model.aborted += 1;
                     }
+                    model.keys.remove(&id);
                     let (lost, _wake) = state.lost(id);
                     if model.runners.is_empty() {
                         model.closed = true;
@@ -204,6 +273,18 @@ proptest! {
                     } else {
                         prop_assert!(lost.is_empty());
                     }
+                }
+            }
+
+            // No runner escapes a shutdown: once aborting, each live runner has been aborted or
+            // has yet to be attached (and will be told to abort then).
+            prop_assert_eq!(state.is_aborting(), model.aborting);
+            if model.aborting {
+                for key in model.keys.values() {
+                    prop_assert!(
+                        model.abort_sent.contains(key) || model.unattached.contains(key),
+                        "runner {:?} escapes the shutdown", key
+                    );
                 }
             }
 
@@ -239,8 +320,8 @@ proptest! {
 #[test]
 fn a_push_claims_a_parked_runner_once() {
     let mut state: State<u8, ()> = State::new(2);
-    let a = state.add_runner(());
-    let b = state.add_runner(());
+    let a = state.add_runner(()).id;
+    let b = state.add_runner(()).id;
     assert!(matches!(state.next(a, None), Next::Park));
     assert!(matches!(state.next(b, None), Next::Park));
     // A spurious step does not park a runner twice.
@@ -265,7 +346,7 @@ fn a_push_claims_a_parked_runner_once() {
 #[test]
 fn lowering_the_target_wakes_parked_runners_in_excess() {
     let mut state: State<u8, ()> = State::new(3);
-    let ids: Vec<usize> = (0..3).map(|_| state.add_runner(())).collect();
+    let ids: Vec<usize> = (0..3).map(|_| state.add_runner(()).id).collect();
     for id in &ids {
         assert!(matches!(state.next(*id, None), Next::Park));
     }
@@ -282,7 +363,7 @@ fn lowering_the_target_wakes_parked_runners_in_excess() {
 #[test]
 fn runners_woken_to_exit_hand_the_wake_up_on() {
     let mut state: State<u8, ()> = State::new(3);
-    let ids: Vec<usize> = (0..3).map(|_| state.add_runner(())).collect();
+    let ids: Vec<usize> = (0..3).map(|_| state.add_runner(()).id).collect();
     for id in &ids {
         assert!(matches!(state.next(*id, None), Next::Park));
     }
@@ -297,4 +378,37 @@ fn runners_woken_to_exit_hand_the_wake_up_on() {
         panic!("the last exiting runner must wake the parked one")
     };
     assert!(matches!(state.next(next, None), Next::Run(7, None)));
+}
+
+/// Regression (issue 11): a runner that exits before its task is attached frees its index; the
+/// late attach must not reach the runner that reuses the index (whose own handle it would
+/// overwrite, leaving a runner that a shutdown cannot abort).
+#[test]
+fn a_late_attach_does_not_reach_the_runner_that_reused_the_index() {
+    let mut state: State<u64, Option<RunnerKey>> = State::new(1);
+    let first = state.add_runner(None);
+    // The target goes down to 0 and the runner exits before its spawner attaches it...
+    state.set_target(0);
+    assert!(matches!(state.next(first.id, None), Next::Exit(None)));
+    // ...and another runner takes its index.
+    state.set_target(1);
+    let second = state.add_runner(None);
+    assert_eq!(second.id, first.id);
+    assert!(matches!(state.attach(second), Attach::Keep(_)));
+    if let Attach::Keep(payload) = state.attach(second) {
+        *payload = Some(second);
+    }
+    assert!(matches!(state.attach(first), Attach::Gone));
+    let kept: Vec<_> = state.begin_abort().copied().collect();
+    assert_eq!(kept, [Some(second)]);
+}
+
+/// A runner spawned while a shutdown collects the abort handles is attached after the
+/// collection: it is told to abort at once.
+#[test]
+fn a_runner_attached_after_the_collection_is_aborted() {
+    let mut state: State<u64, Option<RunnerKey>> = State::new(1);
+    let key = state.add_runner(None);
+    assert_eq!(state.begin_abort().count(), 1);
+    assert!(matches!(state.attach(key), Attach::AbortNow));
 }

@@ -1,27 +1,22 @@
-//! What both queue flavours share: the state machine under its lock, the capacity semaphore, the
-//! runners' loop and the waits. The flavours ([`super::OperationQueue`],
-//! [`super::LocalOperationQueue`]) only differ in the job type (`Send` or not) and in how they
-//! spawn a runner.
+//! The queue's core, shared by both flavours and by the runners: the state machine under its
+//! lock, the capacity semaphore, and the waits (`wait_idle`, `drain`, `shutdown`). The runner
+//! loop is in `runner`, the future a handle awaits in `future`, the front both public flavours
+//! delegate to in `shared`.
 //!
 //! No lock is held across an `.await`; jobs are dropped, and runners woken, after the lock is
 //! released.
 
-use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt as _;
 use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::error::OperationError;
-use super::job::{Job, Output, RunJob};
-use super::state::{End, Next, State};
+use super::state::{Attach, End, RunnerKey, State};
 use super::stats::{OperationQueueStats, ShutdownReport};
-use crate::flight::panic_message;
 use crate::line::Gate;
 use crate::sync::{Mutex, lock};
 
@@ -35,30 +30,30 @@ pub(crate) struct Config {
 
 /// A live runner, as the state machine keeps it.
 pub(crate) struct Runner {
-    wake: Arc<Notify>,
+    pub(super) wake: Arc<Notify>,
     abort: Option<AbortHandle>,
 }
 
-/// A runner to spawn: its id and its wake-up signal.
-pub(crate) type NewRunner = (usize, Arc<Notify>);
+/// A runner to spawn: its key and its wake-up signal.
+pub(crate) type NewRunner = (RunnerKey, Arc<Notify>);
 
 pub(crate) struct Core<J: ?Sized> {
     /// On a cache line of its own: the submitters and the runners of other threads take this
     /// lock for every operation, and must not also bounce the line holding the `Arc` counts that
     /// every new handle bumps.
-    state: Padded<Mutex<State<Pin<Box<J>>, Runner>>>,
+    pub(super) state: Padded<Mutex<State<Pin<Box<J>>, Runner>>>,
     /// One permit per free place in the queue; `None` for an unbounded queue.
-    capacity: Option<Semaphore>,
+    pub(super) capacity: Option<Semaphore>,
     /// Woken (all waiters) when the queue may have become idle or drained.
-    changed: Notify,
-    gates: Box<[Arc<dyn Gate>]>,
-    timeout: Option<Duration>,
+    pub(super) changed: Notify,
+    pub(super) gates: Box<[Arc<dyn Gate>]>,
+    pub(super) timeout: Option<Duration>,
 }
 
 /// Aligns its content to 128 bytes (two cache lines, for adjacent-line prefetching), as
 /// crossbeam's `CachePadded` does on x86-64.
 #[repr(align(128))]
-struct Padded<T>(T);
+pub(super) struct Padded<T>(T);
 
 impl<T> std::ops::Deref for Padded<T> {
     type Target = T;
@@ -182,9 +177,22 @@ impl<J: ?Sized> Core<J> {
         new
     }
 
-    pub(crate) fn set_abort(&self, id: usize, abort: AbortHandle) {
-        if let Some(runner) = lock(&self.state).runner_mut(id) {
-            runner.abort = Some(abort);
+    /// Runner `key`'s task is spawned: keeps its abort handle for a shutdown, or aborts it at
+    /// once if a shutdown is aborting the runners already. A runner that has exited meanwhile
+    /// is left alone, even if its index has been reused.
+    pub(crate) fn attach(&self, key: RunnerKey, abort: AbortHandle) {
+        let mut state = lock(&self.state);
+        let abort_now = match state.attach(key) {
+            Attach::Keep(runner) => {
+                runner.abort = Some(abort);
+                None
+            }
+            Attach::AbortNow => Some(abort),
+            Attach::Gone => None,
+        };
+        drop(state);
+        if let Some(abort) = abort_now {
+            abort.abort();
         }
     }
 
@@ -259,7 +267,7 @@ impl<J: ?Sized> Core<J> {
             let mut state = lock(&self.state);
             let jobs = state.take_queued();
             let aborts: Vec<AbortHandle> = state
-                .runner_payloads()
+                .begin_abort()
                 .filter_map(|runner| runner.abort.clone())
                 .collect();
             (jobs, aborts, state.counters().aborted)
@@ -301,14 +309,17 @@ impl<J: ?Sized> Drop for Watching<'_, J> {
 
 fn register<J: ?Sized>(state: &mut State<Pin<Box<J>>, Runner>) -> NewRunner {
     let wake = Arc::new(Notify::new());
-    let id = state.add_runner(Runner {
+    let key = state.add_runner(Runner {
         wake: wake.clone(),
         abort: None,
     });
-    (id, wake)
+    (key, wake)
 }
 
-fn wakers<J: ?Sized>(state: &State<Pin<Box<J>>, Runner>, ids: Vec<usize>) -> Vec<Arc<Notify>> {
+pub(super) fn wakers<J: ?Sized>(
+    state: &State<Pin<Box<J>>, Runner>,
+    ids: Vec<usize>,
+) -> Vec<Arc<Notify>> {
     ids.into_iter()
         .filter_map(|id| state.runner(id).map(|r| r.wake.clone()))
         .collect()
@@ -316,195 +327,6 @@ fn wakers<J: ?Sized>(state: &State<Pin<Box<J>>, Runner>, ids: Vec<usize>) -> Vec
 
 /// Drops `value`, ignoring a panic in its destructor (a user future's), so that a runner, or a
 /// caller, is never taken down by it.
-fn drop_quietly<T>(value: T) {
+pub(super) fn drop_quietly<T>(value: T) {
     let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
-}
-
-/// A runner's identity, and the duty to unregister it: if its task is dropped before it exits
-/// (aborted by a shutdown, or dropped with its runtime), the state machine learns it, the job it
-/// was running counts as aborted, and if it was the last runner the queued jobs are cancelled.
-/// Made before the task is spawned, so it also covers a task dropped before its first poll.
-pub(crate) struct RunnerGuard<J: ?Sized> {
-    core: Arc<Core<J>>,
-    id: usize,
-    exited: bool,
-}
-
-impl<J: ?Sized> RunnerGuard<J> {
-    pub(crate) fn new(core: Arc<Core<J>>, id: usize) -> Self {
-        RunnerGuard {
-            core,
-            id,
-            exited: false,
-        }
-    }
-}
-
-impl<J: ?Sized> Drop for RunnerGuard<J> {
-    fn drop(&mut self) {
-        if self.exited {
-            return;
-        }
-        let (lost, wake, closed) = {
-            let mut state = lock(&self.core.state);
-            let (lost, wake) = state.lost(self.id);
-            let wake = wakers(&state, wake.into_iter().collect());
-            (lost, wake, state.is_closed())
-        };
-        for wake in wake {
-            wake.notify_one();
-        }
-        if let (true, Some(capacity)) = (closed, &self.core.capacity) {
-            // The last runner is gone: callers waiting for a place are refused.
-            capacity.close();
-        }
-        self.core.release(lost.len());
-        self.core.changed.notify_waiters();
-        drop_quietly(lost);
-    }
-}
-
-/// A runner: takes the oldest job, runs it, and so on, until it is told to exit.
-pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<Notify>) {
-    let core = guard.core.clone();
-    let id = guard.id;
-    // The job that just ended. It is dropped, which hands its result to its handle, only once
-    // its end is recorded, so that a caller holding its result sees it in `stats`.
-    let mut finished: Option<(End, Pin<Box<J>>)> = None;
-    loop {
-        if core.gates.iter().any(|gate| gate.is_recovering()) {
-            // Hold off while a line recovers, with the last job's end recorded first, so that
-            // `stats` and `wait_idle` do not count this runner as busy meanwhile.
-            if let Some((end, job)) = finished.take() {
-                core.finish(id, end);
-                drop_quietly(job);
-            }
-            for gate in core.gates.iter() {
-                while gate.is_recovering() {
-                    gate.cleared().await;
-                }
-            }
-            continue;
-        }
-        let ended = finished.as_ref().map(|(end, _)| *end);
-        let (next, chained, notify) = {
-            let mut state = lock(&core.state);
-            let next = state.next(id, ended);
-            let notify = state.has_watchers()
-                && (matches!(next, Next::Exit(_)) || (ended.is_some() && state.is_idle()));
-            let chained = match &next {
-                Next::Run(_, Some(other)) | Next::Exit(Some(other)) => {
-                    state.runner(*other).map(|r| r.wake.clone())
-                }
-                _ => None,
-            };
-            (next, chained, notify)
-        };
-        if let Some(other) = chained {
-            other.notify_one();
-        }
-        drop_quietly(finished.take());
-        if notify {
-            core.changed.notify_waiters();
-        }
-        match next {
-            Next::Run(mut job, _) => {
-                core.release(1);
-                let end = execute(job.as_mut(), core.timeout).await;
-                finished = Some((end, job));
-            }
-            Next::Park => wake.notified().await,
-            Next::Exit(_) => {
-                guard.exited = true;
-                return;
-            }
-        }
-    }
-}
-
-/// Runs one job to its end: its output, its panic or its timeout reaches its handle.
-async fn execute<J: ?Sized + Job>(mut job: Pin<&mut J>, timeout: Option<Duration>) -> End {
-    let run = RunJob(job.as_mut());
-    let ended = match timeout {
-        None => AssertUnwindSafe(run)
-            .catch_unwind()
-            .await
-            .map(|()| End::Completed),
-        Some(limit) => AssertUnwindSafe(tokio::time::timeout(limit, run))
-            .catch_unwind()
-            .await
-            .map(|result| match result {
-                Ok(()) => End::Completed,
-                Err(_) => End::TimedOut,
-            }),
-    };
-    match ended {
-        Ok(End::TimedOut) => {
-            job.as_mut().fail(OperationError::timed_out());
-            End::TimedOut
-        }
-        Ok(end) => end,
-        Err(payload) => {
-            let message = panic_message(payload);
-            #[cfg(feature = "tracing")]
-            tracing::warn!(%message, "queued operation panicked");
-            job.as_mut().fail(OperationError::panicked(message));
-            End::Panicked
-        }
-    }
-}
-
-/// Awaits a job's result; if dropped first, removes the job from the queue when it has not
-/// started. Both handle types wrap one.
-pub(crate) struct Ticket<T, J: ?Sized> {
-    rx: tokio::sync::oneshot::Receiver<Output<T>>,
-    /// Set while the result has not arrived and the handle is attached.
-    core: Option<Arc<Core<J>>>,
-    seq: u64,
-}
-
-impl<T, J: ?Sized> Ticket<T, J> {
-    pub(crate) fn new(
-        rx: tokio::sync::oneshot::Receiver<Output<T>>,
-        core: Arc<Core<J>>,
-        seq: u64,
-    ) -> Self {
-        Ticket {
-            rx,
-            core: Some(core),
-            seq,
-        }
-    }
-
-    /// Lets the job run without anyone awaiting it.
-    pub(crate) fn detach(mut self) {
-        self.core = None;
-    }
-
-    pub(crate) fn is_attached(&self) -> bool {
-        self.core.is_some()
-    }
-}
-
-impl<T, J: ?Sized> Future for Ticket<T, J> {
-    type Output = Output<T>;
-
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Output<T>> {
-        let result = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
-        self.core = None;
-        // Every job sends exactly once, however it ends (see `job`); a closed channel without a
-        // message would mean the job vanished, which counts as an abort.
-        std::task::Poll::Ready(result.unwrap_or_else(|_| Err(OperationError::aborted())))
-    }
-}
-
-impl<T, J: ?Sized> Drop for Ticket<T, J> {
-    fn drop(&mut self) {
-        if let Some(core) = self.core.take() {
-            core.remove(self.seq);
-        }
-    }
 }
