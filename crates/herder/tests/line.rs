@@ -22,6 +22,7 @@ on_both_runtimes!(
     a_cancelled_leaders_recovery_still_completes_once,
     many_concurrent_failures_cause_one_recovery,
     the_recovery_failure_reaches_every_joiner,
+    a_recovery_that_never_returns_times_out_and_frees_the_line,
 );
 
 /// A recovery that counts its runs and ends when the test opens its gate.
@@ -380,4 +381,85 @@ async fn many_concurrent_failures_cause_one_recovery() {
         }
     }
     assert_eq!((led, relogin.runs()), (1, 1));
+}
+
+// ---- recovery timeout ----
+
+/// Regression (issue 11): a recovery that never returned kept `is_recovering()` true forever,
+/// and every queue paused on the line with it. With a recovery timeout the leader and the
+/// joiners get a timeout error, the line is free, the paused queue resumes, and the next
+/// failure leads a new recovery. (On the paused clock the timeout elapses at once; on the
+/// multi-thread runtime it takes its 100 ms.)
+async fn a_recovery_that_never_returns_times_out_and_frees_the_line() {
+    let line: Line<&'static str> = Line::builder()
+        .recovery_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let queue = herder::OperationQueue::builder()
+        .pause_while_recovering(&line)
+        .build()
+        .unwrap();
+    let seen = line.epoch();
+    let stuck = Relogin::new(); // its gate is never opened
+    let leader = tokio::spawn({
+        let (line, work) = (line.clone(), stuck.work("never"));
+        async move { line.recover(seen, work).await }
+    });
+    until("the recovery runs", || stuck.runs() == 1).await;
+    let joiner = tokio::spawn({
+        let (line, work) = (line.clone(), stuck.work("never used"));
+        async move { line.recover(seen, work).await }
+    });
+    until("the second caller joined", || line.stats().joined == 1).await;
+    assert!(line.is_recovering());
+    // Queued while the line recovers: held back until the line is free.
+    let held = queue.submit(async { "sent" }).await.unwrap();
+
+    let (led, joined) = (leader.await.unwrap(), joiner.await.unwrap());
+    for err in [led.unwrap_err(), joined.unwrap_err()] {
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(!err.is_panic() && !err.is_cancelled());
+        assert_eq!(err.to_string(), "recovery timed out after 100ms");
+    }
+    assert!(!line.is_recovering());
+    let stats = line.stats();
+    assert_eq!((stats.recoveries, stats.timed_out, stats.epoch), (1, 1, 1));
+    assert_eq!(held.await.unwrap(), "sent");
+    // The line is free: the next failure leads a recovery of its own.
+    let next = line
+        .recover(line.epoch(), || async { "token-2" })
+        .await
+        .unwrap();
+    assert_eq!(next, Recovery::Led("token-2"));
+    assert_eq!(stuck.runs(), 1);
+}
+
+#[test]
+fn line_settings_are_checked() {
+    let err = Line::<u8>::builder()
+        .recovery_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid Line setting: recovery_timeout must be more than zero"
+    );
+}
+
+/// The extreme timeout never fires: a slow recovery still completes.
+#[tokio::test(start_paused = true)]
+async fn a_recovery_timeout_of_duration_max_never_fires() {
+    let line: Line<u8> = Line::builder()
+        .recovery_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let outcome = line
+        .recover(line.epoch(), || async {
+            tokio::time::sleep(Duration::from_secs(86_400 * 365)).await;
+            7
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, Recovery::Led(7));
+    assert_eq!(line.stats().timed_out, 0);
 }

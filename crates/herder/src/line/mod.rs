@@ -12,6 +12,7 @@
 //! cancelled leader does not stop it, and one outcome (or its panic, as a [`RecoverError`])
 //! reaches every caller that joined. `state` holds the epoch logic, explored by `loom_tests`.
 
+mod builder;
 mod error;
 mod handle;
 mod state;
@@ -20,6 +21,7 @@ mod stats;
 #[cfg(all(test, herder_loom))]
 mod loom_tests;
 
+pub use builder::Builder;
 pub use error::RecoverError;
 pub(crate) use handle::Gate;
 pub use handle::{Epoch, Line, Recovery};
