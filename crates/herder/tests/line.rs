@@ -463,3 +463,143 @@ async fn a_recovery_timeout_of_duration_max_never_fires() {
     assert_eq!(outcome, Recovery::Led(7));
     assert_eq!(line.stats().timed_out, 0);
 }
+
+// ---- Credential: the common case over a Line ----
+
+mod credential {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+    use herder::Line;
+    use herder::line::{CallError, Credential};
+
+    /// A server that accepts only its current token; each login issues the next one.
+    #[derive(Clone, Default)]
+    struct Server {
+        token: Arc<AtomicU64>,
+        logins: Arc<AtomicUsize>,
+        requests: Arc<AtomicUsize>,
+    }
+
+    impl Server {
+        async fn fetch(&self, token: u64) -> Result<u64, u16> {
+            self.requests.fetch_add(1, SeqCst);
+            tokio::task::yield_now().await;
+            if token == self.token.load(SeqCst) {
+                Ok(token)
+            } else {
+                Err(401)
+            }
+        }
+
+        fn credential(&self) -> Credential<u64, String> {
+            let server = self.clone();
+            Credential::new(Line::new(), 0, move || {
+                let server = server.clone();
+                async move {
+                    server.logins.fetch_add(1, SeqCst);
+                    Ok(server.token.fetch_add(1, SeqCst) + 1)
+                }
+            })
+        }
+    }
+
+    on_both_runtimes!(many_calls_failing_at_once_refresh_once);
+
+    async fn many_calls_failing_at_once_refresh_once() {
+        let server = Server::default();
+        server.token.store(1, SeqCst);
+        let auth = server.credential();
+        let calls = (0..50).map(|_| {
+            let (auth, server) = (auth.clone(), server.clone());
+            tokio::spawn(async move {
+                auth.call(|token| server.fetch(token), |status| *status == 401)
+                    .await
+            })
+        });
+        for call in futures_util::future::join_all(calls).await {
+            assert_eq!(
+                call.unwrap(),
+                Ok(2),
+                "every call succeeds with the new token"
+            );
+        }
+        assert_eq!(server.logins.load(SeqCst), 1);
+        assert_eq!(auth.current(), 2);
+        assert_eq!(auth.line().stats().recoveries, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_that_needs_no_refresh_is_returned_at_once() {
+        let server = Server::default();
+        let auth = server.credential().attempts(5);
+        let err = auth
+            .call(|_| async { Err::<(), u16>(500) }, |status| *status == 401)
+            .await;
+        assert_eq!(err, Err(CallError::Request(500)));
+        assert_eq!(server.logins.load(SeqCst), 0);
+    }
+
+    /// The token is revoked again after every login: each call tries `attempts` times, logs in
+    /// between two tries, and returns the last 401.
+    #[tokio::test(start_paused = true)]
+    async fn the_last_attempts_error_is_returned() {
+        let server = Server::default();
+        let auth = Credential::new(Line::new(), 0u64, {
+            let server = server.clone();
+            move || {
+                let server = server.clone();
+                async move {
+                    server.logins.fetch_add(1, SeqCst);
+                    // The login works, but the server has moved on already.
+                    Ok::<_, String>(server.token.fetch_add(2, SeqCst) + 1)
+                }
+            }
+        })
+        .attempts(3);
+        server.token.store(1, SeqCst);
+        let err = auth
+            .call(|token| server.fetch(token), |status| *status == 401)
+            .await;
+        assert_eq!(err, Err(CallError::Request(401)));
+        assert_eq!(server.requests.load(SeqCst), 3);
+        assert_eq!(
+            server.logins.load(SeqCst),
+            2,
+            "no refresh after the last attempt"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_that_panics_or_times_out_reaches_the_call() {
+        let line: Line<Result<u64, String>> = Line::builder()
+            .recovery_timeout(std::time::Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let hangs = Credential::new(line, 0u64, || std::future::pending());
+        let err = hangs
+            .call(|_| async { Err::<(), u16>(401) }, |status| *status == 401)
+            .await
+            .unwrap_err();
+        let CallError::Recovery(err) = err else {
+            panic!("expected a recovery error, got {err:?}")
+        };
+        assert!(err.is_timeout());
+        assert!(!hangs.line().is_recovering());
+
+        let panics = Credential::new(Line::new(), 0u64, || async {
+            panic!("login form changed");
+            #[allow(unreachable_code)]
+            Ok::<u64, String>(1)
+        });
+        let err = panics
+            .call(|_| async { Err::<(), u16>(401) }, |status| *status == 401)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "credential refresh failed: recovery panicked: login form changed"
+        );
+        assert_eq!(panics.current(), 0);
+    }
+}
