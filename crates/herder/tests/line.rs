@@ -576,7 +576,7 @@ mod credential {
             .recovery_timeout(std::time::Duration::from_secs(1))
             .build()
             .unwrap();
-        let hangs = Credential::new(line, 0u64, || std::future::pending());
+        let hangs = Credential::new(line, 0u64, std::future::pending);
         let err = hangs
             .call(|_| async { Err::<(), u16>(401) }, |status| *status == 401)
             .await
