@@ -402,7 +402,14 @@ fn queue(rounds: usize, only: Option<&str>) {
             QueuePeer::all(),
         ),
     ];
+    // `QUEUE_RUNTIME=current` (or `multi`) keeps the runtimes whose description contains it.
+    let runtime_filter = std::env::var("QUEUE_RUNTIME").ok();
     for (runtime, rt, mut peers) in setups {
+        if let Some(filter) = &runtime_filter
+            && !runtime.contains(filter.as_str())
+        {
+            continue;
+        }
         if let Some(only) = only {
             peers.retain(|peer| peer.name().contains(only));
             if peers.is_empty() {

@@ -10,18 +10,23 @@
 //!
 //! Layout: `handle` ([`OperationQueue`], [`OperationHandle`]) and `local` (the `!Send` flavour)
 //! are docs and one-line delegations to `shared`, the one front of both flavours; [`Builder`];
-//! `core` (the state under its lock, capacity, waits, shutdown), `runner` (the runner task and
-//! its guard), `future` (what a handle awaits), over `state` (the `pub(crate)` state machine,
-//! checked against a plain model by proptest and its runner lifecycle by loom), `job` (the
-//! type-erased operation).
+//! `core` (the jobs in a lock-free `fifo` with their count, capacity, waits, shutdown), `runner`
+//! (the runner task and its guard), `future` (what a handle awaits), `job` (the type-erased
+//! operation and the slot its result waits in), over `state` (the runners' lifecycle, a
+//! `pub(crate)` state machine checked against a plain model by proptest); `loom_tests` explore
+//! the parking and lifecycle protocols.
 
+mod atomics;
 mod builder;
 mod core;
 mod error;
+mod fifo;
 mod future;
 mod handle;
 mod job;
 mod local;
+#[cfg(all(test, herder_loom))]
+mod loom_tests;
 mod runner;
 mod shared;
 mod state;

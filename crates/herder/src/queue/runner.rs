@@ -1,5 +1,5 @@
-//! A runner: the task that takes the oldest job, runs it, and so on, until the state machine
-//! tells it to exit; and the guard that unregisters it however its task ends.
+//! A runner: the task that takes the oldest job, runs it, and so on, until the core tells it to
+//! exit; and the guard that unregisters it however its task ends.
 
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -10,16 +10,15 @@ use futures_util::FutureExt as _;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use super::core::{Core, NewRunner, drop_quietly, wakers};
+use super::core::{Core, Idle, NewRunner, RunnerCounts, drop_quietly};
 use super::error::OperationError;
 use super::job::{Job, RunJob};
-use super::state::{End, Next, RunnerKey};
+use super::state::{End, RunnerKey};
 use crate::flight::panic_message;
-use crate::sync::lock;
 
 /// How a flavour starts a runner task: on a runtime (`Send` jobs) or on the current
 /// `LocalSet`.
-pub(crate) trait Spawn<J: ?Sized> {
+pub(crate) trait Spawn<J: ?Sized + Job> {
     /// Spawns `run(guard, wake)` and returns its abort handle.
     fn spawn(&self, guard: RunnerGuard<J>, wake: Arc<Notify>) -> AbortHandle;
 }
@@ -27,111 +26,88 @@ pub(crate) trait Spawn<J: ?Sized> {
 /// Spawns the runners registered in `new` and attaches their abort handles. A runner that
 /// exits before its handle is attached, or a shutdown that aborts the runners meanwhile, are
 /// handled by [`Core::attach`].
-pub(crate) fn start<J: ?Sized, S: Spawn<J>>(core: &Arc<Core<J>>, spawner: &S, new: Vec<NewRunner>) {
-    for (key, wake) in new {
-        let abort = spawner.spawn(RunnerGuard::new(core.clone(), key), wake);
+pub(crate) fn start<J, S>(core: &Arc<Core<J>>, spawner: &S, new: Vec<NewRunner>)
+where
+    J: ?Sized + Job,
+    S: Spawn<J>,
+{
+    for (key, wake, counts) in new {
+        let abort = spawner.spawn(RunnerGuard::new(core.clone(), key, counts), wake);
         core.attach(key, abort);
     }
 }
 
 /// A runner's identity, and the duty to unregister it: if its task is dropped before it exits
-/// (aborted by a shutdown, or dropped with its runtime), the state machine learns it, the job it
-/// was running counts as aborted, and if it was the last runner the queued jobs are cancelled.
+/// (aborted by a shutdown, or dropped with its runtime), the core learns it, the job it was
+/// running counts as aborted, and if it was the last runner the queued jobs are cancelled.
 /// Made before the task is spawned, so it also covers a task dropped before its first poll.
-pub(crate) struct RunnerGuard<J: ?Sized> {
+pub(crate) struct RunnerGuard<J: ?Sized + Job> {
     core: Arc<Core<J>>,
     id: usize,
+    counts: Arc<RunnerCounts>,
     exited: bool,
 }
 
-impl<J: ?Sized> RunnerGuard<J> {
-    fn new(core: Arc<Core<J>>, key: RunnerKey) -> Self {
+impl<J: ?Sized + Job> RunnerGuard<J> {
+    fn new(core: Arc<Core<J>>, key: RunnerKey, counts: Arc<RunnerCounts>) -> Self {
         RunnerGuard {
             core,
             id: key.id,
+            counts,
             exited: false,
         }
     }
 }
 
-impl<J: ?Sized> Drop for RunnerGuard<J> {
+impl<J: ?Sized + Job> Drop for RunnerGuard<J> {
     fn drop(&mut self) {
-        if self.exited {
-            return;
+        if !self.exited {
+            self.core.lost(self.id);
         }
-        let (lost, wake, closed) = {
-            let mut state = lock(&self.core.state);
-            let (lost, wake) = state.lost(self.id);
-            let wake = wakers(&state, wake.into_iter().collect());
-            (lost, wake, state.is_closed())
-        };
-        for wake in wake {
-            wake.notify_one();
-        }
-        if let (true, Some(capacity)) = (closed, &self.core.capacity) {
-            // The last runner is gone: callers waiting for a place are refused.
-            capacity.close();
-        }
-        self.core.release(lost.len());
-        self.core.changed.notify_waiters();
-        drop_quietly(lost);
     }
 }
 
 /// A runner: takes the oldest job, runs it, and so on, until it is told to exit.
 pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<Notify>) {
     let core = guard.core.clone();
+    let counts = guard.counts.clone();
     let id = guard.id;
-    // The job that just ended. It is dropped, which hands its result to its handle, only once
-    // its end is recorded, so that a caller holding its result sees it in `stats`.
-    let mut finished: Option<(End, Pin<Box<J>>)> = None;
+    // Woken to take a job: once it has one, it wakes the next parked runner if jobs remain.
+    let mut woken = false;
     loop {
-        if core.gates.iter().any(|gate| gate.is_recovering()) {
-            // Hold off while a line recovers, with the last job's end recorded first, so that
-            // `stats` and `wait_idle` do not count this runner as busy meanwhile.
-            if let Some((end, job)) = finished.take() {
-                core.finish(id, end);
+        for gate in core.gates.iter() {
+            // Hold off while a line recovers (the last job's end is already counted, so
+            // `stats` and `wait_idle` do not count this runner as busy meanwhile).
+            while gate.is_recovering() {
+                gate.cleared().await;
+            }
+        }
+        if core.in_excess() && core.exit_if_excess(id) {
+            guard.exited = true;
+            return;
+        }
+        match core.next_job(&counts) {
+            Some(mut job) => {
+                if std::mem::take(&mut woken) {
+                    core.chain();
+                }
+                let end = execute(job.as_mut(), core.timeout).await;
+                core.finished(&counts, end);
+                // Dropped once counted: this hands its result to its handle.
                 drop_quietly(job);
             }
-            for gate in core.gates.iter() {
-                while gate.is_recovering() {
-                    gate.cleared().await;
+            None => match core.idle(id) {
+                Idle::Retry => {}
+                Idle::Wait => {
+                    wake.notified().await;
+                    core.awake(id);
+                    woken = true;
                 }
-            }
-            continue;
-        }
-        let ended = finished.as_ref().map(|(end, _)| *end);
-        let (next, chained, notify) = {
-            let mut state = lock(&core.state);
-            let next = state.next(id, ended);
-            let notify = state.has_watchers()
-                && (matches!(next, Next::Exit(_)) || (ended.is_some() && state.is_idle()));
-            let chained = match &next {
-                Next::Run(_, Some(other)) | Next::Exit(Some(other)) => {
-                    state.runner(*other).map(|r| r.wake.clone())
+                Idle::Exit => {
+                    guard.exited = true;
+                    return;
                 }
-                _ => None,
-            };
-            (next, chained, notify)
-        };
-        if let Some(other) = chained {
-            other.notify_one();
-        }
-        drop_quietly(finished.take());
-        if notify {
-            core.changed.notify_waiters();
-        }
-        match next {
-            Next::Run(mut job, _) => {
-                core.release(1);
-                let end = execute(job.as_mut(), core.timeout).await;
-                finished = Some((end, job));
-            }
-            Next::Park => wake.notified().await,
-            Next::Exit(_) => {
-                guard.exited = true;
-                return;
-            }
+            },
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::builder::check_runners;
 use super::core::{Config, Core, Refused};
 use super::future::Receipt;
-use super::job::Op;
+use super::job::{Job, Op};
 use super::runner::{Spawn, start};
 use super::stats::{OperationQueueStats, ShutdownReport};
 use crate::error::BuildError;
@@ -40,7 +40,7 @@ impl<J: ?Sized, S> Drop for Shared<J, S> {
     }
 }
 
-impl<J: ?Sized, S: Spawn<J>> Shared<J, S> {
+impl<J: ?Sized + Job, S: Spawn<J>> Shared<J, S> {
     /// The queue, its runners spawned.
     pub(crate) fn new(config: Config, spawner: S) -> Self {
         let (core, new) = Core::new(config);
@@ -55,6 +55,10 @@ impl<J: ?Sized, S: Spawn<J>> Shared<J, S> {
         operation: F,
         erase: Erase<F, J>,
     ) -> Result<Receipt<F::Output, J>, F> {
+        // Cooperative, as tokio's channels are: a task submitting in a loop yields once its
+        // budget is spent, so that runners on its thread run meanwhile (and the queue does
+        // not grow to every operation the loop has at once).
+        tokio::task::coop::consume_budget().await;
         if !self.core.reserve().await {
             return Err(operation);
         }
@@ -80,9 +84,9 @@ impl<J: ?Sized, S: Spawn<J>> Shared<J, S> {
         operation: F,
         erase: Erase<F, J>,
     ) -> Result<Receipt<F::Output, J>, F> {
-        let (op, rx) = Op::new(operation);
+        let (op, slot) = Op::new(operation);
         match self.core.push(Box::new(op), erase) {
-            Ok(seq) => Ok(Receipt::new(rx, self.core.clone(), seq)),
+            Ok(()) => Ok(Receipt::new(slot, self.core.clone())),
             Err(op) => Err(op.into_future()),
         }
     }
@@ -95,7 +99,7 @@ impl<J: ?Sized, S: Spawn<J>> Shared<J, S> {
     }
 }
 
-impl<J: ?Sized, S> Shared<J, S> {
+impl<J: ?Sized + Job, S> Shared<J, S> {
     pub(crate) fn runners(&self) -> usize {
         self.core.target()
     }
