@@ -26,7 +26,8 @@ use crate::error::BuildError;
 /// [`OperationHandle`]; awaiting the handle gives the operation's output. Operations start in the
 /// order they were queued, at most [`runners`](Builder::runners) at a time.
 ///
-/// * A handle dropped before its operation started removes the operation from the queue.
+/// * A handle dropped before its operation started cancels the operation: it never runs, and
+///   its place is free at once (the future itself is dropped when a runner comes to it).
 /// * A panic reaches the operation's handle as an [`OperationError`]; the runner carries on, so
 ///   the queue keeps its N runners.
 /// * [`close`](OperationQueue::close), [`drain`](OperationQueue::drain) and
@@ -109,6 +110,10 @@ impl OperationQueue {
     /// The operation starts once every operation queued before it has started and a runner is
     /// free. It runs as a task of the queue, not of the caller: awaiting the handle only
     /// collects its output.
+    ///
+    /// Like tokio's channels, `submit` spends the task's cooperative budget: a task submitting
+    /// in a loop yields to the runtime now and then even while the queue has room, so that
+    /// runners sharing its thread get to run.
     ///
     /// # Cancel safety
     ///
@@ -310,7 +315,8 @@ impl fmt::Debug for OperationQueue {
 /// The handle of a queued operation: awaiting it gives the operation's output, or why there is
 /// none.
 ///
-/// Dropping it before the operation started removes the operation from the queue; dropping it
+/// Dropping it before the operation started cancels the operation (it never runs, its place is
+/// free at once, and the future is dropped when a runner comes to it); dropping it
 /// later lets the operation finish unobserved. [`detach`](OperationHandle::detach) keeps the
 /// operation queued without anyone awaiting it (fire and forget).
 ///
