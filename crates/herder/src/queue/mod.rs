@@ -3,8 +3,8 @@
 //!
 //! What thunderbird's `operation-queue` offers (N runners performing queued operations in
 //! order), with the parts its users write by hand built in: a typed handle per operation
-//! (instead of a oneshot inside every operation), backpressure, removal of operations whose
-//! caller gave up, panics that reach the caller and leave the runner alive, a per-operation
+//! (instead of a oneshot inside every operation), backpressure, cancellation of operations
+//! whose caller gave up, panics that reach the caller and leave the runner alive, a per-operation
 //! timeout, stats, and a shutdown that tells every caller what happened to its operation. A
 //! queue can also hold back new operations while a [`Line`](crate::Line) recovers.
 //!
