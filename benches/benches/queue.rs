@@ -48,7 +48,7 @@ fn group(c: &mut Criterion, name: &str, rt: &Runtime, peers: &[QueuePeer]) {
 
 fn queue(c: &mut Criterion) {
     let mut local = QueuePeer::all();
-    local.insert(1, QueuePeer::HerderLocal);
+    local.insert(3, QueuePeer::HerderLocal);
     group(
         c,
         "queue/100k_ops_8_runners/current_thread",

@@ -470,12 +470,13 @@ fn fleet(rounds: usize) {
     );
 }
 
-/// 100,000 trivial operations through 8 runners, each result collected by the submitter.
+/// 100,000 trivial operations (increment, one yield, increment) through 8 runners; ratios
+/// against operation-queue (fire and forget), the first peer.
 fn queue(rounds: usize, only: Option<&str>) {
     const OPS: u64 = 100_000;
     const RUNNERS: usize = 8;
     let mut local = QueuePeer::all();
-    local.insert(1, QueuePeer::HerderLocal);
+    local.insert(3, QueuePeer::HerderLocal);
     let setups = [
         ("current-thread runtime", current_thread(), local),
         (
@@ -489,7 +490,14 @@ fn queue(rounds: usize, only: Option<&str>) {
             QueuePeer::all(),
         ),
     ];
+    // `QUEUE_RUNTIME=current` (or `multi`) keeps the runtimes whose description contains it.
+    let runtime_filter = std::env::var("QUEUE_RUNTIME").ok();
     for (runtime, rt, mut peers) in setups {
+        if let Some(filter) = &runtime_filter
+            && !runtime.contains(filter.as_str())
+        {
+            continue;
+        }
         if let Some(only) = only {
             peers.retain(|peer| peer.name().contains(only));
             if peers.is_empty() {
@@ -515,7 +523,7 @@ fn queue(rounds: usize, only: Option<&str>) {
             "fastest",
             "slowest",
             "samples",
-            "time vs herder",
+            "throughput vs operation-queue",
         ]);
         for (peer, t) in peers.iter().zip(&samples) {
             let m = median(t);
@@ -526,11 +534,11 @@ fn queue(rounds: usize, only: Option<&str>) {
                 human(quantile(t, 0.0)),
                 human(quantile(t, 1.0)),
                 t.len().to_string(),
-                ratio(m, base),
+                format!("{:.2}×", base.as_secs_f64() / m.as_secs_f64()),
             ]);
         }
         println!(
-            "### {OPS} trivial operations through {RUNNERS} runners, {runtime}\n\n{}",
+            "### {OPS} trivial operations (increment, yield, increment) through {RUNNERS} runners, {runtime}\n\n{}",
             table.markdown()
         );
     }

@@ -22,6 +22,7 @@ on_both_runtimes!(
     a_cancelled_leaders_recovery_still_completes_once,
     many_concurrent_failures_cause_one_recovery,
     the_recovery_failure_reaches_every_joiner,
+    a_recovery_that_never_returns_times_out_and_frees_the_line,
 );
 
 /// A recovery that counts its runs and ends when the test opens its gate.
@@ -380,4 +381,225 @@ async fn many_concurrent_failures_cause_one_recovery() {
         }
     }
     assert_eq!((led, relogin.runs()), (1, 1));
+}
+
+// ---- recovery timeout ----
+
+/// Regression (issue 11): a recovery that never returned kept `is_recovering()` true forever,
+/// and every queue paused on the line with it. With a recovery timeout the leader and the
+/// joiners get a timeout error, the line is free, the paused queue resumes, and the next
+/// failure leads a new recovery. (On the paused clock the timeout elapses at once; on the
+/// multi-thread runtime it takes its 100 ms.)
+async fn a_recovery_that_never_returns_times_out_and_frees_the_line() {
+    let line: Line<&'static str> = Line::builder()
+        .recovery_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let queue = herder::OperationQueue::builder()
+        .pause_while_recovering(&line)
+        .build()
+        .unwrap();
+    let seen = line.epoch();
+    let stuck = Relogin::new(); // its gate is never opened
+    let leader = tokio::spawn({
+        let (line, work) = (line.clone(), stuck.work("never"));
+        async move { line.recover(seen, work).await }
+    });
+    until("the recovery runs", || stuck.runs() == 1).await;
+    let joiner = tokio::spawn({
+        let (line, work) = (line.clone(), stuck.work("never used"));
+        async move { line.recover(seen, work).await }
+    });
+    until("the second caller joined", || line.stats().joined == 1).await;
+    assert!(line.is_recovering());
+    // Queued while the line recovers: held back until the line is free.
+    let held = queue.submit(async { "sent" }).await.unwrap();
+
+    let (led, joined) = (leader.await.unwrap(), joiner.await.unwrap());
+    for err in [led.unwrap_err(), joined.unwrap_err()] {
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(!err.is_panic() && !err.is_cancelled());
+        assert_eq!(err.to_string(), "recovery timed out after 100ms");
+    }
+    assert!(!line.is_recovering());
+    let stats = line.stats();
+    assert_eq!((stats.recoveries, stats.timed_out, stats.epoch), (1, 1, 1));
+    assert_eq!(held.await.unwrap(), "sent");
+    // The line is free: the next failure leads a recovery of its own.
+    let next = line
+        .recover(line.epoch(), || async { "token-2" })
+        .await
+        .unwrap();
+    assert_eq!(next, Recovery::Led("token-2"));
+    assert_eq!(stuck.runs(), 1);
+}
+
+#[test]
+fn line_settings_are_checked() {
+    let err = Line::<u8>::builder()
+        .recovery_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid Line setting: recovery_timeout must be more than zero"
+    );
+}
+
+/// The extreme timeout never fires: a slow recovery still completes.
+#[tokio::test(start_paused = true)]
+async fn a_recovery_timeout_of_duration_max_never_fires() {
+    let line: Line<u8> = Line::builder()
+        .recovery_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let outcome = line
+        .recover(line.epoch(), || async {
+            tokio::time::sleep(Duration::from_secs(86_400 * 365)).await;
+            7
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, Recovery::Led(7));
+    assert_eq!(line.stats().timed_out, 0);
+}
+
+// ---- Credential: the common case over a Line ----
+
+mod credential {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+    use herder::Line;
+    use herder::line::{CallError, Credential};
+
+    /// A server that accepts only its current token; each login issues the next one.
+    #[derive(Clone, Default)]
+    struct Server {
+        token: Arc<AtomicU64>,
+        logins: Arc<AtomicUsize>,
+        requests: Arc<AtomicUsize>,
+    }
+
+    impl Server {
+        async fn fetch(&self, token: u64) -> Result<u64, u16> {
+            self.requests.fetch_add(1, SeqCst);
+            tokio::task::yield_now().await;
+            if token == self.token.load(SeqCst) {
+                Ok(token)
+            } else {
+                Err(401)
+            }
+        }
+
+        fn credential(&self) -> Credential<u64, String> {
+            let server = self.clone();
+            Credential::new(Line::new(), 0, move || {
+                let server = server.clone();
+                async move {
+                    server.logins.fetch_add(1, SeqCst);
+                    Ok(server.token.fetch_add(1, SeqCst) + 1)
+                }
+            })
+        }
+    }
+
+    on_both_runtimes!(many_calls_failing_at_once_refresh_once);
+
+    async fn many_calls_failing_at_once_refresh_once() {
+        let server = Server::default();
+        server.token.store(1, SeqCst);
+        let auth = server.credential();
+        let calls = (0..50).map(|_| {
+            let (auth, server) = (auth.clone(), server.clone());
+            tokio::spawn(async move {
+                auth.call(|token| server.fetch(token), |status| *status == 401)
+                    .await
+            })
+        });
+        for call in futures_util::future::join_all(calls).await {
+            assert_eq!(
+                call.unwrap(),
+                Ok(2),
+                "every call succeeds with the new token"
+            );
+        }
+        assert_eq!(server.logins.load(SeqCst), 1);
+        assert_eq!(auth.current(), 2);
+        assert_eq!(auth.line().stats().recoveries, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_that_needs_no_refresh_is_returned_at_once() {
+        let server = Server::default();
+        let auth = server.credential().attempts(5);
+        let err = auth
+            .call(|_| async { Err::<(), u16>(500) }, |status| *status == 401)
+            .await;
+        assert_eq!(err, Err(CallError::Request(500)));
+        assert_eq!(server.logins.load(SeqCst), 0);
+    }
+
+    /// The token is revoked again after every login: each call tries `attempts` times, logs in
+    /// between two tries, and returns the last 401.
+    #[tokio::test(start_paused = true)]
+    async fn the_last_attempts_error_is_returned() {
+        let server = Server::default();
+        let auth = Credential::new(Line::new(), 0u64, {
+            let server = server.clone();
+            move || {
+                let server = server.clone();
+                async move {
+                    server.logins.fetch_add(1, SeqCst);
+                    // The login works, but the server has moved on already.
+                    Ok::<_, String>(server.token.fetch_add(2, SeqCst) + 1)
+                }
+            }
+        })
+        .attempts(3);
+        server.token.store(1, SeqCst);
+        let err = auth
+            .call(|token| server.fetch(token), |status| *status == 401)
+            .await;
+        assert_eq!(err, Err(CallError::Request(401)));
+        assert_eq!(server.requests.load(SeqCst), 3);
+        assert_eq!(
+            server.logins.load(SeqCst),
+            2,
+            "no refresh after the last attempt"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_that_panics_or_times_out_reaches_the_call() {
+        let line: Line<Result<u64, String>> = Line::builder()
+            .recovery_timeout(std::time::Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let hangs = Credential::new(line, 0u64, std::future::pending);
+        let err = hangs
+            .call(|_| async { Err::<(), u16>(401) }, |status| *status == 401)
+            .await
+            .unwrap_err();
+        let CallError::Recovery(err) = err else {
+            panic!("expected a recovery error, got {err:?}")
+        };
+        assert!(err.is_timeout());
+        assert!(!hangs.line().is_recovering());
+
+        let panics = Credential::new(Line::new(), 0u64, || async {
+            panic!("login form changed");
+            #[allow(unreachable_code)]
+            Ok::<u64, String>(1)
+        });
+        let err = panics
+            .call(|_| async { Err::<(), u16>(401) }, |status| *status == 401)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "credential refresh failed: recovery panicked: login form changed"
+        );
+        assert_eq!(panics.current(), 0);
+    }
 }

@@ -640,6 +640,67 @@ fn invalid_settings_are_refused() {
     );
 }
 
+/// Regression (issue 11): `capacity(usize::MAX)` panicked in `build` (the semaphore's permit
+/// limit) and `runners(usize::MAX)` with "capacity overflow". Every extreme is now refused with
+/// a reason, or works.
+#[test]
+fn extreme_settings_are_refused_not_panics() {
+    use herder::queue::{MAX_CAPACITY, MAX_RUNNERS};
+    let reason = |b: herder::queue::Builder<OperationQueue>| b.build().unwrap_err().to_string();
+    let local =
+        |b: herder::queue::Builder<herder::LocalOperationQueue>| b.build().unwrap_err().to_string();
+    let too_many = "invalid OperationQueue setting: runners must be at most herder::queue::MAX_RUNNERS (65536)";
+    let too_large =
+        "invalid OperationQueue setting: capacity must be at most herder::queue::MAX_CAPACITY";
+    for runners in [usize::MAX, MAX_RUNNERS + 1] {
+        assert_eq!(reason(OperationQueue::builder().runners(runners)), too_many);
+        assert_eq!(
+            local(herder::LocalOperationQueue::builder().runners(runners)),
+            too_many
+        );
+    }
+    for capacity in [usize::MAX, MAX_CAPACITY + 1] {
+        assert_eq!(
+            reason(OperationQueue::builder().capacity(capacity)),
+            too_large
+        );
+        assert_eq!(
+            local(herder::LocalOperationQueue::builder().capacity(capacity)),
+            too_large
+        );
+    }
+    assert_eq!(
+        local(herder::LocalOperationQueue::builder().runners(0)),
+        "invalid OperationQueue setting: runners must be at least 1"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_largest_accepted_settings_work() {
+    use herder::queue::{MAX_CAPACITY, MAX_RUNNERS};
+    // The largest capacity, and a timeout too far away to be represented: it never fires.
+    let queue = OperationQueue::builder()
+        .capacity(MAX_CAPACITY)
+        .timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let slow = queue
+        .submit(tokio::time::sleep(Duration::from_secs(86_400 * 365)))
+        .await
+        .unwrap();
+    slow.await.unwrap();
+    assert_eq!(queue.stats().completed, 1);
+    // `set_runners` applies the same rule as the builder.
+    assert!(queue.set_runners(usize::MAX).is_err());
+    assert!(queue.set_runners(MAX_RUNNERS + 1).is_err());
+    assert_eq!(queue.runners(), 1);
+    queue.set_runners(MAX_RUNNERS).unwrap();
+    assert_eq!(queue.stats().runners, MAX_RUNNERS);
+    let report = queue.shutdown(Instant::now()).await;
+    assert_eq!((report.aborted, report.cancelled), (0, 0));
+    assert_eq!(queue.stats().runners, 0);
+}
+
 // ---- the `!Send` flavour ----
 
 mod local {
@@ -742,4 +803,50 @@ mod local {
             })
             .await;
     }
+}
+
+// ---- runner lifecycle ----
+
+on_both_runtimes!(shutdown_returns_after_concurrent_set_runners);
+
+/// Regression (issue 11): a runner spawned by `set_runners` could exit before its abort handle
+/// was recorded, and a new runner reusing its id then had its handle overwritten by the stale
+/// one; `shutdown` then waited forever for a runner it could not abort. Three threads resize the
+/// queue 300 times each, then three operations that never end are queued and the queue is shut
+/// down at once: it returns, every operation accounted for.
+async fn shutdown_returns_after_concurrent_set_runners() {
+    let queue = OperationQueue::new(2);
+    let churn: Vec<_> = (0..3)
+        .map(|t| {
+            let queue = queue.clone();
+            tokio::task::spawn_blocking(move || {
+                for i in 0..300 {
+                    queue.set_runners(1 + (i + t) % 3).unwrap();
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    for thread in churn {
+        thread.await.unwrap();
+    }
+    let handles: Vec<_> =
+        futures_util::future::join_all((0..3).map(|_| queue.submit(std::future::pending::<()>())))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    // Let the runners take what they can.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let report = tokio::time::timeout(Duration::from_secs(10), queue.shutdown(Instant::now()))
+        .await
+        .expect("shutdown returns");
+    assert_eq!(report.aborted + report.cancelled, 3);
+    for handle in handles {
+        let err = handle.await.unwrap_err();
+        assert!(err.is_aborted() || err.is_cancelled());
+    }
+    assert_eq!(queue.stats().runners, 0);
 }

@@ -2,9 +2,11 @@ use std::fmt;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::builder::Builder;
 use super::error::RecoverError;
 use super::state::{Begin, Recoveries};
 use super::stats::{Counters, LineStats};
@@ -88,10 +90,12 @@ pub struct Line<O> {
 }
 
 struct Inner<O> {
-    recoveries: Recoveries<O>,
+    /// A recovery's outcome, or `None` if it ran past `timeout` and was dropped.
+    recoveries: Recoveries<Option<O>>,
     /// Woken (all waiters) when a recovery finishes.
     cleared: Notify,
     counters: Counters,
+    timeout: Option<Duration>,
 }
 
 /// A line's count of finished recoveries, noted when a request is sent and handed to
@@ -167,13 +171,23 @@ impl<O> Line<O>
 where
     O: Clone + Send + 'static,
 {
-    /// A line with no recovery yet (epoch 0).
+    /// A line with no recovery yet (epoch 0) and no recovery timeout.
     pub fn new() -> Self {
+        Self::with_timeout(None)
+    }
+
+    /// A builder for the settings: the recovery timeout.
+    pub fn builder() -> Builder<O> {
+        Builder::new()
+    }
+
+    pub(super) fn with_timeout(timeout: Option<Duration>) -> Self {
         Line {
             inner: Arc::new(Inner {
                 recoveries: Recoveries::new(),
                 cleared: Notify::new(),
                 counters: Counters::default(),
+                timeout,
             }),
         }
     }
@@ -203,7 +217,8 @@ where
     /// `recovery` is only called by the leader. It runs as its own task, so it completes (once)
     /// for the callers that joined even if the leader is cancelled. When it finishes, however
     /// it finishes, the epoch goes up by one. A panic reaches the leader and every joiner as a
-    /// [`RecoverError`].
+    /// [`RecoverError`], and so does a recovery that runs past the line's
+    /// [`recovery_timeout`](Builder::recovery_timeout) (it is dropped, and the line freed).
     ///
     /// # Cancel safety
     ///
@@ -246,23 +261,35 @@ where
                 #[cfg(feature = "tracing")]
                 tracing::debug!(epoch = seen.0, "line recovery started");
                 let owner = inner.clone();
-                task::spawn(&runtime, recovery, move |outcome: Outcome<O>| {
-                    if let Err(Failure::Panicked(_message)) = &outcome {
-                        Counters::bump(&owner.counters.panicked);
-                        #[cfg(feature = "tracing")]
-                        tracing::warn!(message = %_message, "line recovery panicked");
+                let limit = inner.timeout;
+                let work = move || async move {
+                    match limit {
+                        Some(limit) => tokio::time::timeout(limit, recovery()).await.ok(),
+                        None => Some(recovery().await),
+                    }
+                };
+                task::spawn(&runtime, work, move |outcome: Outcome<Option<O>>| {
+                    match &outcome {
+                        Err(Failure::Panicked(_message)) => {
+                            Counters::bump(&owner.counters.panicked);
+                            #[cfg(feature = "tracing")]
+                            tracing::warn!(message = %_message, "line recovery panicked");
+                        }
+                        Ok(None) => {
+                            Counters::bump(&owner.counters.timed_out);
+                            #[cfg(feature = "tracing")]
+                            tracing::warn!(timeout = ?limit, "line recovery timed out");
+                        }
+                        _ => {}
                     }
                     owner.recoveries.finish(ticket, outcome);
                     owner.cleared.notify_waiters();
                 });
-                waiter.await.map(Recovery::Led).map_err(RecoverError::new)
+                settle(waiter.await, inner.timeout).map(Recovery::Led)
             }
             Begin::Join(waiter) => {
                 Counters::bump(&inner.counters.joined);
-                waiter
-                    .await
-                    .map(Recovery::Joined)
-                    .map_err(RecoverError::new)
+                settle(waiter.await, inner.timeout).map(Recovery::Joined)
             }
             Begin::AlreadyDone => {
                 Counters::bump(&inner.counters.already_done);
@@ -302,6 +329,15 @@ where
     /// The line as a queue sees it.
     pub(crate) fn gate(&self) -> Arc<dyn Gate> {
         self.inner.clone()
+    }
+}
+
+/// A recovery's outcome as its callers see it.
+fn settle<O>(outcome: Outcome<Option<O>>, timeout: Option<Duration>) -> Result<O, RecoverError> {
+    match outcome {
+        Ok(Some(outcome)) => Ok(outcome),
+        Ok(None) => Err(RecoverError::timed_out(timeout.unwrap_or(Duration::MAX))),
+        Err(failure) => Err(RecoverError::new(failure)),
     }
 }
 

@@ -11,7 +11,13 @@
 //! A recovery is a flight of the core (`crate::flight`): it runs as its own task, so a
 //! cancelled leader does not stop it, and one outcome (or its panic, as a [`RecoverError`])
 //! reaches every caller that joined. `state` holds the epoch logic, explored by `loom_tests`.
+//!
+//! [`Credential`] is the common case ready-made: a credential that a request failing because
+//! of it refreshes once for everyone, with N attempts and a predicate for the errors that call
+//! for a refresh. [`Builder`] sets a recovery timeout.
 
+mod builder;
+mod credential;
 mod error;
 mod handle;
 mod state;
@@ -20,6 +26,8 @@ mod stats;
 #[cfg(all(test, herder_loom))]
 mod loom_tests;
 
+pub use builder::Builder;
+pub use credential::{CallError, Credential};
 pub use error::RecoverError;
 pub(crate) use handle::Gate;
 pub use handle::{Epoch, Line, Recovery};

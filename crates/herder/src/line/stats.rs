@@ -16,6 +16,8 @@ pub struct LineStats {
     pub already_done: u64,
     /// Recoveries that panicked.
     pub panicked: u64,
+    /// Recoveries that ran past the line's recovery timeout and were dropped.
+    pub timed_out: u64,
     /// Recoveries finished: the current epoch.
     pub epoch: u64,
     /// Whether a recovery was under way when the stats were read.
@@ -28,6 +30,7 @@ pub(crate) struct Counters {
     pub(crate) joined: AtomicU64,
     pub(crate) already_done: AtomicU64,
     pub(crate) panicked: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
 }
 
 impl Counters {
@@ -41,6 +44,7 @@ impl Counters {
             joined: self.joined.load(Relaxed),
             already_done: self.already_done.load(Relaxed),
             panicked: self.panicked.load(Relaxed),
+            timed_out: self.timed_out.load(Relaxed),
             epoch,
             recovering,
         }

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 
-use super::engine::Config;
+use super::core::Config;
 use super::handle::OperationQueue;
 use super::local::LocalOperationQueue;
 use crate::error::BuildError;
@@ -56,8 +57,9 @@ impl<Q> Builder<Q> {
         }
     }
 
-    /// How many operations run at once (default 1: one at a time, in order). Must be at least 1.
-    /// Can be changed later with [`OperationQueue::set_runners`].
+    /// How many operations run at once (default 1: one at a time, in order). Must be at least 1
+    /// and at most [`MAX_RUNNERS`](super::MAX_RUNNERS); `build` refuses other counts. Can be
+    /// changed later with [`OperationQueue::set_runners`].
     pub fn runners(mut self, runners: usize) -> Self {
         self.runners = runners;
         self
@@ -65,7 +67,9 @@ impl<Q> Builder<Q> {
 
     /// How many operations may wait for a runner (default: no limit). While the queue is full,
     /// [`submit`](OperationQueue::submit) waits and [`try_submit`](OperationQueue::try_submit)
-    /// hands the operation back. Running operations do not count. Must be at least 1.
+    /// hands the operation back. Running operations do not count. Must be at least 1 and at most
+    /// [`MAX_CAPACITY`](super::MAX_CAPACITY) (leave it unset for a queue without limit); `build`
+    /// refuses other values.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = Some(capacity);
         self
@@ -73,7 +77,7 @@ impl<Q> Builder<Q> {
 
     /// Stops each operation that runs longer than `timeout`, counted from its start (default:
     /// none); its handle reports [`is_timeout`](super::OperationError::is_timeout). Must be
-    /// more than zero.
+    /// more than zero; a timeout too far away to be represented (`Duration::MAX`) never fires.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -94,8 +98,12 @@ impl<Q> Builder<Q> {
     fn config(self) -> Result<(Config, Option<Handle>), BuildError> {
         let refuse = |reason| Err(BuildError::new("OperationQueue", reason));
         check_runners(self.runners)?;
-        if self.capacity == Some(0) {
-            return refuse("capacity must be at least 1");
+        match self.capacity {
+            Some(0) => return refuse("capacity must be at least 1"),
+            Some(capacity) if capacity > MAX_CAPACITY => {
+                return refuse("capacity must be at most herder::queue::MAX_CAPACITY");
+            }
+            _ => {}
         }
         if self.timeout == Some(Duration::ZERO) {
             return refuse("timeout must be more than zero");
@@ -110,15 +118,25 @@ impl<Q> Builder<Q> {
     }
 }
 
+/// The most runners a queue can have: each runner is a task, so this is far more than a
+/// queue can use, and small enough that a mistaken count (`usize::MAX`) is refused instead of
+/// exhausting memory.
+pub const MAX_RUNNERS: usize = 1 << 16;
+
+/// The largest [`capacity`](Builder::capacity): the most permits a Tokio semaphore holds
+/// (`usize::MAX >> 3`). A queue without a capacity has no limit at all.
+pub const MAX_CAPACITY: usize = Semaphore::MAX_PERMITS;
+
 /// The one rule on a runner count, at build time and in `set_runners`.
 pub(super) fn check_runners(runners: usize) -> Result<(), BuildError> {
-    if runners == 0 {
-        return Err(BuildError::new(
-            "OperationQueue",
-            "runners must be at least 1",
-        ));
-    }
-    Ok(())
+    let reason = if runners == 0 {
+        "runners must be at least 1"
+    } else if runners > MAX_RUNNERS {
+        "runners must be at most herder::queue::MAX_RUNNERS (65536)"
+    } else {
+        return Ok(());
+    };
+    Err(BuildError::new("OperationQueue", reason))
 }
 
 impl Builder<OperationQueue> {

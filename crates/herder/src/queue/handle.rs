@@ -5,12 +5,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::builder::{Builder, check_runners};
-use super::engine::{Config, Core, NewRunner, Refused, RunnerGuard, Ticket, run};
+use super::builder::Builder;
+use super::core::Config;
 use super::error::{OperationError, SubmitError, TrySubmitError};
-use super::job::{Op, SendJob};
+use super::future::Receipt;
+use super::job::SendJob;
+use super::runner::{RunnerGuard, Spawn, run};
+use super::shared::{Rejected, Shared};
 use super::stats::{OperationQueueStats, ShutdownReport};
 use crate::error::BuildError;
 
@@ -21,7 +26,8 @@ use crate::error::BuildError;
 /// [`OperationHandle`]; awaiting the handle gives the operation's output. Operations start in the
 /// order they were queued, at most [`runners`](Builder::runners) at a time.
 ///
-/// * A handle dropped before its operation started removes the operation from the queue.
+/// * A handle dropped before its operation started cancels the operation: it never runs, and
+///   its place is free at once (the future itself is dropped when a runner comes to it).
 /// * A panic reaches the operation's handle as an [`OperationError`]; the runner carries on, so
 ///   the queue keeps its N runners.
 /// * [`close`](OperationQueue::close), [`drain`](OperationQueue::drain) and
@@ -49,20 +55,21 @@ use crate::error::BuildError;
 /// # }
 /// ```
 pub struct OperationQueue {
-    shared: Arc<Shared>,
+    shared: Arc<Shared<dyn SendJob, Handle>>,
 }
 
-struct Shared {
-    core: Arc<Core<dyn SendJob>>,
-    runtime: Handle,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // The last clone is gone: nobody can submit any more. The runners finish what is queued
-        // and exit, instead of waiting forever.
-        self.core.close();
+/// Runners of `Send` jobs are tasks of the queue's runtime.
+impl Spawn<dyn SendJob> for Handle {
+    fn spawn(&self, guard: RunnerGuard<dyn SendJob>, wake: Arc<Notify>) -> AbortHandle {
+        Handle::spawn(self, run(guard, wake)).abort_handle()
     }
+}
+
+fn erase<F>(op: Box<F>) -> Pin<Box<dyn SendJob>>
+where
+    F: SendJob + 'static,
+{
+    Box::into_pin(op)
 }
 
 impl OperationQueue {
@@ -92,14 +99,8 @@ impl OperationQueue {
     }
 
     pub(super) fn from_config(config: Config, runtime: Handle) -> Self {
-        let (core, new) = Core::new(config);
-        let shared = Shared {
-            core: Arc::new(core),
-            runtime,
-        };
-        spawn(&shared, new);
         OperationQueue {
-            shared: Arc::new(shared),
+            shared: Arc::new(Shared::new(config, runtime)),
         }
     }
 
@@ -109,6 +110,10 @@ impl OperationQueue {
     /// The operation starts once every operation queued before it has started and a runner is
     /// free. It runs as a task of the queue, not of the caller: awaiting the handle only
     /// collects its output.
+    ///
+    /// Like tokio's channels, `submit` spends the task's cooperative budget: a task submitting
+    /// in a loop yields to the runtime now and then even while the queue has room, so that
+    /// runners sharing its thread get to run.
     ///
     /// # Cancel safety
     ///
@@ -136,12 +141,10 @@ impl OperationQueue {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let core = &self.shared.core;
-        if !core.reserve().await {
-            return Err(SubmitError::new(operation));
+        match self.shared.submit(operation, erase).await {
+            Ok(receipt) => Ok(OperationHandle { receipt }),
+            Err(operation) => Err(SubmitError::new(operation)),
         }
-        self.enqueue(operation)
-            .map_err(|operation| SubmitError::new(operation))
     }
 
     /// Queues `operation` if there is a free place, without waiting; otherwise hands it back,
@@ -167,28 +170,10 @@ impl OperationQueue {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.shared.core.try_reserve() {
-            Ok(()) => self.enqueue(operation).map_err(TrySubmitError::closed),
-            Err(Refused::Full) => Err(TrySubmitError::full(operation)),
-            Err(Refused::Closed) => Err(TrySubmitError::closed(operation)),
-        }
-    }
-
-    /// Queues `operation` in the place reserved for it; a closed queue hands it back.
-    fn enqueue<F>(&self, operation: F) -> Result<OperationHandle<F::Output>, F>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let core = &self.shared.core;
-        let (op, rx) = Op::new(operation);
-        match core.push(Box::new(op), |op| -> Pin<Box<dyn SendJob>> {
-            Box::into_pin(op)
-        }) {
-            Ok(seq) => Ok(OperationHandle {
-                ticket: Ticket::new(rx, core.clone(), seq),
-            }),
-            Err(op) => Err(op.into_future()),
+        match self.shared.try_submit(operation, erase) {
+            Ok(receipt) => Ok(OperationHandle { receipt }),
+            Err(Rejected::Full(operation)) => Err(TrySubmitError::full(operation)),
+            Err(Rejected::Closed(operation)) => Err(TrySubmitError::closed(operation)),
         }
     }
 
@@ -205,20 +190,17 @@ impl OperationQueue {
     /// # }
     /// ```
     pub fn set_runners(&self, runners: usize) -> Result<(), BuildError> {
-        check_runners(runners)?;
-        let new = self.shared.core.set_runners(runners);
-        spawn(&self.shared, new);
-        Ok(())
+        self.shared.set_runners(runners)
     }
 
     /// How many runners the queue is set to have.
     pub fn runners(&self) -> usize {
-        self.shared.core.target()
+        self.shared.runners()
     }
 
     /// A snapshot of the queue: queued, running, runners, and what became of every operation.
     pub fn stats(&self) -> OperationQueueStats {
-        self.shared.core.stats()
+        self.shared.stats()
     }
 
     /// Waits until nothing is queued and nothing runs. Returns at once if that is already so.
@@ -239,7 +221,7 @@ impl OperationQueue {
     /// # }
     /// ```
     pub async fn wait_idle(&self) {
-        self.shared.core.wait_idle().await;
+        self.shared.wait_idle().await;
     }
 
     /// Refuses new operations from now on: `submit` and `try_submit` hand them back, and callers
@@ -255,12 +237,12 @@ impl OperationQueue {
     /// # }
     /// ```
     pub fn close(&self) {
-        self.shared.core.close();
+        self.shared.close();
     }
 
     /// `true` once the queue is closed.
     pub fn is_closed(&self) -> bool {
-        self.shared.core.is_closed()
+        self.shared.is_closed()
     }
 
     /// Closes the queue (if it is not already), then waits until every queued operation has run
@@ -281,7 +263,7 @@ impl OperationQueue {
     /// # }
     /// ```
     pub async fn drain(&self) {
-        self.shared.core.drain().await;
+        self.shared.drain().await;
     }
 
     /// Closes the queue and drains it until `deadline`; then cancels the operations still
@@ -310,15 +292,7 @@ impl OperationQueue {
     /// # }
     /// ```
     pub async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
-        self.shared.core.shutdown(deadline).await
-    }
-}
-
-fn spawn(shared: &Shared, new: Vec<NewRunner>) {
-    for (id, wake) in new {
-        let guard = RunnerGuard::new(shared.core.clone(), id);
-        let task = shared.runtime.spawn(run(guard, wake));
-        shared.core.set_abort(id, task.abort_handle());
+        self.shared.shutdown(deadline).await
     }
 }
 
@@ -341,7 +315,8 @@ impl fmt::Debug for OperationQueue {
 /// The handle of a queued operation: awaiting it gives the operation's output, or why there is
 /// none.
 ///
-/// Dropping it before the operation started removes the operation from the queue; dropping it
+/// Dropping it before the operation started cancels the operation (it never runs, its place is
+/// free at once, and the future is dropped when a runner comes to it); dropping it
 /// later lets the operation finish unobserved. [`detach`](OperationHandle::detach) keeps the
 /// operation queued without anyone awaiting it (fire and forget).
 ///
@@ -360,13 +335,13 @@ impl fmt::Debug for OperationQueue {
 /// ```
 #[must_use = "dropping the handle of an operation that has not started removes it from the queue; use `detach` to let it run"]
 pub struct OperationHandle<T> {
-    ticket: Ticket<T, dyn SendJob>,
+    receipt: Receipt<T, dyn SendJob>,
 }
 
 impl<T> OperationHandle<T> {
     /// Lets the operation run without anyone awaiting its output.
     pub fn detach(self) {
-        self.ticket.detach();
+        self.receipt.detach();
     }
 }
 
@@ -374,14 +349,14 @@ impl<T> Future for OperationHandle<T> {
     type Output = Result<T, OperationError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.ticket).poll(cx)
+        Pin::new(&mut self.receipt).poll(cx)
     }
 }
 
 impl<T> fmt::Debug for OperationHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OperationHandle")
-            .field("attached", &self.ticket.is_attached())
+            .field("attached", &self.receipt.is_attached())
             .finish_non_exhaustive()
     }
 }

@@ -10,12 +10,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::builder::{Builder, check_runners};
-use super::engine::{Config, Core, NewRunner, Refused, RunnerGuard, Ticket, run};
+use super::builder::Builder;
+use super::core::Config;
 use super::error::{OperationError, SubmitError, TrySubmitError};
-use super::job::{Job, Op};
+use super::future::Receipt;
+use super::job::Job;
+use super::runner::{RunnerGuard, Spawn, run};
+use super::shared::{Rejected, Shared};
 use super::stats::{OperationQueueStats, ShutdownReport};
 use crate::error::BuildError;
 
@@ -46,17 +51,20 @@ use crate::error::BuildError;
 /// # }
 /// ```
 pub struct LocalOperationQueue {
-    shared: Rc<Shared>,
+    shared: Rc<Shared<dyn Job, OnLocalSet>>,
 }
 
-struct Shared {
-    core: Arc<Core<dyn Job>>,
-}
+/// Runners of jobs that are not `Send` are tasks of the current `LocalSet`.
+struct OnLocalSet;
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.core.close();
+impl Spawn<dyn Job> for OnLocalSet {
+    fn spawn(&self, guard: RunnerGuard<dyn Job>, wake: Arc<Notify>) -> AbortHandle {
+        tokio::task::spawn_local(run(guard, wake)).abort_handle()
     }
+}
+
+fn erase<F: Job + 'static>(op: Box<F>) -> Pin<Box<dyn Job>> {
+    Box::into_pin(op)
 }
 
 impl LocalOperationQueue {
@@ -87,18 +95,9 @@ impl LocalOperationQueue {
         Builder::new()
     }
 
-    #[expect(
-        clippy::arc_with_non_send_sync,
-        reason = "the core is shared with the `Send` flavour, whose handles need an `Arc`"
-    )]
     pub(super) fn from_config(config: Config) -> Self {
-        let (core, new) = Core::new(config);
-        let shared = Shared {
-            core: Arc::new(core),
-        };
-        spawn(&shared, new);
         LocalOperationQueue {
-            shared: Rc::new(shared),
+            shared: Rc::new(Shared::new(config, OnLocalSet)),
         }
     }
 
@@ -128,11 +127,10 @@ impl LocalOperationQueue {
     where
         F: Future + 'static,
     {
-        if !self.shared.core.reserve().await {
-            return Err(SubmitError::new(operation));
+        match self.shared.submit(operation, erase).await {
+            Ok(receipt) => Ok(LocalOperationHandle { receipt }),
+            Err(operation) => Err(SubmitError::new(operation)),
         }
-        self.enqueue(operation)
-            .map_err(|operation| SubmitError::new(operation))
     }
 
     /// Queues `operation` if there is a free place, without waiting; otherwise hands it back.
@@ -155,26 +153,10 @@ impl LocalOperationQueue {
     where
         F: Future + 'static,
     {
-        match self.shared.core.try_reserve() {
-            Ok(()) => self.enqueue(operation).map_err(TrySubmitError::closed),
-            Err(Refused::Full) => Err(TrySubmitError::full(operation)),
-            Err(Refused::Closed) => Err(TrySubmitError::closed(operation)),
-        }
-    }
-
-    fn enqueue<F>(&self, operation: F) -> Result<LocalOperationHandle<F::Output>, F>
-    where
-        F: Future + 'static,
-    {
-        let core = &self.shared.core;
-        let (op, rx) = Op::new(operation);
-        match core.push(Box::new(op), |op| -> Pin<Box<dyn Job>> {
-            Box::into_pin(op)
-        }) {
-            Ok(seq) => Ok(LocalOperationHandle {
-                ticket: Ticket::new(rx, core.clone(), seq),
-            }),
-            Err(op) => Err(op.into_future()),
+        match self.shared.try_submit(operation, erase) {
+            Ok(receipt) => Ok(LocalOperationHandle { receipt }),
+            Err(Rejected::Full(operation)) => Err(TrySubmitError::full(operation)),
+            Err(Rejected::Closed(operation)) => Err(TrySubmitError::closed(operation)),
         }
     }
 
@@ -196,20 +178,17 @@ impl LocalOperationQueue {
     /// # }
     /// ```
     pub fn set_runners(&self, runners: usize) -> Result<(), BuildError> {
-        check_runners(runners)?;
-        let new = self.shared.core.set_runners(runners);
-        spawn(&self.shared, new);
-        Ok(())
+        self.shared.set_runners(runners)
     }
 
     /// How many runners the queue is set to have.
     pub fn runners(&self) -> usize {
-        self.shared.core.target()
+        self.shared.runners()
     }
 
     /// A snapshot of the queue.
     pub fn stats(&self) -> OperationQueueStats {
-        self.shared.core.stats()
+        self.shared.stats()
     }
 
     /// Waits until nothing is queued and nothing runs.
@@ -230,17 +209,17 @@ impl LocalOperationQueue {
     /// # }
     /// ```
     pub async fn wait_idle(&self) {
-        self.shared.core.wait_idle().await;
+        self.shared.wait_idle().await;
     }
 
     /// Refuses new operations from now on; what is queued still runs.
     pub fn close(&self) {
-        self.shared.core.close();
+        self.shared.close();
     }
 
     /// `true` once the queue is closed.
     pub fn is_closed(&self) -> bool {
-        self.shared.core.is_closed()
+        self.shared.is_closed()
     }
 
     /// Closes the queue, then waits until every queued operation has run and the runners have
@@ -262,7 +241,7 @@ impl LocalOperationQueue {
     /// # }
     /// ```
     pub async fn drain(&self) {
-        self.shared.core.drain().await;
+        self.shared.drain().await;
     }
 
     /// Closes the queue and drains it until `deadline`, then cancels what is still queued and
@@ -287,15 +266,7 @@ impl LocalOperationQueue {
     /// # }
     /// ```
     pub async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
-        self.shared.core.shutdown(deadline).await
-    }
-}
-
-fn spawn(shared: &Shared, new: Vec<NewRunner>) {
-    for (id, wake) in new {
-        let guard = RunnerGuard::new(shared.core.clone(), id);
-        let task = tokio::task::spawn_local(run(guard, wake));
-        shared.core.set_abort(id, task.abort_handle());
+        self.shared.shutdown(deadline).await
     }
 }
 
@@ -330,13 +301,13 @@ impl fmt::Debug for LocalOperationQueue {
 /// ```
 #[must_use = "dropping the handle of an operation that has not started removes it from the queue; use `detach` to let it run"]
 pub struct LocalOperationHandle<T> {
-    ticket: Ticket<T, dyn Job>,
+    receipt: Receipt<T, dyn Job>,
 }
 
 impl<T> LocalOperationHandle<T> {
     /// Lets the operation run without anyone awaiting its output.
     pub fn detach(self) {
-        self.ticket.detach();
+        self.receipt.detach();
     }
 }
 
@@ -344,14 +315,14 @@ impl<T> Future for LocalOperationHandle<T> {
     type Output = Result<T, OperationError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.ticket).poll(cx)
+        Pin::new(&mut self.receipt).poll(cx)
     }
 }
 
 impl<T> fmt::Debug for LocalOperationHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalOperationHandle")
-            .field("attached", &self.ticket.is_attached())
+            .field("attached", &self.receipt.is_attached())
             .finish_non_exhaustive()
     }
 }

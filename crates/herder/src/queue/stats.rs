@@ -1,4 +1,12 @@
-use super::state::Counters;
+/// What became of the jobs that left the queue, as read for a snapshot.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub(crate) completed: u64,
+    pub(crate) panicked: u64,
+    pub(crate) timed_out: u64,
+    pub(crate) aborted: u64,
+    pub(crate) cancelled: u64,
+}
 
 /// A snapshot of an operation queue, read with
 /// [`OperationQueue::stats`](super::OperationQueue::stats).

@@ -1,300 +1,356 @@
-//! The queue's state machine against a plain model (as `arc-swap/tests/random.rs`): random
-//! sequences of pushes, removals, runner steps, resizes, closes and lost runners, and after each
-//! step the same jobs queued, the same jobs started in the same order, and the cap respected.
+//! The runners' lifecycle against a plain model (as `arc-swap/tests/random.rs`): random
+//! sequences of registrations (by `set_target`), attaches, parking, wake-ups, exits, losses,
+//! closes and the start of a shutdown's aborts, and after each step the same runners alive,
+//! parked and waking as the model says.
+//!
+//! Checked besides: an attach reaches only the runner it was made for, even after that runner
+//! exited and its index was reused; once aborting has begun, every live runner has been aborted
+//! or is still to be attached (and is then told to abort): no runner escapes a shutdown; at
+//! most one runner is waking on behalf of submissions, and a parked runner is always found by
+//! the next submission while none is waking; lowering the target wakes only parked runners, and
+//! no more than the excess.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use super::{End, Next, State};
+use super::{Attach, RunnerKey, State};
 
 #[derive(Clone, Debug)]
 enum Step {
-    Push,
-    /// Remove the queued job at this index (modulo the queue length), as a dropped handle.
-    Remove(usize),
-    /// A handle dropped after its job started, or twice: removes nothing.
-    RemoveStarted(usize),
-    /// Runner at this index (modulo the live runners) asks what next: ends its job if it runs one.
-    Advance(usize, u8),
     SetTarget(usize),
-    AddRunners,
-    Close,
-    TakeQueued,
+    /// The runner at this index (modulo the live runners) found the FIFO empty and parks.
+    Park(usize),
+    /// ... then saw a job after all.
+    Unpark(usize),
+    /// A submission looks for a parked runner to wake.
+    WakeOne,
+    /// The runner at this index is back in its loop (woken, or spuriously).
+    Awake(usize),
+    /// The runner at this index exits (in excess, or the queue closed and empty).
+    Exit(usize),
     Lose(usize),
+    Close,
+    /// The task of the registered-but-unattached runner at this index is attached.
+    Attach(usize),
+    /// A shutdown past its deadline collects the abort handles.
+    BeginAbort,
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => Just(Step::Push),
-        1 => any::<usize>().prop_map(Step::Remove),
-        1 => any::<usize>().prop_map(Step::RemoveStarted),
-        5 => (any::<usize>(), 0..3u8).prop_map(|(r, e)| Step::Advance(r, e)),
-        1 => (1..5usize).prop_map(Step::SetTarget),
-        1 => Just(Step::AddRunners),
-        1 => prop_oneof![19 => Just(None), 1 => Just(Some(Step::Close))]
-            .prop_map(|s| s.unwrap_or(Step::Push)),
-        1 => prop_oneof![19 => Just(None), 1 => Just(Some(Step::TakeQueued))]
-            .prop_map(|s| s.unwrap_or(Step::Push)),
-        1 => prop_oneof![9 => Just(None), 1 => any::<usize>().prop_map(|i| Some(Step::Lose(i)))]
-            .prop_map(|s| s.unwrap_or(Step::Push)),
+        2 => (0..5usize).prop_map(Step::SetTarget),
+        4 => any::<usize>().prop_map(Step::Park),
+        1 => any::<usize>().prop_map(Step::Unpark),
+        4 => Just(Step::WakeOne),
+        4 => any::<usize>().prop_map(Step::Awake),
+        1 => any::<usize>().prop_map(Step::Exit),
+        1 => any::<usize>().prop_map(Step::Lose),
+        1 => prop_oneof![9 => Just(Step::WakeOne), 1 => Just(Step::Close)],
+        3 => any::<usize>().prop_map(Step::Attach),
+        1 => prop_oneof![19 => Just(Step::WakeOne), 1 => Just(Step::BeginAbort)],
     ]
 }
 
-/// What the model knows about a runner.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Doing {
-    Idle,
-    Running(u64),
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Life {
+    parked: bool,
+    waking: bool,
 }
 
 #[derive(Default)]
 struct Model {
-    queued: VecDeque<u64>,
-    /// Sequence numbers of started jobs, in start order.
-    started: Vec<u64>,
-    runners: BTreeMap<usize, Doing>,
+    /// Live runners by index: their key and what they do.
+    runners: BTreeMap<usize, (RunnerKey, Life)>,
+    /// Parked runners, most recent last.
+    idle: Vec<usize>,
     target: usize,
     closed: bool,
-    completed: u64,
-    panicked: u64,
-    timed_out: u64,
-    aborted: u64,
-    cancelled: u64,
-    removed: BTreeSet<u64>,
+    aborting: bool,
+    /// Keys of runners registered and not attached yet (some may have exited since).
+    unattached: Vec<RunnerKey>,
+    /// Runners whose abort handle is kept.
+    attached: Vec<RunnerKey>,
+    /// Runners a shutdown aborted: collected by `begin_abort`, or told by `attach`.
+    abort_sent: Vec<RunnerKey>,
+}
+
+impl Model {
+    fn waking(&self) -> usize {
+        self.runners
+            .values()
+            .filter(|(_, life)| life.waking)
+            .count()
+    }
+
+    fn pick(&self, i: usize) -> Option<usize> {
+        let ids: Vec<usize> = self.runners.keys().copied().collect();
+        (!ids.is_empty()).then(|| ids[i % ids.len()])
+    }
+
+    /// The runner leaves the idle list and stops waking, as `State::awake` does.
+    fn awake(&mut self, id: usize) {
+        let life = &mut self.runners.get_mut(&id).unwrap().1;
+        if std::mem::take(&mut life.parked) {
+            self.idle.retain(|parked| *parked != id);
+        }
+        life.waking = false;
+    }
+
+    /// The state claimed `id` out of the idle list: it must be the most recently parked.
+    fn claimed(&mut self, id: usize) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            self.idle.pop(),
+            Some(id),
+            "claims the most recently parked runner"
+        );
+        let life = &mut self.runners.get_mut(&id).unwrap().1;
+        life.parked = false;
+        life.waking = true;
+        Ok(())
+    }
+}
+
+type Lifecycle = State<Option<RunnerKey>>;
+
+fn register(state: &mut Lifecycle, model: &mut Model) -> Result<(), TestCaseError> {
+    let key = state.add_runner(None);
+    prop_assert!(
+        model
+            .runners
+            .insert(key.id, (key, Life::default()))
+            .is_none(),
+        "an index in use was handed out"
+    );
+    model.unattached.push(key);
+    Ok(())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     #[test]
-    fn the_state_machine_matches_a_plain_model(
+    fn the_lifecycle_matches_a_plain_model(
         initial in 1..4usize,
-        steps in proptest::collection::vec(step(), 1..120),
+        steps in proptest::collection::vec(step(), 1..150),
     ) {
-        let mut state: State<u64, ()> = State::new(initial);
+        let mut state: Lifecycle = State::new(initial);
         let mut model = Model { target: initial, ..Model::default() };
         for _ in 0..initial {
-            let id = state.add_runner(());
-            model.runners.insert(id, Doing::Idle);
+            register(&mut state, &mut model)?;
         }
-        let mut next_job = 0u64;
 
         for step in steps {
             match step {
-                Step::Push => {
-                    let job = next_job;
-                    match state.push(job) {
-                        Ok((seq, _wake)) => {
-                            prop_assert!(!model.closed);
-                            // Jobs are numbered from 0 in push order, so their sequence number is
-                            // the job itself.
-                            prop_assert_eq!(seq, job);
-                            model.queued.push_back(job);
-                            next_job += 1;
-                        }
-                        Err(back) => {
-                            prop_assert!(model.closed);
-                            prop_assert_eq!(back, job);
-                        }
-                    }
-                }
-                Step::Remove(i) => {
-                    if model.queued.is_empty() {
-                        continue;
-                    }
-                    let seq = model.queued.remove(i % model.queued.len()).unwrap();
-                    prop_assert_eq!(state.remove(seq), Some(seq));
-                    model.cancelled += 1;
-                    model.removed.insert(seq);
-                }
-                Step::RemoveStarted(i) => {
-                    let done: Vec<u64> = model.started.iter().chain(&model.removed).copied().collect();
-                    if done.is_empty() {
-                        continue;
-                    }
-                    prop_assert_eq!(state.remove(done[i % done.len()]), None);
-                }
-                Step::Advance(r, e) => {
-                    if model.runners.is_empty() {
-                        continue;
-                    }
-                    let ids: Vec<usize> = model.runners.keys().copied().collect();
-                    let id = ids[r % ids.len()];
-                    let end = [End::Completed, End::Panicked, End::TimedOut][e as usize];
-                    let finished = match model.runners[&id] {
-                        Doing::Running(_) => {
-                            match end {
-                                End::Completed => model.completed += 1,
-                                End::Panicked => model.panicked += 1,
-                                End::TimedOut => model.timed_out += 1,
-                            }
-                            model.runners.insert(id, Doing::Idle);
-                            Some(end)
-                        }
-                        Doing::Idle => None,
-                    };
-                    let running_before = model.runners.values().filter(|d| **d != Doing::Idle).count();
-                    match state.next(id, finished) {
-                        Next::Run(job, _wake) => {
-                            prop_assert!(model.runners.len() <= model.target);
-                            // The cap: a job starts only while fewer than `target` run.
-                            prop_assert!(running_before < model.target);
-                            let expected = model.queued.pop_front();
-                            prop_assert_eq!(Some(job), expected, "FIFO order");
-                            model.started.push(job);
-                            model.runners.insert(id, Doing::Running(job));
-                        }
-                        Next::Park => {
-                            prop_assert!(model.queued.is_empty() && !model.closed);
-                            prop_assert!(model.runners.len() <= model.target);
-                        }
-                        Next::Exit(_wake) => {
-                            prop_assert!(
-                                model.runners.len() > model.target
-                                    || (model.closed && model.queued.is_empty())
-                            );
-                            model.runners.remove(&id);
-                        }
-                    }
-                }
                 Step::SetTarget(n) => {
-                    let (add, _wake) = state.set_target(n);
+                    let (add, wake) = state.set_target(n);
                     model.target = n;
-                    prop_assert_eq!(add, n.saturating_sub(model.runners.len()));
+                    let live = model.runners.len();
+                    // A closed queue's runners are on their way out: none is added.
+                    let expected = if model.closed { 0 } else { n.saturating_sub(live) };
+                    prop_assert_eq!(add, expected);
+                    prop_assert!(wake.len() <= live.saturating_sub(n), "wakes more than the excess");
+                    prop_assert!(
+                        wake.len() == live.saturating_sub(n).min(model.idle.len()),
+                        "wakes every parked runner it can, up to the excess"
+                    );
+                    for id in wake {
+                        model.claimed(id)?;
+                    }
                     for _ in 0..add {
-                        let id = state.add_runner(());
-                        model.runners.insert(id, Doing::Idle);
+                        register(&mut state, &mut model)?;
                     }
                 }
-                Step::AddRunners => {
-                    // `set_target` to the same value tops the runners up after losses.
-                    let (add, _) = state.set_target(model.target);
-                    prop_assert_eq!(add, model.target.saturating_sub(model.runners.len()));
-                    for _ in 0..add {
-                        let id = state.add_runner(());
-                        model.runners.insert(id, Doing::Idle);
+                Step::Park(i) => {
+                    let Some(id) = model.pick(i) else { continue };
+                    let life = model.runners[&id].1;
+                    if life.parked || life.waking {
+                        // Only a runner in its loop parks.
+                        continue;
+                    }
+                    state.park(id);
+                    model.runners.get_mut(&id).unwrap().1.parked = true;
+                    model.idle.push(id);
+                }
+                Step::Unpark(i) => {
+                    let Some(id) = model.pick(i) else { continue };
+                    let life = model.runners[&id].1;
+                    if !life.parked {
+                        continue;
+                    }
+                    state.unpark(id);
+                    model.runners.get_mut(&id).unwrap().1.parked = false;
+                    model.idle.retain(|parked| *parked != id);
+                }
+                Step::WakeOne => {
+                    let woke = state.wake_one();
+                    if model.waking() > 0 || model.idle.is_empty() {
+                        prop_assert_eq!(woke, None, "one waking runner at a time");
+                    } else {
+                        let Some(id) = woke else {
+                            return Err(TestCaseError::fail("a parked runner was left asleep"));
+                        };
+                        model.claimed(id)?;
                     }
                 }
-                Step::Close => {
-                    let _wake = state.close();
-                    model.closed = true;
+                Step::Awake(i) => {
+                    let Some(id) = model.pick(i) else { continue };
+                    state.awake(id);
+                    model.awake(id);
                 }
-                Step::TakeQueued => {
-                    let taken = state.take_queued();
-                    let expected: Vec<u64> = model.queued.drain(..).collect();
-                    model.cancelled += expected.len() as u64;
-                    prop_assert_eq!(taken, expected);
+                Step::Exit(i) => {
+                    let Some(id) = model.pick(i) else { continue };
+                    let payload = state.exit(id);
+                    model.awake(id);
+                    let (key, _) = model.runners.remove(&id).unwrap();
+                    prop_assert!(payload.is_none() || payload == Some(key));
                 }
                 Step::Lose(i) => {
-                    if model.runners.is_empty() {
+                    let Some(id) = model.pick(i) else { continue };
+                    let (key, life) = model.runners.remove(&id).unwrap();
+                    if life.parked {
+                        model.idle.retain(|parked| *parked != id);
+                    }
+                    let Some((payload, last)) = state.lost(id) else {
+                        return Err(TestCaseError::fail("a live runner was not found"));
+                    };
+                    prop_assert!(payload.is_none() || payload == Some(key));
+                    prop_assert_eq!(last, model.runners.is_empty());
+                    if last {
+                        model.closed = true;
+                    }
+                    prop_assert!(state.lost(id).is_none(), "lost twice");
+                }
+                Step::Close => {
+                    let wake = state.close();
+                    model.closed = true;
+                    prop_assert_eq!(wake.len(), model.idle.len(), "close wakes every parked runner");
+                    for id in wake {
+                        model.claimed(id)?;
+                    }
+                }
+                Step::Attach(i) => {
+                    if model.unattached.is_empty() {
                         continue;
                     }
-                    let ids: Vec<usize> = model.runners.keys().copied().collect();
-                    let id = ids[i % ids.len()];
-                    if let Some(Doing::Running(_)) = model.runners.remove(&id) {
-                        model.aborted += 1;
+                    let key = model.unattached.remove(i % model.unattached.len());
+                    let live = model.runners.get(&key.id).map(|(k, _)| *k) == Some(key);
+                    match state.attach(key) {
+                        Attach::Keep(payload) => {
+                            prop_assert!(live && !model.aborting);
+                            prop_assert_eq!(*payload, None, "attached twice");
+                            *payload = Some(key);
+                            model.attached.push(key);
+                        }
+                        Attach::AbortNow => {
+                            prop_assert!(live && model.aborting);
+                            model.abort_sent.push(key);
+                        }
+                        Attach::Gone => prop_assert!(!live, "a live runner was not attached"),
                     }
-                    let (lost, _wake) = state.lost(id);
-                    if model.runners.is_empty() {
-                        model.closed = true;
-                        let expected: Vec<u64> = model.queued.drain(..).collect();
-                        model.cancelled += expected.len() as u64;
-                        prop_assert_eq!(lost, expected);
-                    } else {
-                        prop_assert!(lost.is_empty());
-                    }
+                }
+                Step::BeginAbort => {
+                    let mut collected: Vec<RunnerKey> =
+                        state.begin_abort().flatten().copied().collect();
+                    model.aborting = true;
+                    let mut expected: Vec<RunnerKey> = model
+                        .attached
+                        .iter()
+                        .filter(|key| model.runners.get(&key.id).map(|(k, _)| k) == Some(*key))
+                        .copied()
+                        .collect();
+                    collected.sort_by_key(|key| key.serial);
+                    expected.sort_by_key(|key| key.serial);
+                    prop_assert_eq!(&collected, &expected);
+                    model.abort_sent.extend(collected);
                 }
             }
 
-            let running = model.runners.values().filter(|d| **d != Doing::Idle).count();
-            // No queued job waits while runners sleep and none of them is being woken.
-            let (parked, waking) = state.parked_and_waking();
-            prop_assert!(
-                model.queued.is_empty() || parked == 0 || waking > 0,
-                "{} queued, {parked} parked, none waking", model.queued.len()
-            );
-            prop_assert_eq!(state.queued(), model.queued.len());
-            prop_assert_eq!(state.running(), running);
+            // No runner escapes a shutdown.
+            prop_assert_eq!(state.is_aborting(), model.aborting);
+            if model.aborting {
+                for (key, _) in model.runners.values() {
+                    prop_assert!(
+                        model.abort_sent.contains(key) || model.unattached.contains(key),
+                        "runner {:?} escapes the shutdown", key
+                    );
+                }
+            }
             prop_assert_eq!(state.runners(), model.runners.len());
+            prop_assert_eq!(state.parked(), model.idle.len());
+            prop_assert_eq!(state.waking(), model.waking());
             prop_assert_eq!(state.target(), model.target);
             prop_assert_eq!(state.is_closed(), model.closed);
-            prop_assert_eq!(state.is_idle(), model.queued.is_empty() && running == 0);
-            let counters = state.counters();
-            prop_assert_eq!(
-                (counters.completed, counters.panicked, counters.timed_out, counters.aborted, counters.cancelled),
-                (model.completed, model.panicked, model.timed_out, model.aborted, model.cancelled)
-            );
-            // Every job pushed is queued, started or cancelled, exactly once.
-            prop_assert_eq!(
-                model.queued.len() as u64 + model.started.len() as u64 + model.cancelled,
-                next_job
-            );
+            prop_assert_eq!(state.excess(), model.runners.len() > model.target);
         }
     }
 }
 
-/// After runners park, a push claims one of them; further pushes wait for it to take its job,
-/// and it then wakes the next parked runner.
+/// Regression (issue 11): a runner that exits before its task is attached frees its index; the
+/// late attach must not reach the runner that reuses the index (whose own handle it would
+/// overwrite, leaving a runner that a shutdown cannot abort).
 #[test]
-fn a_push_claims_a_parked_runner_once() {
-    let mut state: State<u8, ()> = State::new(2);
-    let a = state.add_runner(());
-    let b = state.add_runner(());
-    assert!(matches!(state.next(a, None), Next::Park));
-    assert!(matches!(state.next(b, None), Next::Park));
-    // A spurious step does not park a runner twice.
-    assert!(matches!(state.next(b, None), Next::Park));
-    let (_, first) = state.push(1).unwrap();
-    // One runner is waking up: the next pushes do not wake another yet.
-    let (_, second) = state.push(2).unwrap();
-    let (_, third) = state.push(3).unwrap();
-    assert_eq!((second, third), (None, None));
-    // The woken runner takes a job and, jobs being left, claims the other parked runner.
-    let woken = first.unwrap();
-    let Next::Run(1, Some(chained)) = state.next(woken, None) else {
-        panic!("the woken runner runs job 1 and wakes the other runner")
-    };
-    assert_ne!(chained, woken);
-    assert!([a, b].contains(&chained));
-    // That one takes job 2; no parked runner is left to wake.
-    assert!(matches!(state.next(chained, None), Next::Run(2, None)));
+fn a_late_attach_does_not_reach_the_runner_that_reused_the_index() {
+    let mut state: Lifecycle = State::new(1);
+    let first = state.add_runner(None);
+    // The target goes down to 0 and the runner exits before its spawner attaches it...
+    state.set_target(0);
+    assert!(state.excess());
+    state.exit(first.id);
+    // ...and another runner takes its index.
+    state.set_target(1);
+    let second = state.add_runner(None);
+    assert_eq!(second.id, first.id);
+    match state.attach(second) {
+        Attach::Keep(payload) => *payload = Some(second),
+        other => panic!("the new runner is attached, not {other:?}"),
+    }
+    assert!(matches!(state.attach(first), Attach::Gone));
+    let kept: Vec<_> = state.begin_abort().copied().collect();
+    assert_eq!(kept, [Some(second)]);
+}
+
+/// A runner spawned while a shutdown collects the abort handles is attached after the
+/// collection: it is told to abort at once.
+#[test]
+fn a_runner_attached_after_the_collection_is_aborted() {
+    let mut state: Lifecycle = State::new(1);
+    let key = state.add_runner(None);
+    assert_eq!(state.begin_abort().count(), 1);
+    assert!(matches!(state.attach(key), Attach::AbortNow));
+}
+
+/// After runners park, a submission claims one of them; further submissions leave the waking
+/// runner to chain the next wake-up.
+#[test]
+fn a_submission_claims_a_parked_runner_once() {
+    let mut state: Lifecycle = State::new(2);
+    let a = state.add_runner(None).id;
+    let b = state.add_runner(None).id;
+    state.park(a);
+    state.park(b);
+    assert_eq!(state.wake_one(), Some(b));
+    assert_eq!(state.wake_one(), None, "b is waking: it chains");
+    state.awake(b);
+    assert_eq!(state.wake_one(), Some(a));
+    assert_eq!((state.parked(), state.waking()), (0, 1));
 }
 
 /// Lowering the target wakes parked runners so that they exit, and never more than needed.
 #[test]
 fn lowering_the_target_wakes_parked_runners_in_excess() {
-    let mut state: State<u8, ()> = State::new(3);
-    let ids: Vec<usize> = (0..3).map(|_| state.add_runner(())).collect();
+    let mut state: Lifecycle = State::new(3);
+    let ids: Vec<usize> = (0..3).map(|_| state.add_runner(None).id).collect();
     for id in &ids {
-        assert!(matches!(state.next(*id, None), Next::Park));
+        state.park(*id);
     }
     let (add, wake) = state.set_target(1);
     assert_eq!((add, wake.len()), (0, 2));
     for id in wake {
-        assert!(matches!(state.next(id, None), Next::Exit(None)));
+        state.awake(id);
+        assert!(state.excess());
+        state.exit(id);
     }
+    assert!(!state.excess());
     assert_eq!(state.runners(), 1);
-}
-
-/// Regression: runners woken to exit (the target went down) held back the wake-up of a push;
-/// the last of them must wake a parked runner for the queued job.
-#[test]
-fn runners_woken_to_exit_hand_the_wake_up_on() {
-    let mut state: State<u8, ()> = State::new(3);
-    let ids: Vec<usize> = (0..3).map(|_| state.add_runner(())).collect();
-    for id in &ids {
-        assert!(matches!(state.next(*id, None), Next::Park));
-    }
-    let (_, exiting) = state.set_target(1);
-    let (_, wake) = state.push(7).unwrap();
-    assert_eq!(
-        wake, None,
-        "a runner is waking: the push does not wake another"
-    );
-    assert!(matches!(state.next(exiting[0], None), Next::Exit(None)));
-    let Next::Exit(Some(next)) = state.next(exiting[1], None) else {
-        panic!("the last exiting runner must wake the parked one")
-    };
-    assert!(matches!(state.next(next, None), Next::Run(7, None)));
 }

@@ -1,0 +1,71 @@
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use super::handle::Line;
+use crate::error::BuildError;
+
+/// Configures a [`Line`] (made by [`Line::builder`]).
+///
+/// ```
+/// use herder::Line;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let auth: Line<String> = Line::builder()
+///     .recovery_timeout(Duration::from_secs(10)) // a login that hangs frees the line
+///     .build()
+///     .expect("valid settings");
+/// assert!(!auth.is_recovering());
+///
+/// let err = Line::<String>::builder().recovery_timeout(Duration::ZERO).build().unwrap_err();
+/// assert_eq!(err.to_string(), "invalid Line setting: recovery_timeout must be more than zero");
+/// # }
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<O> {
+    recovery_timeout: Option<Duration>,
+    _outcome: PhantomData<fn() -> O>,
+}
+
+impl<O> Builder<O>
+where
+    O: Clone + Send + 'static,
+{
+    pub(super) fn new() -> Self {
+        Builder {
+            recovery_timeout: None,
+            _outcome: PhantomData,
+        }
+    }
+
+    /// Gives up on a recovery that runs longer than `timeout` (default: none): the recovery is
+    /// dropped, the leader and every joiner get an error that
+    /// [`is_timeout`](super::RecoverError::is_timeout), the epoch goes up as for any finished
+    /// recovery, and the line is free again (so queues paused on it resume). Must be more than
+    /// zero; a timeout too far away to be represented (`Duration::MAX`) never fires.
+    pub fn recovery_timeout(mut self, timeout: Duration) -> Self {
+        self.recovery_timeout = Some(timeout);
+        self
+    }
+
+    /// Builds the line, or says which setting is invalid.
+    pub fn build(self) -> Result<Line<O>, BuildError> {
+        if self.recovery_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::new(
+                "Line",
+                "recovery_timeout must be more than zero",
+            ));
+        }
+        Ok(Line::with_timeout(self.recovery_timeout))
+    }
+}
+
+impl<O> fmt::Debug for Builder<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("recovery_timeout", &self.recovery_timeout)
+            .finish()
+    }
+}

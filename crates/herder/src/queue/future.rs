@@ -1,0 +1,56 @@
+//! The future a handle awaits: the job's result, and the duty to cancel the job if the handle is
+//! dropped before the job started.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::core::Core;
+use super::job::{Output, Slot};
+
+/// Awaits a job's result; if dropped first, cancels the job when it has not started (it will
+/// not run, and its place is free at once). Both handle types wrap one.
+pub(crate) struct Receipt<T, J: ?Sized> {
+    slot: Arc<Slot<T>>,
+    /// Set while the result has not arrived and the handle is attached.
+    core: Option<Arc<Core<J>>>,
+}
+
+impl<T, J: ?Sized> Receipt<T, J> {
+    pub(crate) fn new(slot: Arc<Slot<T>>, core: Arc<Core<J>>) -> Self {
+        Receipt {
+            slot,
+            core: Some(core),
+        }
+    }
+
+    /// Lets the job run without anyone awaiting it.
+    pub(crate) fn detach(mut self) {
+        self.core = None;
+    }
+
+    pub(crate) fn is_attached(&self) -> bool {
+        self.core.is_some()
+    }
+}
+
+impl<T, J: ?Sized> Future for Receipt<T, J> {
+    type Output = Output<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Output<T>> {
+        let result = std::task::ready!(self.slot.poll(cx));
+        self.core = None;
+        Poll::Ready(result)
+    }
+}
+
+impl<T, J: ?Sized> Drop for Receipt<T, J> {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.take()
+            && self.slot.cancel()
+        {
+            core.cancelled();
+        }
+    }
+}

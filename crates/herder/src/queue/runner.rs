@@ -1,0 +1,145 @@
+//! A runner: the task that takes the oldest job, runs it, and so on, until the core tells it to
+//! exit; and the guard that unregisters it however its task ends.
+
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+use super::core::{Core, Idle, NewRunner, RunnerCounts, drop_quietly};
+use super::error::OperationError;
+use super::job::{Job, RunJob};
+use super::state::{End, RunnerKey};
+use crate::flight::panic_message;
+
+/// How a flavour starts a runner task: on a runtime (`Send` jobs) or on the current
+/// `LocalSet`.
+pub(crate) trait Spawn<J: ?Sized + Job> {
+    /// Spawns `run(guard, wake)` and returns its abort handle.
+    fn spawn(&self, guard: RunnerGuard<J>, wake: Arc<Notify>) -> AbortHandle;
+}
+
+/// Spawns the runners registered in `new` and attaches their abort handles. A runner that
+/// exits before its handle is attached, or a shutdown that aborts the runners meanwhile, are
+/// handled by [`Core::attach`].
+pub(crate) fn start<J, S>(core: &Arc<Core<J>>, spawner: &S, new: Vec<NewRunner>)
+where
+    J: ?Sized + Job,
+    S: Spawn<J>,
+{
+    for (key, wake, counts) in new {
+        let abort = spawner.spawn(RunnerGuard::new(core.clone(), key, counts), wake);
+        core.attach(key, abort);
+    }
+}
+
+/// A runner's identity, and the duty to unregister it: if its task is dropped before it exits
+/// (aborted by a shutdown, or dropped with its runtime), the core learns it, the job it was
+/// running counts as aborted, and if it was the last runner the queued jobs are cancelled.
+/// Made before the task is spawned, so it also covers a task dropped before its first poll.
+pub(crate) struct RunnerGuard<J: ?Sized + Job> {
+    core: Arc<Core<J>>,
+    id: usize,
+    counts: Arc<RunnerCounts>,
+    exited: bool,
+}
+
+impl<J: ?Sized + Job> RunnerGuard<J> {
+    fn new(core: Arc<Core<J>>, key: RunnerKey, counts: Arc<RunnerCounts>) -> Self {
+        RunnerGuard {
+            core,
+            id: key.id,
+            counts,
+            exited: false,
+        }
+    }
+}
+
+impl<J: ?Sized + Job> Drop for RunnerGuard<J> {
+    fn drop(&mut self) {
+        if !self.exited {
+            self.core.lost(self.id);
+        }
+    }
+}
+
+/// A runner: takes the oldest job, runs it, and so on, until it is told to exit.
+pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<Notify>) {
+    let core = guard.core.clone();
+    let counts = guard.counts.clone();
+    let id = guard.id;
+    // Woken to take a job: once it has one, it wakes the next parked runner if jobs remain.
+    let mut woken = false;
+    loop {
+        for gate in core.gates.iter() {
+            // Hold off while a line recovers (the last job's end is already counted, so
+            // `stats` and `wait_idle` do not count this runner as busy meanwhile).
+            while gate.is_recovering() {
+                gate.cleared().await;
+            }
+        }
+        if core.in_excess() && core.exit_if_excess(id) {
+            guard.exited = true;
+            return;
+        }
+        match core.next_job(&counts) {
+            Some(mut job) => {
+                if std::mem::take(&mut woken) {
+                    core.chain();
+                }
+                let end = execute(job.as_mut(), core.timeout).await;
+                core.finished(&counts, end);
+                // Dropped once counted: this hands its result to its handle.
+                drop_quietly(job);
+            }
+            None => match core.idle(id) {
+                Idle::Retry => {}
+                Idle::Wait => {
+                    wake.notified().await;
+                    core.awake(id);
+                    woken = true;
+                }
+                Idle::Exit => {
+                    guard.exited = true;
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Runs one job to its end: its output, its panic or its timeout reaches its handle.
+async fn execute<J: ?Sized + Job>(mut job: Pin<&mut J>, timeout: Option<Duration>) -> End {
+    let run = RunJob(job.as_mut());
+    let ended = match timeout {
+        None => AssertUnwindSafe(run)
+            .catch_unwind()
+            .await
+            .map(|()| End::Completed),
+        Some(limit) => AssertUnwindSafe(tokio::time::timeout(limit, run))
+            .catch_unwind()
+            .await
+            .map(|result| match result {
+                Ok(()) => End::Completed,
+                Err(_) => End::TimedOut,
+            }),
+    };
+    match ended {
+        Ok(End::TimedOut) => {
+            job.as_mut().fail(OperationError::timed_out());
+            End::TimedOut
+        }
+        Ok(end) => end,
+        Err(payload) => {
+            let message = panic_message(payload);
+            #[cfg(feature = "tracing")]
+            tracing::warn!(%message, "queued operation panicked");
+            job.as_mut().fail(OperationError::panicked(message));
+            End::Panicked
+        }
+    }
+}
