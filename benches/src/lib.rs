@@ -6,6 +6,7 @@
 //! trivial operations (`i * 2`, see [`queue`]).
 
 pub mod cache;
+pub mod contract;
 pub mod fleet;
 pub mod peers;
 pub mod queue;

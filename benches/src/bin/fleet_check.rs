@@ -13,10 +13,9 @@
 //! Options: `--seed N`, `--keys N`, `--bound-ms N` (propagation bound, default 250),
 //! `--recovery-ms N` (default 3000), `--gap-ms N` (longest healthy gap between faults, default
 //! 4000), `--hold-ms N` (longest fault, default 800), `--no-faults`. The harness is the one `cargo test` runs
-//! (`crates/herder-redis/tests/support/fleet.rs`).
+//! (`herder_benches::contract`).
 
-#[path = "../../../crates/herder-redis/tests/support/fleet.rs"]
-mod fleet;
+use herder_benches::contract as fleet;
 
 use std::time::Duration;
 

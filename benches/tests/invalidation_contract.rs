@@ -9,6 +9,7 @@
 //! started. Set `HERDER_SEED` to replay a seed; a failure prints it with the offending reads.
 //! The regression tests below reproduce the issue "Invalidation is final" items 1 to 3 by name.
 
+#[path = "../../crates/herder/tests/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;

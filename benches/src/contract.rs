@@ -1,8 +1,7 @@
-//! The fleet consistency check, shared by `tests/fleet_contract.rs` (seconds) and the
+//! The fleet consistency check, shared by `benches/tests/fleet_contract.rs` (seconds) and the
 //! `fleet_check` bench binary (minutes): N instances, each a `Cache` over its own `RedisTier`
 //! (some with a `DataLoader` in front), all reaching a real `redis-server` through a
 //! [`FaultProxy`]; a versioned database; the `herder_testkit` workload and contract check.
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
 use std::sync::Arc;

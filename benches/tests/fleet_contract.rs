@@ -1,7 +1,7 @@
 //! The invalidation contract across a fleet: instances, each a `Cache` over its own `RedisTier`,
 //! in front of one real `redis-server` reached through a fault-injecting proxy.
 //!
-//! The randomized check (`support/fleet.rs`, shared with the `fleet_check` bench binary) runs
+//! The randomized check (`herder_benches::contract`, shared with the `fleet_check` binary) runs
 //! readers and writers on every instance while the proxy adds latency, stalls, blackholes, resets
 //! and refuses connections and the server is paused and restarted; it asserts that no read broke
 //! the contract and that the fleet converged once the faults ended. `HERDER_SEED` replays a
@@ -9,9 +9,7 @@
 //!
 //! Real clock throughout (Redis is another process); waits are polls with deadlines.
 
-#[path = "support/fleet.rs"]
-mod fleet;
-mod support;
+use herder_benches::contract as fleet;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +17,24 @@ use std::time::Duration;
 use fleet::{Check, Member, NAMESPACE};
 use herder_testkit::{Database, RedisServer};
 use redis::AsyncCommands;
-use support::{eventually, raw};
+
+/// A plain connection, to look at or tamper with what the tier stored.
+async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis.url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Polls `condition` every 5 ms for up to `within`; the real clock, since Redis is real.
+async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    condition()
+}
 
 fn seed() -> u64 {
     let seed = std::env::var("HERDER_SEED")
@@ -30,9 +45,9 @@ fn seed() -> u64 {
     seed
 }
 
-/// The Redis key of `key`'s value in the fleet's namespace (generation 0; see `scripts.rs`).
+/// The Redis key of `key`'s value in the fleet's namespace (single server; see `layout.rs`).
 fn value_key(key: u64) -> Vec<u8> {
-    let mut name = format!("{NAMESPACE}:h1:0:v:").into_bytes();
+    let mut name = format!("{NAMESPACE}:h1:v:").into_bytes();
     name.extend(postcard::to_stdvec(&key).unwrap());
     name
 }
