@@ -200,3 +200,32 @@ fn a_batch_dropped_with_its_runtime_releases_the_cache_flights_it_led() {
         .unwrap();
     assert!(second.block_on(pending).unwrap_err().is_cancelled());
 }
+
+/// With a cache in front, the cache is the memo: `prime` fills it, `clear` and `clear_all`
+/// reach it, and `memo(true)` keeps no second copy that would outlive an invalidation.
+#[tokio::test(start_paused = true)]
+async fn prime_fills_the_cache_and_clear_reaches_it() {
+    let cache = cache(60 * SECOND);
+    let backend = Instant::default();
+    let loader = DataLoader::builder(backend.clone())
+        .memo(true)
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    loader.prime(7, 700);
+    assert_eq!(cache.get(&7), Some(700), "prime filled the cache");
+    assert_eq!(loader.load(7).await.unwrap(), Some(700));
+    assert_eq!(backend.calls(), 0);
+    loader.clear(&7);
+    assert_eq!(cache.get(&7), None, "clear reached the cache");
+    assert_eq!(loader.load(7).await.unwrap(), Some(70));
+    assert_eq!(backend.calls(), 1);
+    // An invalidation of the cache is seen by the loader at once: no memo kept the old value.
+    cache.invalidate(&7);
+    loader.load(7).await.unwrap();
+    assert_eq!(backend.calls(), 2);
+    assert_eq!(loader.stats().memoized, 0);
+    loader.load_many([1, 2]).await.unwrap();
+    loader.clear_all();
+    assert_eq!(cache.stats().entries, 0, "clear_all reached the cache");
+}

@@ -207,7 +207,9 @@ impl<L: Loader> DataLoader<L> {
     }
 
     /// Stores `value` for `key` in the memo, replacing what was there, so that loads of `key`
-    /// skip the loader. Without a memo ([`Builder::memo`]) this does nothing.
+    /// skip the loader. With a [cache](Builder::cache) in front, the value goes into the cache
+    /// instead, as [`Cache::insert`](crate::Cache::insert) would put it (the cache is the memo).
+    /// Without either, this does nothing.
     ///
     /// A load of `key` already under way still answers its own callers, but does not overwrite
     /// the primed value.
@@ -233,12 +235,18 @@ impl<L: Loader> DataLoader<L> {
     /// # }
     /// ```
     pub fn prime(&self, key: L::Key, value: L::Value) {
-        lock(&self.shared.state).prime(key, value);
+        match &self.shared.cache {
+            // The cache is the memo: the value fills it (an explicit write, as `Cache::insert`).
+            Some(cache) => cache.insert(key, Some(value), None),
+            None => lock(&self.shared.state).prime(key, value),
+        }
     }
 
     /// Forgets `key`: its memoized value, and its load under way if that load has started, whose
     /// callers still get its result but whose result is not memoized. The next load of `key`
-    /// asks the loader.
+    /// asks the loader. With a [cache](Builder::cache) in front, the key is invalidated in the
+    /// cache, as [`Cache::invalidate`](crate::Cache::invalidate) would (and, through its tier,
+    /// in every instance's).
     ///
     /// ```
     /// # use herder::{DataLoader, Loader};
@@ -263,9 +271,13 @@ impl<L: Loader> DataLoader<L> {
     /// ```
     pub fn clear(&self, key: &L::Key) {
         lock(&self.shared.state).clear(key);
+        if let Some(cache) = &self.shared.cache {
+            cache.invalidate(key);
+        }
     }
 
-    /// [`clear`](DataLoader::clear) for every key.
+    /// [`clear`](DataLoader::clear) for every key; with a [cache](Builder::cache) in front, the
+    /// whole cache is invalidated.
     ///
     /// ```
     /// # use herder::{DataLoader, Loader};
@@ -290,6 +302,9 @@ impl<L: Loader> DataLoader<L> {
     /// ```
     pub fn clear_all(&self) {
         lock(&self.shared.state).clear_all();
+        if let Some(cache) = &self.shared.cache {
+            cache.invalidate_all();
+        }
     }
 
     /// A snapshot of the counters.

@@ -11,7 +11,7 @@ use super::builder::Builder;
 use super::bulk;
 use super::clock::{self, Clock};
 use super::config::Config;
-use super::entry::{Entry, Freshness, Loaded};
+use super::entry::{Freshness, Loaded};
 use super::error::CacheError;
 use super::fetch::{self, Lookup};
 use super::listener::Listener;
@@ -425,14 +425,7 @@ where
     }
 
     fn insert_entry(&self, key: K, value: Option<V>, ttl: Option<Duration>) {
-        let inner = &self.inner;
-        // Other instances' copies are now stale: drop them (and the shared one).
-        if let Some(tier) = &inner.tier {
-            tier.invalidate(&key);
-        }
-        // Retires the load under way, in the same step, so it cannot overwrite this value.
-        let entry = Entry::new(value, ttl, inner.clock.now(), Duration::ZERO, &inner.config);
-        inner.put(key, entry);
+        self.inner.insert(key, value, ttl);
     }
 
     /// Removes `key`. A load of `key` under way still answers its callers, but its result is not
@@ -472,13 +465,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        // The tier first: from here on this instance does not read `key` from it until the
-        // shared copy is gone, so a load that starts after the local removal cannot bring the
-        // old value back from the tier.
-        if let Some(tier) = &self.inner.tier {
-            tier.invalidate(&key.to_owned());
-        }
-        self.inner.remove_key(key)
+        self.inner.invalidate(key)
     }
 
     /// [`invalidate`](Cache::invalidate) for every key.
@@ -491,10 +478,7 @@ where
     /// assert_eq!(cache.stats().entries, 0);
     /// ```
     pub fn invalidate_all(&self) {
-        if let Some(tier) = &self.inner.tier {
-            tier.invalidate_all();
-        }
-        self.inner.remove_all();
+        self.inner.invalidate_all();
     }
 
     /// `true` if `key` holds a fresh or stale value (not a cached absence); does not count as a

@@ -16,6 +16,7 @@
 
 use std::borrow::Borrow;
 use std::hash::Hash;
+use std::time::Duration;
 
 use super::entry::{Entry, Freshness};
 use super::handle::Inner;
@@ -85,5 +86,39 @@ where
             }
             self.storage.clear();
         });
+    }
+
+    /// Stores `value` (or a cached absence) as an explicit write: the tier's copies go first,
+    /// then the local entry is replaced and the load under way retired, in one step.
+    pub(crate) fn insert(&self, key: K, value: Option<V>, ttl: Option<Duration>) {
+        // Other instances' copies are now stale: drop them (and the shared one).
+        if let Some(tier) = &self.tier {
+            tier.invalidate(&key);
+        }
+        let entry = Entry::new(value, ttl, self.clock.now(), Duration::ZERO, &self.config);
+        self.put(key, entry);
+    }
+
+    /// Invalidates `key` here and, through the tier, everywhere; returns the value it held here.
+    pub(crate) fn invalidate<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        // The tier first: from here on this instance does not read `key` from it until the
+        // shared copy is gone, so a load that starts after the local removal cannot bring the
+        // old value back from the tier.
+        if let Some(tier) = &self.tier {
+            tier.invalidate(&key.to_owned());
+        }
+        self.remove_key(key)
+    }
+
+    /// [`Inner::invalidate`] for every key.
+    pub(crate) fn invalidate_all(&self) {
+        if let Some(tier) = &self.tier {
+            tier.invalidate_all();
+        }
+        self.remove_all();
     }
 }
