@@ -323,7 +323,13 @@ async fn after_a_restart_the_tier_recovers_its_scripts_and_subscriptions() {
     // Scripts are loaded again on first use, fills land, invalidations flow.
     let reads = Instant::now();
     loop {
-        a.cache.invalidate_all();
+        // Evict key 2 and wait until Redis has applied it: while an invalidation is pending,
+        // this instance does not read or fill the key in Redis.
+        a.cache.invalidate(&2);
+        eventually(Duration::from_secs(3), || {
+            a.tier.stats().invalidations_pending == 0
+        })
+        .await;
         let _ = a.cache.get_with(2, backend.load(2)).await;
         if a.tier.stats().fills >= 2 || reads.elapsed() > Duration::from_secs(10) {
             break;
