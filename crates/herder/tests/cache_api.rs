@@ -189,3 +189,91 @@ async fn a_panicking_listener_does_not_disturb_the_cache() {
     cache.invalidate(&1);
     assert_eq!(cache.get_with(1, || async { 3 }).await, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn time_to_idle_expires_unread_entries_and_reads_keep_them() {
+    let log: Log = Arc::default();
+    let sink = log.clone();
+    let cache: Cache<String, u32> = Cache::builder()
+        .max_capacity(100)
+        .time_to_idle(16 * SECOND)
+        .time_to_live(100 * SECOND)
+        .eviction_listener(move |key, value, cause| sink.lock().unwrap().push((key, value, cause)))
+        .build()
+        .unwrap();
+    cache.insert("read".into(), 1);
+    cache.insert("unread".into(), 2);
+    // Read every 10 s: kept. Unread: gone after 16 s.
+    for _ in 0..5 {
+        advance(10 * SECOND).await;
+        assert_eq!(cache.get("read"), Some(1));
+    }
+    assert_eq!(cache.get("unread"), None);
+    assert_eq!(drain(&log), [("unread".into(), 2, RemovalCause::Expired)]);
+    // The time to live still ends it, however often it is read.
+    for _ in 0..5 {
+        advance(10 * SECOND).await;
+        cache.get("read");
+    }
+    assert_eq!(cache.get("read"), None, "100 s time to live");
+    // A loaded value is kept by its reads too, and joins no second load meanwhile.
+    assert_eq!(cache.get_with("loaded".into(), || async { 3 }).await, 3);
+    advance(12 * SECOND).await;
+    assert_eq!(
+        cache
+            .get_with("loaded".into(), || async { unreachable!() })
+            .await,
+        3
+    );
+    advance(12 * SECOND).await;
+    assert_eq!(
+        cache.get("loaded"),
+        Some(3),
+        "the read at 12 s pushed the deadline back"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_never_brings_back_an_entry_invalidated_while_it_was_kept_alive() {
+    let cache: Cache<u32, u32> = Cache::builder()
+        .max_capacity(100)
+        .time_to_idle(16 * SECOND)
+        .build()
+        .unwrap();
+    cache.insert(1, 1);
+    advance(8 * SECOND).await;
+    assert_eq!(cache.get(&1), Some(1));
+    cache.invalidate(&1);
+    advance(SECOND).await;
+    assert_eq!(cache.get(&1), None);
+    cache.insert(1, 2);
+    advance(8 * SECOND).await;
+    assert_eq!(cache.get(&1), Some(2));
+}
+
+#[test]
+fn time_to_idle_settings_that_cannot_work_are_refused() {
+    let refused =
+        |b: herder::cache::Builder<u32, u32>| b.max_capacity(1).build().unwrap_err().to_string();
+    assert!(
+        refused(Cache::builder().time_to_idle(Duration::ZERO))
+            .contains("time_to_idle must be positive")
+    );
+    assert!(
+        refused(
+            Cache::builder()
+                .time_to_live(SECOND)
+                .time_to_idle(SECOND)
+                .early_refresh(herder::cache::EarlyRefresh::Fraction(0.5))
+        )
+        .contains("cannot be combined")
+    );
+    // At its maximum it saturates to never.
+    let cache: Cache<u32, u32> = Cache::builder()
+        .max_capacity(1)
+        .time_to_idle(Duration::MAX)
+        .build()
+        .unwrap();
+    cache.insert(1, 1);
+    assert_eq!(cache.get(&1), Some(1));
+}

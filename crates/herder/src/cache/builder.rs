@@ -84,6 +84,37 @@ where
         self
     }
 
+    /// How long an entry may go unread before it expires (default: no limit), as moka's
+    /// `time_to_idle`; with a [`time_to_live`](Builder::time_to_live) too, the earlier of the two
+    /// ends it. A read pushes the idle deadline back when it has moved by more than a sixteenth
+    /// of `idle` (rewriting the entry at every read of a hot key would cost more than the read),
+    /// so an entry may expire up to `idle / 16` early. Cannot be combined with
+    /// [`EarlyRefresh::Fraction`].
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let sessions: Cache<&str, u32> = Cache::builder()
+    ///     .max_capacity(100)
+    ///     .time_to_idle(Duration::from_secs(60))
+    ///     .build()
+    ///     .unwrap();
+    /// sessions.insert("alice", 1);
+    /// tokio::time::advance(Duration::from_secs(50)).await;
+    /// assert_eq!(sessions.get("alice"), Some(1)); // read: idle again from here
+    /// tokio::time::advance(Duration::from_secs(50)).await;
+    /// assert_eq!(sessions.get("alice"), Some(1));
+    /// tokio::time::advance(Duration::from_secs(61)).await;
+    /// assert_eq!(sessions.get("alice"), None); // unread for 61 s
+    /// # }
+    /// ```
+    pub fn time_to_idle(mut self, idle: Duration) -> Self {
+        self.config.tti = Some(idle);
+        self
+    }
+
     /// How long a "not found" answer ([`Loaded::not_found`](super::Loaded::not_found)) is cached
     /// (default: not at all).
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {

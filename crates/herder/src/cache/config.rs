@@ -51,6 +51,8 @@ pub(crate) struct Config {
     pub(crate) stale_window: Duration,
     pub(crate) fail_safe: Option<FailSafe>,
     pub(crate) early_refresh: EarlyRefresh,
+    /// An entry not read for this long expires (its TTL still applies).
+    pub(crate) tti: Option<Duration>,
     pub(crate) wait_timeout: Option<Duration>,
     pub(crate) load_timeout: Option<Duration>,
     pub(crate) soft_load_timeout: Option<Duration>,
@@ -66,6 +68,7 @@ impl Default for Config {
             stale_window: Duration::ZERO,
             fail_safe: None,
             early_refresh: EarlyRefresh::Off,
+            tti: None,
             wait_timeout: None,
             load_timeout: None,
             soft_load_timeout: None,
@@ -113,6 +116,12 @@ impl Config {
                 return Some("early_refresh needs a time_to_live");
             }
             _ => {}
+        }
+        if self.tti.is_some_and(|tti| tti.is_zero()) {
+            return Some("time_to_idle must be positive");
+        }
+        if self.tti.is_some() && matches!(self.early_refresh, EarlyRefresh::Fraction(_)) {
+            return Some("time_to_idle cannot be combined with early_refresh(Fraction)");
         }
         if self.ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Some("time_to_live must be positive");

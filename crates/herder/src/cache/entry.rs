@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::clock::{NEVER, after};
+use super::clock::{NEVER, after, nanos};
 use super::config::{Config, EarlyRefresh};
 
 /// What a loader found, and for how long to keep it.
@@ -110,14 +110,23 @@ impl<V> Entry<V> {
             (None, None) => config.negative_ttl,
         };
         let fresh_until = ttl.map_or(NEVER, |ttl| after(now, ttl));
-        let refresh_at = match (config.early_refresh, ttl) {
-            (EarlyRefresh::Fraction(f), Some(ttl)) if value.is_some() => after(now, ttl.mul_f64(f)),
+        let aux = match (config.tti, config.early_refresh, ttl) {
+            // With a time to idle, `aux` keeps the TTL's deadline, and `fresh_until` is the
+            // earlier of it and the idle deadline (`Config::invalid` refuses a fraction with it).
+            (Some(_), _, _) => fresh_until,
+            (None, EarlyRefresh::Fraction(f), Some(ttl)) if value.is_some() => {
+                after(now, ttl.mul_f64(f))
+            }
             _ => NEVER,
+        };
+        let fresh_until = match config.tti {
+            Some(tti) => fresh_until.min(after(now, tti)),
+            None => fresh_until,
         };
         Entry {
             value,
             fresh_until,
-            aux: refresh_at,
+            aux,
             load_micros: u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX),
             degraded: false,
         }
@@ -134,6 +143,23 @@ impl<V> Entry<V> {
             load_micros: 0,
             degraded: true,
         }
+    }
+
+    /// With a time to idle: the new deadline of this entry read at `now`, if it moved by more
+    /// than a sixteenth of `tti` (so that hot keys are not rewritten at every read; an entry may
+    /// therefore expire up to `tti / 16` early). Never past the TTL's deadline (`aux`).
+    pub(crate) fn touched(&self, now: u64, tti: Duration) -> Option<u64> {
+        if self.degraded {
+            return None;
+        }
+        let target = after(now, tti).min(self.aux);
+        (target > self.fresh_until.saturating_add(nanos(tti) / 16)).then_some(target)
+    }
+
+    /// The same entry with its deadline moved to `fresh_until` (a read within its idle time).
+    pub(crate) fn with_deadline(mut self, fresh_until: u64) -> Self {
+        self.fresh_until = fresh_until;
+        self
     }
 
     /// `true` when classifying this entry needs the time (it expires or refreshes early).

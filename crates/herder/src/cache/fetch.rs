@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::EarlyRefresh;
-use super::entry::{Freshness, Loaded};
+use super::entry::{Entry, Freshness, Loaded};
 use super::error::CacheError;
 use super::handle::Inner;
 use super::listener::{RemovalCause, Removed};
@@ -49,6 +49,9 @@ where
                 && !entry.degraded
                 && matches!(self.config.early_refresh, EarlyRefresh::Off)
             {
+                if let Some(tti) = self.config.tti {
+                    self.keep_alive(key, &entry, now, tti);
+                }
                 return self.hit(entry.value);
             }
             now
@@ -61,7 +64,11 @@ where
             entry.fresh_until,
             entry.degraded,
         );
-        match (entry.freshness(now, &self.config), entry.value) {
+        let freshness = entry.freshness(now, &self.config);
+        if let (Freshness::Fresh { .. }, Some(tti)) = (freshness, self.config.tti) {
+            self.keep_alive(key, &entry, now, tti);
+        }
+        match (freshness, entry.value) {
             (Freshness::Fresh { refresh }, value) => {
                 let status = match (&value, degraded) {
                     (None, _) => Status::NegativeHit,
@@ -119,6 +126,16 @@ where
             }
             // Negative entries are never stale or kept.
             (Freshness::Stale | Freshness::Kept, None) => Lookup::Miss(None),
+        }
+    }
+
+    /// A read of a fresh entry with a time to idle: push its idle deadline back, now and then.
+    fn keep_alive<Q: Hash + Eq + ?Sized>(&self, key: &Q, entry: &Entry<V>, now: u64, tti: Duration)
+    where
+        K: Borrow<Q>,
+    {
+        if let Some(deadline) = entry.touched(now, tti) {
+            self.touch(key, entry.fresh_until, deadline);
         }
     }
 

@@ -121,4 +121,28 @@ where
         }
         self.remove_all();
     }
+
+    /// A read of `key` within its idle time: moves its deadline to `deadline`, unless the entry
+    /// changed since it was read as one expiring at `seen` (then the newer write stands).
+    pub(crate) fn touch<Q>(&self, key: &Q, seen: u64, deadline: u64)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut removed = Removed::new(&self.listener);
+        self.flights.with_lock(key, || {
+            let taken = self
+                .storage
+                .remove_if(key, |entry| entry.fresh_until == seen && !entry.degraded);
+            if let Some((key, entry)) = taken {
+                let evicted = self.storage.insert(&key, entry.with_deadline(deadline));
+                if removed.wanted() {
+                    let now = self.clock.now();
+                    for (other, entry) in evicted {
+                        removed.entry(other, entry, RemovalCause::Size, now, &self.config);
+                    }
+                }
+            }
+        });
+    }
 }

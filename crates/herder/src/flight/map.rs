@@ -215,6 +215,17 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
         write()
     }
 
+    /// Runs `write` under `key`'s shard lock without retiring its flight: a write that keeps
+    /// the value (an idle deadline moved by a read), ordered with every other write of `key`.
+    pub(crate) fn with_lock<Q, R>(&self, key: &Q, write: impl FnOnce() -> R) -> R
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let _shard = lock(self.shard(key));
+        write()
+    }
+
     /// [`Flights::detach_all`], then `write`, with every shard locked (in shard order, so two
     /// callers cannot deadlock; every other method holds one shard lock at a time). Returns how
     /// many flights were retired.
