@@ -104,7 +104,8 @@ where
 
     /// How long a lease lasts unless its holder extends it (default 5 s). The holder's watchdog
     /// extends it every third of this while the load runs, so a long load keeps its lease; a
-    /// holder that dies loses it after this long, and another instance takes over.
+    /// holder that dies loses it after this long, and another instance takes over. From 30 ms
+    /// to 24 h: `build` refuses others (a dead holder's lease must end).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.config.lease_ttl = ttl;
         self
@@ -210,6 +211,9 @@ where
         } = self.config;
         if lease_ttl < Duration::from_millis(30) {
             return Err(Error::setting("lease_ttl must be at least 30 ms"));
+        }
+        if lease_ttl > Duration::from_secs(24 * 3600) {
+            return Err(Error::setting("lease_ttl must be at most 24 h"));
         }
         if budget.is_zero() || max_wait.is_zero() {
             return Err(Error::setting("budget and max_wait must be positive"));

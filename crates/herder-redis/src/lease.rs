@@ -110,10 +110,15 @@ where
                 Some(ttl) if ttl.is_zero() => Vec::new(),
                 _ => codec::seal(&*shared.codec, loaded.value()).unwrap_or_default(),
             };
+            // Durations saturate: one too long for Redis is "never" (no expiry), not an error.
+            let millis = |ttl: Duration| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
             let fresh_ms = loaded
                 .expires_after()
-                .map_or(NEVER_MS, |ttl| ttl.as_millis() as u64);
-            let px = ttl.map_or(0, |ttl| (ttl.as_millis() as u64).max(1));
+                .map_or(NEVER_MS, |ttl| millis(ttl).min(NEVER_MS));
+            let px = match ttl.map(millis) {
+                Some(ms) if ms < NEVER_MS => ms.max(1),
+                _ => 0,
+            };
             let mut script = FILL.prepare_invoke();
             script
                 .key(&self.keys.generation)

@@ -562,3 +562,47 @@ async fn an_invalidate_all_during_a_load_keeps_the_old_row_out_of_redis() {
     assert_eq!(c.cache.get_with(2, quick.load(2)).await, "row 2 v2");
     assert_eq!(c.tier.stats().l2_hits, 0, "{:?}", c.tier.stats());
 }
+
+/// Settings at their extremes: a lease that could never end is refused by `build`, every other
+/// duration saturates, and a value kept "forever" (`Duration::MAX` TTL and stale window) is
+/// stored without expiry and read back by another instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_at_their_maximum_are_refused_or_saturate() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let err = RedisTier::<u64, String>::builder(&redis.url())
+        .lease_ttl(Duration::MAX)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("lease_ttl must be at most 24 h"),
+        "{err}"
+    );
+    let forever = || {
+        let tier = RedisTier::<u64, String>::builder(&redis.url())
+            .namespace(NAMESPACE)
+            .budget(Duration::MAX)
+            .max_wait(Duration::MAX)
+            .circuit_breaker(1, Duration::MAX)
+            .build()
+            .unwrap();
+        let cache: Cache<u64, String> = Cache::builder()
+            .max_capacity(10)
+            .time_to_live(Duration::MAX)
+            .stale_while_revalidate(Duration::MAX)
+            .tier(Arc::new(tier.clone()))
+            .build()
+            .unwrap();
+        Instance { cache, tier }
+    };
+    let backend = Backend::new(Duration::ZERO);
+    let (a, b) = (forever(), forever());
+    assert_eq!(a.cache.get_with(1, backend.load(1)).await, "row 1 v1");
+    assert_eq!(a.tier.stats().fills, 1, "{:?}", a.tier.stats());
+    assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v1");
+    assert_eq!((b.tier.stats().l2_hits, backend.calls()), (1, 1));
+    let mut raw = raw(&redis).await;
+    let ttl: i64 = raw.pttl(redis_key("v", 1)).await.unwrap();
+    assert_eq!(ttl, -1, "stored without expiry");
+}
