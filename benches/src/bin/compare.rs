@@ -88,7 +88,7 @@ where
     peers.into_iter().zip(samples).collect()
 }
 
-/// Like [`latency_table`], with each row's median minus the floor's (the last row).
+/// A latency table (median, p99 per peer) with each row's median minus the floor's (the last row).
 fn lone_table(title: &str, results: &[(Peer, Vec<Sample>)]) {
     let (_, floor) = results.last().expect("the floor is the last row");
     let floor = median(&times(floor));
