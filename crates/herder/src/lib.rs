@@ -105,7 +105,7 @@ mod sync;
 
 pub use batch::{DataLoader, LoadError, Loader};
 pub use cache::{Cache, CacheError};
-pub use error::BuildError;
+pub use error::{BuildError, TaskError};
 pub use line::{Epoch, Line, RecoverError, Recovery};
 pub use queue::{LocalOperationQueue, OperationError, OperationHandle, OperationQueue};
 pub use single_flight::{RunError, SingleFlight};
