@@ -81,6 +81,17 @@
 //! contract on every read (`tests/invalidation_contract.rs`). With a shared tier
 //! (`herder-redis`), the other instances' copies follow within the bound that crate documents.
 //!
+//! # Errors
+//!
+//! Shared work that fails to finish is a [`TaskError`], as a task is a `JoinError` in tokio: it
+//! panicked, was cancelled (its runtime shut down) or timed out. [`SingleFlight::run`] and
+//! [`Line::recover`] return it ([`RunError`] and [`RecoverError`] are its former names); the errors
+//! that add their own cases embed it: [`LoadError`] and [`CacheError`] are the loader's error
+//! (shared as an `Arc<E>`) or a `TaskError` ([`LoadError::task_error`]), and an
+//! [`OperationError`] is an operation that never started or a `TaskError`. Every error implements
+//! `std::error::Error`, with the loader's error as its `source()`, so `?` takes it into
+//! `Box<dyn Error>`.
+//!
 //! # Runtime
 //!
 //! herder runs on Tokio. All time goes through `tokio::time`, so tests can run on a paused clock.
@@ -105,7 +116,7 @@ mod sync;
 
 pub use batch::{DataLoader, LoadError, Loader};
 pub use cache::{Cache, CacheError};
-pub use error::BuildError;
+pub use error::{BuildError, TaskError};
 pub use line::{Epoch, Line, RecoverError, Recovery};
 pub use queue::{LocalOperationQueue, OperationError, OperationHandle, OperationQueue};
 pub use single_flight::{RunError, SingleFlight};

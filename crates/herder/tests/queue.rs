@@ -327,7 +327,7 @@ async fn a_slow_operation_times_out_and_the_next_one_runs() {
         .unwrap();
     let err = slow.await.unwrap_err();
     assert!(err.is_timeout());
-    assert_eq!(err.to_string(), "operation timed out");
+    assert_eq!(err.to_string(), "operation timed out after 1s");
     // The timeout counts from the operation's start, not from when it was queued.
     quick.await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_millis(1900));

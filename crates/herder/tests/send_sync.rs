@@ -10,7 +10,7 @@ use herder::queue::{OperationQueueStats, ShutdownReport, SubmitError, TrySubmitE
 use herder::single_flight::{Run, SingleFlightStats};
 use herder::{
     BuildError, Cache, CacheError, DataLoader, Epoch, Line, LoadError, OperationError,
-    OperationHandle, OperationQueue, RecoverError, Recovery, RunError, SingleFlight,
+    OperationHandle, OperationQueue, RecoverError, Recovery, RunError, SingleFlight, TaskError,
 };
 use support::{BackendDown, Instant};
 
@@ -105,6 +105,8 @@ fn errors_and_stats_cross_threads() {
     static_error::<LoadError<BackendDown>>();
     clone::<LoadError<BackendDown>>();
     static_error::<RunError>();
+    static_error::<TaskError>();
+    clone::<TaskError>();
     static_error::<BuildError>();
     send::<DataLoaderStats>();
     sync::<DataLoaderStats>();

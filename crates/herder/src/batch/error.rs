@@ -1,14 +1,15 @@
-use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::Cause;
+use crate::error::{LoadFailure, TaskError};
 use crate::flight::Failure;
 
-/// Why a [`DataLoader`](crate::DataLoader) load failed: the loader returned an error, panicked,
-/// outlived the load timeout, or its batch was dropped with its runtime.
+/// Why a [`DataLoader`](crate::DataLoader) load failed: the loader returned an error, or its
+/// batch failed to finish (a [`TaskError`]: the loader panicked, outlived the load timeout, or
+/// the batch was dropped with its runtime).
 ///
 /// Every caller waiting on the failed batch receives a clone of the same error; the loader's own
 /// error is shared behind an `Arc`, so it need not be `Clone`. Failures are never memoized: the
@@ -33,147 +34,109 @@ use crate::flight::Failure;
 /// let err = DataLoader::new(Down).load(1).await.unwrap_err();
 /// assert_eq!(err.loader_error().unwrap().to_string(), "connection refused");
 /// assert_eq!(err.to_string(), "loader failed: connection refused");
+/// assert!(err.task_error().is_none());
+///
+/// // An `std::error::Error` whose source is the loader's error, so `?` takes it anywhere.
+/// use std::error::Error as _;
+/// assert_eq!(err.source().unwrap().to_string(), "connection refused");
+/// let boxed: Box<dyn std::error::Error + Send + Sync> = err.into();
+/// assert_eq!(boxed.to_string(), "loader failed: connection refused");
 /// # }
 /// ```
 pub struct LoadError<E> {
-    repr: Repr<E>,
-}
-
-enum Repr<E> {
-    Loader(Arc<E>),
-    Failed(Failure),
-    /// Through a cache in front: the load this call joined (started by another reader of the
-    /// cache) failed with an error of another type.
-    OtherLoader(Arc<dyn Any + Send + Sync>),
-    /// The loader call outlived the DataLoader's load timeout or, through a cache in front, the
-    /// load this call joined hit the cache's load timeout.
-    TimedOut(Duration),
+    failure: LoadFailure<E>,
 }
 
 impl<E: Send + Sync + 'static> LoadError<E> {
     /// The failure of a cache load this call joined.
     pub(crate) fn from_cause(cause: Cause) -> Self {
-        let repr = match cause {
-            Cause::Error(error) => match error.downcast::<E>() {
-                Ok(error) => Repr::Loader(error),
-                Err(other) => Repr::OtherLoader(other),
-            },
-            Cause::Panicked(message) => Repr::Failed(Failure::Panicked(message)),
-            Cause::TimedOut(after) => Repr::TimedOut(after),
-        };
-        LoadError { repr }
+        LoadError {
+            failure: LoadFailure::from_cause(cause),
+        }
     }
 }
 
 impl<E> LoadError<E> {
     pub(crate) fn loader(error: Arc<E>) -> Self {
         LoadError {
-            repr: Repr::Loader(error),
+            failure: LoadFailure::Loader(error),
         }
     }
 
     pub(crate) fn failed(failure: Failure) -> Self {
         LoadError {
-            repr: Repr::Failed(failure),
+            failure: LoadFailure::failed(failure),
         }
     }
 
     pub(crate) fn timed_out(after: Duration) -> Self {
         LoadError {
-            repr: Repr::TimedOut(after),
+            failure: LoadFailure::timed_out(after),
         }
     }
 
     /// The loader's error, if the loader returned one.
     pub fn loader_error(&self) -> Option<&E> {
-        match &self.repr {
-            Repr::Loader(error) => Some(error),
-            _ => None,
-        }
+        self.failure.loader_error()
     }
 
     /// The loader's error as the `Arc` all callers share, if the loader returned one.
     pub fn into_loader_error(self) -> Option<Arc<E>> {
-        match self.repr {
-            Repr::Loader(error) => Some(error),
-            _ => None,
-        }
+        self.failure.into_loader_error()
+    }
+
+    /// How the batch failed to finish, when the loader returned no error of its own: it
+    /// panicked, timed out or was cancelled.
+    pub fn task_error(&self) -> Option<&TaskError> {
+        self.failure.task_error()
     }
 
     /// `true` if the loader call outlived the load timeout
     /// ([`Builder::load_timeout`](crate::batch::Builder::load_timeout)), or, with a cache in
     /// front, the load this call joined hit the cache's load timeout.
     pub fn is_timeout(&self) -> bool {
-        matches!(self.repr, Repr::TimedOut(_))
+        self.task_error().is_some_and(TaskError::is_timeout)
     }
 
     /// `true` if the loader panicked, while it ran or while building its future.
     pub fn is_panic(&self) -> bool {
-        matches!(self.repr, Repr::Failed(Failure::Panicked(_)))
+        self.task_error().is_some_and(TaskError::is_panic)
     }
 
     /// `true` if the batch was dropped before it finished, which happens when the runtime that
     /// carried it shuts down.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.repr, Repr::Failed(Failure::Cancelled))
+        self.task_error().is_some_and(TaskError::is_cancelled)
     }
 
     /// The panic message, when the loader panicked with a string payload.
     pub fn panic_message(&self) -> Option<&str> {
-        match &self.repr {
-            Repr::Failed(Failure::Panicked(message)) => Some(message),
-            _ => None,
-        }
+        self.task_error().and_then(TaskError::panic_message)
     }
 }
 
 impl<E> Clone for LoadError<E> {
     fn clone(&self) -> Self {
-        let repr = match &self.repr {
-            Repr::Loader(error) => Repr::Loader(error.clone()),
-            Repr::Failed(failure) => Repr::Failed(failure.clone()),
-            Repr::OtherLoader(error) => Repr::OtherLoader(error.clone()),
-            Repr::TimedOut(after) => Repr::TimedOut(*after),
-        };
-        LoadError { repr }
+        LoadError {
+            failure: self.failure.clone(),
+        }
     }
 }
 
 impl<E: fmt::Debug> fmt::Debug for LoadError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.repr {
-            Repr::Loader(error) => f.debug_tuple("LoadError::Loader").field(error).finish(),
-            Repr::Failed(Failure::Panicked(message)) => {
-                f.debug_tuple("LoadError::Panicked").field(message).finish()
-            }
-            Repr::Failed(Failure::Cancelled) => f.write_str("LoadError::Cancelled"),
-            Repr::OtherLoader(_) => f.write_str("LoadError::OtherLoader"),
-            Repr::TimedOut(after) => f.debug_tuple("LoadError::TimedOut").field(after).finish(),
-        }
+        self.failure.fmt_debug("LoadError", f)
     }
 }
 
 impl<E: fmt::Display> fmt::Display for LoadError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.repr {
-            Repr::Loader(error) => write!(f, "loader failed: {error}"),
-            Repr::Failed(Failure::Panicked(message)) => write!(f, "loader panicked: {message}"),
-            Repr::Failed(Failure::Cancelled) => {
-                f.write_str("load cancelled: its batch was dropped with its runtime")
-            }
-            Repr::OtherLoader(_) => {
-                f.write_str("loader failed: the joined cache load (another reader's) failed")
-            }
-            Repr::TimedOut(after) => write!(f, "load timed out after {after:?}"),
-        }
+        fmt::Display::fmt(&self.failure, f)
     }
 }
 
 impl<E: Error + 'static> Error for LoadError<E> {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match &self.repr {
-            Repr::Loader(error) => Some(&**error),
-            _ => None,
-        }
+        self.failure.source()
     }
 }

@@ -1,13 +1,15 @@
-use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::load::Cause;
+use crate::error::{LoadFailure, TaskError};
 use crate::flight::Failure;
 
-/// Why a cache read produced no value.
+/// Why a cache read produced no value: the loader returned an error, the load failed to finish
+/// (a [`TaskError`]: the loader panicked, the load or the wait timed out, the load was
+/// cancelled), or the key is cached as not found.
 ///
 /// Every caller waiting on a failed load receives a clone of the same error; the loader's error
 /// is shared behind an `Arc`, so it need not be `Clone`. Failures are never cached.
@@ -24,6 +26,10 @@ use crate::flight::Failure;
 ///     .unwrap_err();
 /// assert_eq!(err.loader_error().unwrap().to_string(), "timeout");
 /// assert_eq!(err.to_string(), "loader failed: timeout");
+///
+/// // An `std::error::Error` whose source is the loader's error, so `?` takes it anywhere.
+/// use std::error::Error as _;
+/// assert_eq!(err.source().unwrap().to_string(), "timeout");
 /// # }
 /// ```
 pub struct CacheError<E> {
@@ -31,41 +37,28 @@ pub struct CacheError<E> {
 }
 
 enum Repr<E> {
-    Loader(Arc<E>),
-    /// The call joined a load started by a call site with another error type.
-    OtherLoader(Arc<dyn Any + Send + Sync>),
-    Panicked(Arc<str>),
-    TimedOut(Duration),
-    Cancelled,
+    Failed(LoadFailure<E>),
     NotFound,
 }
 
 impl<E: Send + Sync + 'static> CacheError<E> {
     pub(crate) fn from_cause(cause: Cause) -> Self {
-        let repr = match cause {
-            Cause::Error(error) => match error.downcast::<E>() {
-                Ok(error) => Repr::Loader(error),
-                Err(other) => Repr::OtherLoader(other),
-            },
-            Cause::Panicked(message) => Repr::Panicked(message),
-            Cause::TimedOut(after) => Repr::TimedOut(after),
-        };
-        CacheError { repr }
+        CacheError {
+            repr: Repr::Failed(LoadFailure::from_cause(cause)),
+        }
     }
 }
 
 impl<E> CacheError<E> {
     pub(crate) fn from_failure(failure: Failure) -> Self {
-        let repr = match failure {
-            Failure::Panicked(message) => Repr::Panicked(message),
-            Failure::Cancelled => Repr::Cancelled,
-        };
-        CacheError { repr }
+        CacheError {
+            repr: Repr::Failed(LoadFailure::failed(failure)),
+        }
     }
 
     pub(crate) fn timed_out(after: Duration) -> Self {
         CacheError {
-            repr: Repr::TimedOut(after),
+            repr: Repr::Failed(LoadFailure::timed_out(after)),
         }
     }
 
@@ -75,49 +68,56 @@ impl<E> CacheError<E> {
         }
     }
 
+    fn failure(&self) -> Option<&LoadFailure<E>> {
+        match &self.repr {
+            Repr::Failed(failure) => Some(failure),
+            Repr::NotFound => None,
+        }
+    }
+
     /// The loader's error, if a loader of this call's type returned one.
     pub fn loader_error(&self) -> Option<&E> {
-        match &self.repr {
-            Repr::Loader(error) => Some(error),
-            _ => None,
-        }
+        self.failure().and_then(LoadFailure::loader_error)
     }
 
     /// The loader's error as the `Arc` every waiter shares.
     pub fn into_loader_error(self) -> Option<Arc<E>> {
         match self.repr {
-            Repr::Loader(error) => Some(error),
-            _ => None,
+            Repr::Failed(failure) => failure.into_loader_error(),
+            Repr::NotFound => None,
         }
     }
 
     /// `true` if a loader returned an error, including a loader of another call site (with
     /// another error type) whose load this call joined.
     pub fn is_loader_error(&self) -> bool {
-        matches!(self.repr, Repr::Loader(_) | Repr::OtherLoader(_))
+        self.failure().is_some_and(LoadFailure::is_loader_error)
+    }
+
+    /// How the load (or the wait for it) failed to finish: the loader panicked, the load or the
+    /// wait timed out, or the load's task was cancelled.
+    pub fn task_error(&self) -> Option<&TaskError> {
+        self.failure().and_then(LoadFailure::task_error)
     }
 
     /// `true` if the loader panicked.
     pub fn is_panic(&self) -> bool {
-        matches!(self.repr, Repr::Panicked(_))
+        self.task_error().is_some_and(TaskError::is_panic)
     }
 
     /// The panic message, when the loader panicked with a string payload.
     pub fn panic_message(&self) -> Option<&str> {
-        match &self.repr {
-            Repr::Panicked(message) => Some(message),
-            _ => None,
-        }
+        self.task_error().and_then(TaskError::panic_message)
     }
 
     /// `true` if the wait or the load ran out of time (and no stale value could stand in).
     pub fn is_timeout(&self) -> bool {
-        matches!(self.repr, Repr::TimedOut(_))
+        self.task_error().is_some_and(TaskError::is_timeout)
     }
 
     /// `true` if the load's task was dropped before it finished (its runtime shut down).
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.repr, Repr::Cancelled)
+        self.task_error().is_some_and(TaskError::is_cancelled)
     }
 
     /// `true` if the key is cached as "not found" (or another call's loader just found it
@@ -130,11 +130,7 @@ impl<E> CacheError<E> {
 impl<E> Clone for CacheError<E> {
     fn clone(&self) -> Self {
         let repr = match &self.repr {
-            Repr::Loader(error) => Repr::Loader(error.clone()),
-            Repr::OtherLoader(error) => Repr::OtherLoader(error.clone()),
-            Repr::Panicked(message) => Repr::Panicked(message.clone()),
-            Repr::TimedOut(after) => Repr::TimedOut(*after),
-            Repr::Cancelled => Repr::Cancelled,
+            Repr::Failed(failure) => Repr::Failed(failure.clone()),
             Repr::NotFound => Repr::NotFound,
         };
         CacheError { repr }
@@ -144,14 +140,7 @@ impl<E> Clone for CacheError<E> {
 impl<E: fmt::Debug> fmt::Debug for CacheError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            Repr::Loader(error) => f.debug_tuple("CacheError::Loader").field(error).finish(),
-            Repr::OtherLoader(_) => f.write_str("CacheError::OtherLoader"),
-            Repr::Panicked(message) => f
-                .debug_tuple("CacheError::Panicked")
-                .field(message)
-                .finish(),
-            Repr::TimedOut(after) => f.debug_tuple("CacheError::TimedOut").field(after).finish(),
-            Repr::Cancelled => f.write_str("CacheError::Cancelled"),
+            Repr::Failed(failure) => failure.fmt_debug("CacheError", f),
             Repr::NotFound => f.write_str("CacheError::NotFound"),
         }
     }
@@ -160,15 +149,7 @@ impl<E: fmt::Debug> fmt::Debug for CacheError<E> {
 impl<E: fmt::Display> fmt::Display for CacheError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            Repr::Loader(error) => write!(f, "loader failed: {error}"),
-            Repr::OtherLoader(_) => f.write_str(
-                "loader failed: the joined load (from a call site with another error type) failed",
-            ),
-            Repr::Panicked(message) => write!(f, "loader panicked: {message}"),
-            Repr::TimedOut(after) => write!(f, "cache load timed out after {after:?}"),
-            Repr::Cancelled => {
-                f.write_str("cache load cancelled: its task was dropped with its runtime")
-            }
+            Repr::Failed(failure) => fmt::Display::fmt(failure, f),
             Repr::NotFound => f.write_str("key is cached as not found"),
         }
     }
@@ -176,9 +157,6 @@ impl<E: fmt::Display> fmt::Display for CacheError<E> {
 
 impl<E: Error + 'static> Error for CacheError<E> {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match &self.repr {
-            Repr::Loader(error) => Some(&**error),
-            _ => None,
-        }
+        self.failure().and_then(LoadFailure::source)
     }
 }

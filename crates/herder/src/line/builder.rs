@@ -42,7 +42,7 @@ where
 
     /// Gives up on a recovery that runs longer than `timeout` (default: none): the recovery is
     /// dropped, the leader and every joiner get an error that
-    /// [`is_timeout`](super::RecoverError::is_timeout), the epoch goes up as for any finished
+    /// [`is_timeout`](crate::TaskError::is_timeout), the epoch goes up as for any finished
     /// recovery, and the line is free again (so queues paused on it resume). Must be more than
     /// zero; a timeout too far away to be represented (`Duration::MAX`) never fires.
     pub fn recovery_timeout(mut self, timeout: Duration) -> Self {

@@ -7,8 +7,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::error::RecoverError;
 use super::handle::{Line, Recovery};
+use crate::TaskError;
 
 type Refresh<C, E> = dyn Fn() -> Pin<Box<dyn Future<Output = Result<C, E>> + Send>> + Send + Sync;
 
@@ -233,7 +233,7 @@ pub enum CallError<RE, E> {
     /// The refresh failed; every call that waited for it gets a clone of its error.
     Refresh(E),
     /// The refresh gave no outcome: it panicked, timed out, or its runtime shut down.
-    Recovery(RecoverError),
+    Recovery(TaskError),
 }
 
 impl<RE: fmt::Display, E: fmt::Display> fmt::Display for CallError<RE, E> {

@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::builder::Builder;
-use super::error::RecoverError;
 use super::state::{Begin, Recoveries};
 use super::stats::{Counters, LineStats};
+use crate::error::{Origin, TaskError};
 use crate::flight::{Failure, Outcome, task};
 
 /// When many requests hit the same failure (an expired token), exactly one recovers; the others
@@ -25,7 +25,7 @@ use crate::flight::{Failure, Outcome, task};
 ///
 /// So requests failing one after another with stale credentials cause one recovery, not one
 /// each. The recovery runs as its own task: a leader that is cancelled does not cancel it, and
-/// its outcome (or its panic, as a [`RecoverError`]) reaches every caller that joined.
+/// its outcome (or its panic, as a [`TaskError`]) reaches every caller that joined.
 /// [`wait_clear`](Line::wait_clear) holds new requests back while a recovery runs, and an
 /// [`OperationQueue`](crate::OperationQueue) can be told to
 /// [pause](crate::queue::Builder::pause_while_recovering) while it does.
@@ -217,7 +217,7 @@ where
     /// `recovery` is only called by the leader. It runs as its own task, so it completes (once)
     /// for the callers that joined even if the leader is cancelled. When it finishes, however
     /// it finishes, the epoch goes up by one. A panic reaches the leader and every joiner as a
-    /// [`RecoverError`], and so does a recovery that runs past the line's
+    /// [`TaskError`], and so does a recovery that runs past the line's
     /// [`recovery_timeout`](Builder::recovery_timeout) (it is dropped, and the line freed).
     ///
     /// # Cancel safety
@@ -244,11 +244,7 @@ where
     /// assert_eq!(line.epoch().get(), 1);
     /// # }
     /// ```
-    pub async fn recover<F, Fut>(
-        &self,
-        seen: Epoch,
-        recovery: F,
-    ) -> Result<Recovery<O>, RecoverError>
+    pub async fn recover<F, Fut>(&self, seen: Epoch, recovery: F) -> Result<Recovery<O>, TaskError>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = O> + Send + 'static,
@@ -333,11 +329,14 @@ where
 }
 
 /// A recovery's outcome as its callers see it.
-fn settle<O>(outcome: Outcome<Option<O>>, timeout: Option<Duration>) -> Result<O, RecoverError> {
+fn settle<O>(outcome: Outcome<Option<O>>, timeout: Option<Duration>) -> Result<O, TaskError> {
     match outcome {
         Ok(Some(outcome)) => Ok(outcome),
-        Ok(None) => Err(RecoverError::timed_out(timeout.unwrap_or(Duration::MAX))),
-        Err(failure) => Err(RecoverError::new(failure)),
+        Ok(None) => Err(TaskError::timed_out(
+            Origin::Recovery,
+            timeout.unwrap_or(Duration::MAX),
+        )),
+        Err(failure) => Err(TaskError::failed(Origin::Recovery, failure)),
     }
 }
 

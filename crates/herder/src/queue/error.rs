@@ -1,9 +1,12 @@
 use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Why an operation gave no output: it panicked, ran past the queue's timeout, was cancelled
-/// before it started, or was aborted while it ran.
+use crate::error::{Origin, TaskError};
+
+/// Why an operation gave no output: it was cancelled before it started, or, once started, it
+/// failed to finish (a [`TaskError`]: it panicked, ran past the queue's timeout, or was aborted).
 ///
 /// Read from the operation's handle.
 ///
@@ -18,6 +21,7 @@ use std::sync::Arc;
 /// assert!(err.is_panic());
 /// assert_eq!(err.panic_message(), Some("protocol violation"));
 /// assert_eq!(err.to_string(), "operation panicked: protocol violation");
+/// assert!(err.task_error().unwrap().is_panic());
 /// # }
 /// ```
 #[derive(Clone, PartialEq, Eq)]
@@ -27,22 +31,22 @@ pub struct OperationError {
 
 #[derive(Clone, PartialEq, Eq)]
 enum Repr {
-    Panicked(Arc<str>),
-    TimedOut,
+    /// It had started: it panicked, timed out, or was aborted (a cancelled task).
+    Started(TaskError),
+    /// It never started.
     Cancelled,
-    Aborted,
 }
 
 impl OperationError {
     pub(crate) fn panicked(message: Arc<str>) -> Self {
         OperationError {
-            repr: Repr::Panicked(message),
+            repr: Repr::Started(TaskError::panicked(Origin::Operation, message)),
         }
     }
 
-    pub(crate) fn timed_out() -> Self {
+    pub(crate) fn timed_out(after: Duration) -> Self {
         OperationError {
-            repr: Repr::TimedOut,
+            repr: Repr::Started(TaskError::timed_out(Origin::Operation, after)),
         }
     }
 
@@ -54,27 +58,34 @@ impl OperationError {
 
     pub(crate) fn aborted() -> Self {
         OperationError {
-            repr: Repr::Aborted,
+            repr: Repr::Started(TaskError::cancelled(Origin::Operation)),
+        }
+    }
+
+    /// How the operation failed to finish once it had started: it panicked, timed out, or was
+    /// aborted (which the [`TaskError`] calls [`is_cancelled`](TaskError::is_cancelled)).
+    /// `None` if it never started.
+    pub fn task_error(&self) -> Option<&TaskError> {
+        match &self.repr {
+            Repr::Started(error) => Some(error),
+            Repr::Cancelled => None,
         }
     }
 
     /// `true` if the operation panicked. The runner that ran it carries on.
     pub fn is_panic(&self) -> bool {
-        matches!(self.repr, Repr::Panicked(_))
+        self.task_error().is_some_and(TaskError::is_panic)
     }
 
     /// The panic message, when the operation panicked with a string payload.
     pub fn panic_message(&self) -> Option<&str> {
-        match &self.repr {
-            Repr::Panicked(message) => Some(message),
-            _ => None,
-        }
+        self.task_error().and_then(TaskError::panic_message)
     }
 
     /// `true` if the operation ran longer than the queue's
     /// [`timeout`](super::Builder::timeout) and was stopped.
     pub fn is_timeout(&self) -> bool {
-        matches!(self.repr, Repr::TimedOut)
+        self.task_error().is_some_and(TaskError::is_timeout)
     }
 
     /// `true` if the operation never started: a [`shutdown`](super::OperationQueue::shutdown)
@@ -88,20 +99,15 @@ impl OperationError {
     /// [`shutdown`](super::OperationQueue::shutdown) reached its deadline, or the runtime that
     /// ran it shut down.
     pub fn is_aborted(&self) -> bool {
-        matches!(self.repr, Repr::Aborted)
+        self.task_error().is_some_and(TaskError::is_cancelled)
     }
 }
 
 impl fmt::Debug for OperationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            Repr::Panicked(message) => f
-                .debug_tuple("OperationError::Panicked")
-                .field(message)
-                .finish(),
-            Repr::TimedOut => f.write_str("OperationError::TimedOut"),
+            Repr::Started(error) => f.debug_tuple("OperationError").field(error).finish(),
             Repr::Cancelled => f.write_str("OperationError::Cancelled"),
-            Repr::Aborted => f.write_str("OperationError::Aborted"),
         }
     }
 }
@@ -109,10 +115,8 @@ impl fmt::Debug for OperationError {
 impl fmt::Display for OperationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            Repr::Panicked(message) => write!(f, "operation panicked: {message}"),
-            Repr::TimedOut => f.write_str("operation timed out"),
+            Repr::Started(error) => fmt::Display::fmt(error, f),
             Repr::Cancelled => f.write_str("operation cancelled before it started"),
-            Repr::Aborted => f.write_str("operation aborted before it finished"),
         }
     }
 }

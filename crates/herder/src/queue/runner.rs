@@ -130,7 +130,9 @@ async fn execute<J: ?Sized + Job>(mut job: Pin<&mut J>, timeout: Option<Duration
     };
     match ended {
         Ok(End::TimedOut) => {
-            job.as_mut().fail(OperationError::timed_out());
+            // Only a limit times out.
+            let limit = timeout.unwrap_or_default();
+            job.as_mut().fail(OperationError::timed_out(limit));
             End::TimedOut
         }
         Ok(end) => end,

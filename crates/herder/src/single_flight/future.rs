@@ -5,9 +5,9 @@ use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::error::RunError;
 use super::handle::SingleFlight;
 use super::stats::Counters;
+use crate::error::{Origin, TaskError};
 use crate::flight::{Failure, FlightId, Join, Waiter, task};
 
 /// The future returned by [`SingleFlight::run`].
@@ -108,7 +108,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = V> + Send + 'static,
 {
-    type Output = Result<V, RunError>;
+    type Output = Result<V, TaskError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -122,7 +122,9 @@ where
             State::Wait { waiter, .. } => match Pin::new(waiter).poll(cx) {
                 Poll::Ready(outcome) => {
                     this.state = State::Done;
-                    Poll::Ready(outcome.map_err(RunError::new))
+                    Poll::Ready(
+                        outcome.map_err(|failure| TaskError::failed(Origin::Flight, failure)),
+                    )
                 }
                 Poll::Pending => Poll::Pending,
             },

@@ -78,7 +78,7 @@ where
     ///
     /// The work runs as its own task, so it keeps going if this caller is dropped (unless the
     /// flight was built with [`abort_unused`](Builder::abort_unused) and this was the last
-    /// caller). A panic in the work reaches every waiter as a [`RunError`](super::RunError).
+    /// caller). A panic in the work reaches every waiter as a [`TaskError`](crate::TaskError).
     ///
     /// # Cancel safety
     ///

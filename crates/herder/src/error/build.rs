@@ -1,5 +1,3 @@
-//! Errors shared by every primitive.
-
 use std::error::Error;
 use std::fmt;
 
