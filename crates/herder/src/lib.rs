@@ -78,8 +78,9 @@
 //! load under way in the same step; a new load reads the stale value it may fall back on under
 //! that lock too. loom models check the protocol (`flight::loom_tests`), and a randomized checker
 //! of cancels, panics, errors, inserts and invalidations on a multi-thread runtime checks the
-//! contract on every read (`tests/invalidation_contract.rs`). With a shared tier
-//! (`herder-redis`), the other instances' copies follow within the bound that crate documents.
+//! contract on every read (`benches/tests/invalidation_contract.rs` in the repository). With a
+//! shared tier (`herder-redis`), the other instances' copies follow within the bound that crate
+//! documents.
 //!
 //! # Errors
 //!
