@@ -304,6 +304,14 @@ fn the_page_shows_each_scenario_side_by_side_in_a_browser() {
     }
     assert!(dom.contains("without herder</span>: <b"), "{dom}");
     assert!(dom.contains("with herder</span>: <b"), "{dom}");
+    // The live charts kept polling while the scenarios ran (the N+1 and stampede scenarios' round
+    // trips go through the server's database), and the one with nothing to show says so: the
+    // scenarios' loaders are their own, not the server's.
+    assert!(
+        dom.contains("<polyline data-series=\"round_trips\" points=\""),
+        "{dom}"
+    );
+    assert!(dom.contains("nothing to show: no loader calls"), "{dom}");
 
     let screenshot =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/demo-page.png");
