@@ -210,3 +210,25 @@ async fn the_report_queries_pass_the_cost_limits() {
             .contains("first must be 0 to 100")
     );
 }
+
+/// A list's size given as a variable is weighted as a literal one: refused before it runs.
+#[tokio::test]
+async fn a_costly_query_through_variables_is_refused_before_it_runs() {
+    let db = support::sqlite(Duration::ZERO).await;
+    let store = Bookstore::new(db.clone(), RowAccess::DataLoader, AggregateAccess::Direct);
+    let query = "query Deep($n: Int!) { books(first: $n) { author { books(first: $n) { \
+                 author { books(first: $n) { title } } } } } }";
+    let request = Request::new(query).variables(async_graphql::Variables::from_json(
+        serde_json::json!({ "n": 100 }),
+    ));
+    let response = store.execute(request).await;
+    assert_eq!(response.errors.len(), 1, "{:?}", response.errors);
+    assert!(
+        response.errors[0]
+            .message
+            .starts_with("query is too costly: the limit is 50000"),
+        "{}",
+        response.errors[0].message
+    );
+    assert_eq!(db.round_trips(), 0, "nothing ran");
+}
