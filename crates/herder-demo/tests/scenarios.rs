@@ -177,3 +177,58 @@ async fn the_api_refuses_bad_pages_without_a_query() {
     assert_eq!(response.errors.len(), 1);
     assert_eq!(db.round_trips(), 0);
 }
+
+/// The limits on what one request may cost (issue 14) let the report's queries through, at the
+/// report's full size: the front page of 100 books, and the aggregate.
+#[tokio::test]
+async fn the_report_queries_pass_the_cost_limits() {
+    let db = support::sqlite(Duration::ZERO).await;
+    let store = Bookstore::new(db.clone(), RowAccess::DataLoader, AggregateAccess::Direct);
+    let settings = n_plus_one::Settings::FULL;
+    let response = store.execute(n_plus_one::request(settings.books)).await;
+    assert!(response.errors.is_empty(), "{:?}", response.errors);
+    let response = store
+        .execute(stampede::request(stampede::Settings::FULL.year))
+        .await;
+    assert!(response.errors.is_empty(), "{:?}", response.errors);
+    // Nested lists default to their cap, and say how large they may be.
+    let response = store
+        .execute(Request::new(
+            "{ books(first: 100) { author { name books { title } } reviews { rating } } }",
+        ))
+        .await;
+    assert!(response.errors.is_empty(), "{:?}", response.errors);
+    let response = store
+        .execute(Request::new(
+            "{ books(first: 1) { reviews(first: 101) { rating } } }",
+        ))
+        .await;
+    assert_eq!(response.errors.len(), 1);
+    assert!(
+        response.errors[0]
+            .message
+            .contains("first must be 0 to 100")
+    );
+}
+
+/// A list's size given as a variable is weighted as a literal one: refused before it runs.
+#[tokio::test]
+async fn a_costly_query_through_variables_is_refused_before_it_runs() {
+    let db = support::sqlite(Duration::ZERO).await;
+    let store = Bookstore::new(db.clone(), RowAccess::DataLoader, AggregateAccess::Direct);
+    let query = "query Deep($n: Int!) { books(first: $n) { author { books(first: $n) { \
+                 author { books(first: $n) { title } } } } } }";
+    let request = Request::new(query).variables(async_graphql::Variables::from_json(
+        serde_json::json!({ "n": 100 }),
+    ));
+    let response = store.execute(request).await;
+    assert_eq!(response.errors.len(), 1, "{:?}", response.errors);
+    assert!(
+        response.errors[0]
+            .message
+            .starts_with("query is too costly: the limit is 50000"),
+        "{}",
+        response.errors[0].message
+    );
+    assert_eq!(db.round_trips(), 0, "nothing ran");
+}

@@ -19,6 +19,7 @@ pub use loaders::{AuthorsById, BooksByAuthor, ReviewsByBook};
 pub use plain_cache::PlainCache;
 pub use stats::{BookstoreStats, LoaderCounters, LoaderTotals, RowCacheStats};
 pub use store::{
-    AggregateAccess, Bookstore, BookstoreSchema, RowAccess, RowCaches, year_cache_over_redis,
+    AggregateAccess, Bookstore, BookstoreSchema, MAX_COMPLEXITY, MAX_DEPTH, RowAccess, RowCaches,
+    year_cache_over_redis,
 };
-pub use types::Query;
+pub use types::{MAX_LIST, MAX_PAGE, Query};

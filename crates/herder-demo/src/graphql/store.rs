@@ -13,7 +13,7 @@ use herder_redis::RedisTier;
 use super::loaders::{AuthorsById, BooksByAuthor, ReviewsByBook};
 use super::plain_cache::PlainCache;
 use super::stats::{BookstoreStats, LoaderTotals};
-use super::types::Query;
+use super::types::{MAX_LIST, Query};
 use crate::DemoError;
 use crate::db::{Author, Book, Db, Review, YearStats};
 use crate::error::redact;
@@ -44,6 +44,30 @@ pub fn year_cache_over_redis(
         .build()
         .map_err(|err| DemoError::with_cause("the year cache", err))?;
     Ok((cache, tier))
+}
+
+/// The deepest query the schema runs (`books { author { books { title } } }` is 4 deep).
+pub const MAX_DEPTH: usize = 10;
+
+/// The most a query may cost before it runs, every field costing 1 and a list multiplying what
+/// is asked of each item by its size (`books(first:)`, `book.reviews(first:)` and
+/// `author.books(first:)`, 100 by default): about the most values one answer may hold. The
+/// report's front page of 100 books with their authors and reviews costs 20,600.
+pub const MAX_COMPLEXITY: usize = 50_000;
+
+/// What the demo answers instead of async-graphql's message for one of the two limits.
+fn limit_message(message: &str) -> Option<String> {
+    match message {
+        "Query is too complex." => Some(format!(
+            "query is too costly: the limit is {MAX_COMPLEXITY}, each field costs 1 and a list \
+             multiplies the cost of its items by its size (books(first:), book.reviews(first:) \
+             and author.books(first:), {MAX_LIST} by default)"
+        )),
+        "Query is nested too deep." => Some(format!(
+            "query is nested too deep: at most {MAX_DEPTH} levels"
+        )),
+        _ => None,
+    }
 }
 
 /// The bookstore's GraphQL schema.
@@ -153,7 +177,8 @@ impl Bookstore {
 
     fn from_parts(db: Db, rows: RowAccess, aggregates: Aggregates) -> Self {
         let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
-            .limit_depth(16)
+            .limit_depth(MAX_DEPTH)
+            .limit_complexity(MAX_COMPLEXITY)
             .finish();
         let caches = (rows == RowAccess::DataLoaderCache).then(RowCaches::new);
         Bookstore {
@@ -176,7 +201,12 @@ impl Bookstore {
     ) -> async_graphql::Response {
         let data = RequestData::new(self.clone());
         let request = request.into().data(data.clone());
-        let response = self.inner.schema.execute(request).await;
+        let mut response = self.inner.schema.execute(request).await;
+        for error in &mut response.errors {
+            if let Some(ours) = limit_message(&error.message) {
+                error.message = ours;
+            }
+        }
         self.inner.requests.fetch_add(1, Relaxed);
         if let Some(loaders) = &data.loaders {
             let mut totals = self

@@ -12,7 +12,27 @@ fn data<'a>(ctx: &Context<'a>) -> &'a RequestData {
 }
 
 /// The most books one `books` call returns.
-const MAX_PAGE: i64 = 1_000;
+pub const MAX_PAGE: i64 = 100;
+
+/// The most items a nested list (`book.reviews`, `author.books`) returns, and its default size.
+pub const MAX_LIST: i64 = 100;
+
+/// The cost of a list field of `size` items of `child` cost each, for the schema's complexity
+/// limit: a list multiplies what is asked of each item by its size. Bounded (out-of-range sizes
+/// are refused by the resolver, but the estimate runs first), so that sums stay far from overflow.
+fn list_cost(size: i64, child: usize) -> usize {
+    let size = usize::try_from(size.max(0)).unwrap_or(usize::MAX);
+    size.max(1).saturating_mul(child.max(1)).min(1 << 40)
+}
+
+/// `first` in `0..=max`, or a GraphQL error that says so.
+fn check_size(first: i64, max: i64) -> Result<usize> {
+    if (0..=max).contains(&first) {
+        Ok(usize::try_from(first).unwrap_or(0))
+    } else {
+        Err(format!("first must be 0 to {max}").into())
+    }
+}
 
 /// The root of every query.
 #[derive(Debug)]
@@ -20,7 +40,8 @@ pub struct Query;
 
 #[Object]
 impl Query {
-    /// Books by id: `first` (at most 1000) from `offset`.
+    /// Books by id: `first` (at most 100) from `offset`.
+    #[graphql(complexity = "list_cost(first, child_complexity)")]
     async fn books(
         &self,
         ctx: &Context<'_>,
@@ -73,9 +94,18 @@ impl Book {
         data(ctx).author(self.author_id).await
     }
 
-    /// Its reviews: one lookup per book (N+1) unless a DataLoader batches them.
-    async fn reviews(&self, ctx: &Context<'_>) -> Result<Vec<Review>> {
-        data(ctx).reviews(self.id).await
+    /// Its first `first` reviews (at most 100, all of them by default): one lookup per book
+    /// (N+1) unless a DataLoader batches them.
+    #[graphql(complexity = "list_cost(first, child_complexity)")]
+    async fn reviews(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "MAX_LIST")] first: i64,
+    ) -> Result<Vec<Review>> {
+        let first = check_size(first, MAX_LIST)?;
+        let mut reviews = data(ctx).reviews(self.id).await?;
+        reviews.truncate(first);
+        Ok(reviews)
     }
 }
 
@@ -98,9 +128,18 @@ impl Author {
         &self.country
     }
 
-    /// Their books: one lookup per author (N+1) unless a DataLoader batches them.
-    async fn books(&self, ctx: &Context<'_>) -> Result<Vec<Book>> {
-        data(ctx).books_of(self.id).await
+    /// Their first `first` books (at most 100, all of them by default): one lookup per author
+    /// (N+1) unless a DataLoader batches them.
+    #[graphql(complexity = "list_cost(first, child_complexity)")]
+    async fn books(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "MAX_LIST")] first: i64,
+    ) -> Result<Vec<Book>> {
+        let first = check_size(first, MAX_LIST)?;
+        let mut books = data(ctx).books_of(self.id).await?;
+        books.truncate(first);
+        Ok(books)
     }
 }
 

@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-/// One scenario's table: its modes side by side.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One scenario's table: its modes side by side. Serialized (for the live page) as its title,
+/// notes, columns, and rows of a label and one cell per column.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Table {
     title: String,
     notes: Vec<String>,

@@ -1,18 +1,20 @@
-//! The router: `/`, `/graphql`, `/stats`.
+//! The router: `/`, `/graphql`, `/stats`, `/scenario/{name}`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
-use axum::response::Html;
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
 use herder_redis::{RedisStats, RedisTier};
 use serde::Serialize;
 
-use super::pages;
+use super::{pages, scenario};
 use crate::db::YearStats;
 use crate::graphql::{Bookstore, BookstoreStats};
 
@@ -22,6 +24,8 @@ pub struct AppState {
     store: Bookstore,
     redis: Option<RedisTier<i64, YearStats>>,
     started: Instant,
+    /// Held while a scenario runs: one at a time, so that each counts its own round trips.
+    scenario: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
@@ -31,6 +35,7 @@ impl AppState {
             store,
             redis,
             started: Instant::now(),
+            scenario: Arc::default(),
         }
     }
 }
@@ -51,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(dashboard))
         .route("/graphql", get(graphiql).post(graphql))
         .route("/stats", get(stats))
+        .route("/scenario/{name}", post(run_scenario))
         .with_state(state)
 }
 
@@ -64,6 +70,22 @@ async fn graphiql() -> Html<String> {
 
 async fn graphql(State(state): State<AppState>, request: GraphQLRequest) -> GraphQLResponse {
     state.store.execute(request.into_inner()).await.into()
+}
+
+async fn run_scenario(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let _one_at_a_time = state.scenario.lock().await;
+    match scenario::run(state.store.db(), &name).await {
+        Some(Ok(result)) => Json(result).into_response(),
+        Some(Err(err)) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no scenario {name:?}: the scenarios are {}",
+                scenario::NAMES.join(", ")
+            ),
+        )
+            .into_response(),
+    }
 }
 
 async fn stats(State(state): State<AppState>) -> Json<Stats> {

@@ -6,15 +6,21 @@
 //!   batches and batch sizes, every cache's hits, misses and coalesced waits;
 //! * `GET /`: a page that charts those counters as they change (plain HTML and JS polling
 //!   `/stats`, drawn in SVG, no build step, nothing fetched from elsewhere), with buttons that
-//!   send queries.
+//!   send queries, and buttons that run a scenario;
+//! * `POST /scenario/{n_plus_one,stampede,storm}`: runs one of the report's scenarios inside the
+//!   server, its modes side by side, and answers what each measured as JSON.
+//!
+//! `/metrics` (Prometheus) is not served yet: it needs a metrics feature in herder itself.
 //!
 //! Rows are read through DataLoaders in front of shared caches, the aggregate through herder's
 //! `Cache` (with a Redis tier if `--redis-url` is given).
 //!
-//! Layout: `app` (the router and handlers), `pages` (the HTML).
+//! Layout: `app` (the router and handlers), `scenario` (the scenarios run on a click), `pages`
+//! (the HTML).
 
 mod app;
 mod pages;
+mod scenario;
 
 use std::net::SocketAddr;
 
