@@ -53,6 +53,23 @@ fn serves_graphql_and_live_stats() {
     assert_eq!(stats["db_round_trips"], round_trips);
     assert_eq!(stats["caches"]["reviews"]["hits"], 10);
 
+    // The same counters in Prometheus text.
+    let (status, metrics) = server.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("herder_demo_requests 2"), "{metrics}");
+    assert!(
+        metrics.contains("herder_cache_hits{cache=\"reviews\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herder_dataloader_batched_keys{loader=\"reviews\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE herder_cache_entries gauge"),
+        "{metrics}"
+    );
+
     // A bad query is a GraphQL error, not a failed server.
     let (status, body) =
         server.post_json("/graphql", r#"{"query": "{ books(first: -1) { id } }"}"#);

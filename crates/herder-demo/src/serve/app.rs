@@ -1,4 +1,4 @@
-//! The router: `/`, `/graphql`, `/stats`, `/scenario/{name}`.
+//! The router: `/`, `/graphql`, `/stats`, `/metrics`, `/scenario/{name}`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(dashboard))
         .route("/graphql", get(graphiql).post(graphql))
         .route("/stats", get(stats))
+        .route("/metrics", get(prometheus))
         .route("/scenario/{name}", post(run_scenario))
         .with_state(state)
 }
@@ -89,11 +90,29 @@ async fn run_scenario(State(state): State<AppState>, Path(name): Path<String>) -
 }
 
 async fn stats(State(state): State<AppState>) -> Json<Stats> {
+    Json(snapshot(&state))
+}
+
+fn snapshot(state: &AppState) -> Stats {
     let redis = state.redis.as_ref().map(RedisTier::stats);
-    Json(Stats {
+    Stats {
         uptime_ms: u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         database: state.store.db().place().to_owned(),
         store: state.store.stats(),
         redis,
-    })
+    }
+}
+
+/// `/metrics`: the same counters in Prometheus text.
+async fn prometheus(State(state): State<AppState>) -> Response {
+    let document = serde_json::to_value(snapshot(&state)).unwrap_or_default();
+    let body = super::metrics::render(&document);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

@@ -10,15 +10,19 @@
 //! * `POST /scenario/{n_plus_one,stampede,storm}`: runs one of the report's scenarios inside the
 //!   server, its modes side by side, and answers what each measured as JSON.
 //!
-//! `/metrics` (Prometheus) is not served yet: it needs a metrics feature in herder itself.
+//! * `GET /metrics`: the same counters in Prometheus text (`herder_cache_hits{cache="authors"}`
+//!   ...), recorded through the `metrics` facade into a local `metrics-exporter-prometheus`
+//!   recorder at each scrape. herder itself has no `metrics` feature yet: the demo reads its
+//!   `stats()`.
 //!
 //! Rows are read through DataLoaders in front of shared caches, the aggregate through herder's
 //! `Cache` (with a Redis tier if `--redis-url` is given).
 //!
-//! Layout: `app` (the router and handlers), `scenario` (the scenarios run on a click), `pages`
-//! (the HTML).
+//! Layout: `app` (the router and handlers), `scenario` (the scenarios run on a click), `metrics`
+//! (the Prometheus text), `pages` (the HTML).
 
 mod app;
+mod metrics;
 mod pages;
 mod scenario;
 
