@@ -1,6 +1,7 @@
 //! Cache counters, striped across cache lines so that the hit path of two threads never writes the
 //! same line (a shared counter would cost more than the lookup itself).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 
@@ -78,41 +79,70 @@ impl Default for Counters {
     }
 }
 
-/// This thread's stripe: owned (a pool shared by every cache, handed back when the thread
-/// exits), or `None` past the pool.
-fn owned_stripe() -> Option<usize> {
-    thread_local! {
-        static STRIPE: Owner = Owner::take();
+/// No stripe assigned to this thread yet.
+const UNASSIGNED: usize = usize::MAX;
+
+thread_local! {
+    /// This thread's stripe: a plain `Cell` with a constant initializer and no destructor, so
+    /// reading it on the hit path is one thread-local load.
+    static STRIPE: Cell<usize> = const { Cell::new(UNASSIGNED) };
+    /// Hands the stripe back to the pool when the thread exits.
+    static OWNER: Owner = const { Owner(Cell::new(None)) };
+}
+
+/// This thread's stripe: one it owns (from a pool shared by every cache, handed back when the
+/// thread exits), or the shared one ([`OWNED`]) past the pool.
+#[inline]
+fn stripe() -> usize {
+    match STRIPE.with(Cell::get) {
+        UNASSIGNED => assign(),
+        stripe => stripe,
     }
-    STRIPE.try_with(|owner| owner.0).ok().flatten()
+}
+
+#[cold]
+fn assign() -> usize {
+    let taken = {
+        let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+        let (free, next) = &mut *pool;
+        free.pop().or_else(|| {
+            let stripe = (*next < OWNED).then_some(*next);
+            *next += usize::from(stripe.is_some());
+            stripe
+        })
+    };
+    let stripe = match taken {
+        // Owned only if the release on exit could be registered (not during thread teardown).
+        Some(stripe) if OWNER.try_with(|owner| owner.0.set(Some(stripe))).is_ok() => stripe,
+        Some(stripe) => {
+            release(stripe);
+            OWNED
+        }
+        None => OWNED,
+    };
+    STRIPE.with(|cell| cell.set(stripe));
+    stripe
 }
 
 /// Free stripes, and the next never-used one.
 static POOL: Mutex<(Vec<usize>, usize)> = Mutex::new((Vec::new(), 0));
 
-struct Owner(Option<usize>);
-
-impl Owner {
-    fn take() -> Self {
-        let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-        let (free, next) = &mut *pool;
-        let stripe = free.pop().or_else(|| {
-            let stripe = (*next < OWNED).then_some(*next);
-            *next += usize::from(stripe.is_some());
-            stripe
-        });
-        Owner(stripe)
-    }
+fn release(stripe: usize) {
+    // The lock orders this thread's last counts before the next owner's first.
+    POOL.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .0
+        .push(stripe);
 }
+
+struct Owner(Cell<Option<usize>>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        // The lock orders this thread's last counts before the next owner's first.
-        if let Some(stripe) = self.0 {
-            POOL.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .0
-                .push(stripe);
+        if let Some(stripe) = self.0.take() {
+            // Whatever this thread counts from here on goes to the shared stripe.
+            STRIPE.with(|cell| cell.set(OWNED));
+            release(stripe);
         }
     }
 }
@@ -120,14 +150,12 @@ impl Drop for Owner {
 impl Counters {
     #[inline]
     pub(crate) fn bump(&self, counter: Counter) {
-        match owned_stripe() {
-            Some(stripe) => {
-                let cell = &self.stripes[stripe].0[counter as usize];
-                cell.store(cell.load(Relaxed) + 1, Relaxed);
-            }
-            None => {
-                self.stripes[OWNED].0[counter as usize].fetch_add(1, Relaxed);
-            }
+        let stripe = stripe();
+        let cell = &self.stripes[stripe].0[counter as usize];
+        if stripe == OWNED {
+            cell.fetch_add(1, Relaxed);
+        } else {
+            cell.store(cell.load(Relaxed) + 1, Relaxed);
         }
     }
 
