@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet::{Check, Member, NAMESPACE};
-use herder_testkit::{Database, RedisServer};
+use herder_testkit::{Database, RedisServer, seed};
 use redis::AsyncCommands;
 
 /// A plain connection, to look at or tamper with what the tier stored.
@@ -34,15 +34,6 @@ async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     condition()
-}
-
-fn seed() -> u64 {
-    let seed = std::env::var("HERDER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("HERDER_SEED={seed}");
-    seed
 }
 
 /// The Redis key of `key`'s value in the fleet's namespace (single server; see `layout.rs`).

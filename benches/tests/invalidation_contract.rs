@@ -19,20 +19,10 @@ use std::time::Duration;
 
 use herder::cache::{EarlyRefresh, Loaded};
 use herder::{Cache, DataLoader, Loader};
-use herder_testkit::{Bounds, Database, History, Node, ReadFuture, Workload};
+use herder_testkit::{Bounds, Database, History, Node, ReadFuture, Workload, seed};
 use support::{BackendDown, Reply, gated, poll_once};
 
 const MS: Duration = Duration::from_millis(1);
-
-/// The seed from `HERDER_SEED`, or a random one; printed either way.
-fn seed() -> u64 {
-    let seed = std::env::var("HERDER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("HERDER_SEED={seed}");
-    seed
-}
 
 /// Silences the panics the loaders inject on purpose, and `get_with`'s panics for a joined load
 /// that failed (other panics still print).

@@ -25,6 +25,17 @@ pub use history::{Bounds, FaultWindow, History, Read, Report, Rule, Violation, W
 pub use proxy::{FaultProxy, Faults};
 pub use workload::{Node, ReadFuture, Workload};
 
+/// The seed of a randomized test: `HERDER_SEED` if set (to replay a failure), else a random one;
+/// printed either way, so that a failing run says how to replay it.
+pub fn seed() -> u64 {
+    let seed = std::env::var("HERDER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("HERDER_SEED={seed}");
+    seed
+}
+
 // One copy, in herder-redis's tests (which must build from the packaged crate, without this
 // unpublished one).
 #[path = "../../herder-redis/tests/support/servers.rs"]

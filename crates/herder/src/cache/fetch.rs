@@ -390,7 +390,26 @@ where
     Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
     E: Send + Sync + 'static,
 {
-    let fallback = match inner.lookup(&key) {
+    let looked = inner.lookup(&key);
+    fetch_after(inner, key, looked, load, read).await
+}
+
+/// [`fetch`] once `key` has been looked up (`looked`).
+pub(crate) async fn fetch_after<K, V, F, Fut, E>(
+    inner: &Arc<Inner<K, V>>,
+    key: K,
+    looked: Lookup<V>,
+    load: F,
+    read: Read,
+) -> Result<Fetched<V>, CacheError<E>>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
+    E: Send + Sync + 'static,
+{
+    let fallback = match looked {
         Lookup::Serve { fetched, .. } if read.present && fetched.value.is_none() => None,
         Lookup::Serve {
             fetched,

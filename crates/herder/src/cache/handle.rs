@@ -197,6 +197,16 @@ where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
+        // The hit path first: nothing to allocate for a value that is there.
+        let mut looked = match self.inner.lookup(&key) {
+            Lookup::Serve {
+                fetched: Fetched {
+                    value: Some(value), ..
+                },
+                refresh: None,
+            } => return value,
+            looked => Some(looked),
+        };
         // `init` runs at most once, in this call's own load; a load it merely joined leaves it.
         let init = Arc::new(std::sync::Mutex::new(Some(init)));
         let read = fetch::Read {
@@ -212,7 +222,9 @@ where
                     Ok::<_, Infallible>(Loaded::found(init().await))
                 }
             };
-            let failed = match fetch::fetch(&self.inner, key.clone(), load, read).await {
+            let looked = looked.take().unwrap_or_else(|| self.inner.lookup(&key));
+            let fetched = fetch::fetch_after(&self.inner, key.clone(), looked, load, read);
+            let failed = match fetched.await {
                 Ok(Fetched {
                     value: Some(value), ..
                 }) => return value,

@@ -37,10 +37,14 @@ where
         let mut removed = Removed::new(&self.listener);
         let (key, entry) = self.flights.detach_then(key, || self.storage.remove(key))?;
         let now = self.clock.now();
-        let value = match entry.freshness(now, &self.config) {
-            Freshness::Fresh { .. } | Freshness::Stale => entry.value.clone(),
-            Freshness::Kept | Freshness::Gone => None,
-        };
+        let served = matches!(
+            entry.freshness(now, &self.config),
+            Freshness::Fresh { .. } | Freshness::Stale
+        );
+        if !removed.wanted() {
+            return entry.value.filter(|_| served);
+        }
+        let value = entry.value.clone().filter(|_| served);
         removed.entry(key, entry, RemovalCause::Explicit, now, &self.config);
         value
     }
