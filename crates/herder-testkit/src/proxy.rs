@@ -385,7 +385,10 @@ async fn pump(
         let Ok(now) = mode.wait_for(|m| !m.stalled).await.map(|m| *m) else {
             break;
         };
-        if now.dropping {
+        // A connection that lost bytes never delivers again (it is cut as soon as the drop
+        // ends): forwarding a later chunk would hand the other side a stream with a hole, which
+        // TCP never does (a Redis client would pair replies with the wrong requests).
+        if now.dropping || poisoned.load(Relaxed) {
             poisoned.store(true, Relaxed);
             counters.bytes_dropped.fetch_add(n as u64, Relaxed);
             continue;

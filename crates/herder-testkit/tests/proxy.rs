@@ -131,6 +131,35 @@ async fn a_blackhole_discards_then_cuts_the_connections_that_lost_bytes() {
     );
 }
 
+/// Regression: a chunk written between `resume` and the cut used to be forwarded, so the other
+/// side saw a stream with a hole in it (a Redis client then paired replies with the wrong
+/// requests, and a fleet check saw one key's value under another key). TCP never does that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_lost_bytes_never_delivers_later_ones() {
+    let proxy = FaultProxy::start(echo().await);
+    for round in 1..=50_u64 {
+        let mut lost = TcpStream::connect(proxy.addr()).await.unwrap();
+        roundtrip(&mut lost, b"warm").await.unwrap();
+        proxy.drop_traffic();
+        lost.write_all(b"gone").await.unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while proxy.faults().bytes_dropped < 4 * round {
+            assert!(Instant::now() < deadline, "the proxy never read the bytes");
+            tokio::task::yield_now().await;
+        }
+        proxy.resume();
+        // Written at once, racing the cut: it must be dropped, never echoed.
+        let _ = lost.write_all(b"next").await;
+        let mut got = [0_u8; 8];
+        let read = timeout(PATIENCE, lost.read(&mut got)).await.unwrap();
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "round {round}: bytes after the hole were delivered: {read:?} {:?}",
+            &got[..]
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_cuts_every_open_connection_and_accepts_new_ones() {
     let proxy = FaultProxy::start(echo().await);
