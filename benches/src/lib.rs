@@ -12,3 +12,4 @@ pub mod peers;
 pub mod queue;
 pub mod report;
 pub mod workloads;
+pub mod zipf;
