@@ -511,7 +511,7 @@ where
             return false;
         };
         let now = self.inner.clock.now();
-        entry.value.is_some()
+        entry.value().is_some()
             && matches!(
                 entry.freshness(now, &self.inner.config),
                 Freshness::Fresh { .. } | Freshness::Stale
@@ -535,7 +535,7 @@ where
         let now = inner.clock.now();
         inner.storage.iter().filter_map(move |(key, entry)| {
             match entry.freshness(now, &inner.config) {
-                Freshness::Fresh { .. } | Freshness::Stale => Some((key, entry.value?)),
+                Freshness::Fresh { .. } | Freshness::Stale => Some((key, entry.into_value()?)),
                 Freshness::Kept | Freshness::Gone => None,
             }
         })

@@ -16,6 +16,7 @@ mod handle;
 mod listener;
 mod load;
 mod stats;
+mod span;
 mod status;
 mod storage;
 mod tier;

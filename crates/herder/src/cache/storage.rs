@@ -30,7 +30,7 @@ impl<K, V> Clone for EntryWeighter<K, V> {
 impl<K, V> Weighter<K, Entry<V>> for EntryWeighter<K, V> {
     fn weight(&self, key: &K, entry: &Entry<V>) -> u64 {
         // quick_cache never evicts a weight-0 entry: everything costs at least 1.
-        match (&self.0, &entry.value) {
+        match (&self.0, entry.value()) {
             (Some(weigher), Some(value)) => weigher(key, value).max(1),
             _ => 1,
         }
