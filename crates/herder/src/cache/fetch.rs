@@ -44,7 +44,7 @@ where
             return Lookup::Miss(None);
         };
         let now = if entry.needs_clock() {
-            let now = self.clock.now();
+            let now = self.clock.now_on_hit();
             if now < entry.fresh_until
                 && !entry.is_degraded()
                 && matches!(self.config.early_refresh, EarlyRefresh::Off)

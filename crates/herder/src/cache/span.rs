@@ -65,9 +65,20 @@ mod tests {
 
     #[test]
     fn spans_round_down_by_less_than_one_part_in_2_pow_25() {
-        for nanos in [0, 1, 999, (1 << 26) - 1, 1 << 26, (1 << 26) + 1, 3_600_000_000_000] {
+        for nanos in [
+            0,
+            1,
+            999,
+            (1 << 26) - 1,
+            1 << 26,
+            (1 << 26) + 1,
+            3_600_000_000_000,
+        ] {
             let back = Span::down(nanos).nanos();
-            assert!(back <= nanos && nanos - back <= nanos >> 25, "{nanos} -> {back}");
+            assert!(
+                back <= nanos && nanos - back <= nanos >> 25,
+                "{nanos} -> {back}"
+            );
         }
         assert_eq!(Span::down(123_456).nanos(), 123_456, "exact below 2^26");
         let huge = NEVER - 1;
@@ -82,7 +93,10 @@ mod tests {
         for micros in [0u128, 1, 2047, 2048, 2049, 1_000_000, 123_456_789] {
             let back = LoadTime::from_micros(micros).nanos() / 1000;
             let micros = micros as u64;
-            assert!(back <= micros && micros - back <= micros / 1024, "{micros} -> {back}");
+            assert!(
+                back <= micros && micros - back <= micros / 1024,
+                "{micros} -> {back}"
+            );
         }
         let most = LoadTime::from_micros(u128::MAX).nanos();
         assert_eq!(most, LoadTime::from_micros(u128::from(u64::MAX)).nanos());

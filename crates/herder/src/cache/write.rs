@@ -135,9 +135,9 @@ where
     {
         let mut removed = Removed::new(&self.listener);
         self.flights.with_lock(key, || {
-            let taken = self
-                .storage
-                .remove_if(key, |entry| entry.fresh_until == seen && !entry.is_degraded());
+            let taken = self.storage.remove_if(key, |entry| {
+                entry.fresh_until == seen && !entry.is_degraded()
+            });
             if let Some((key, entry)) = taken {
                 let evicted = self.storage.insert(&key, entry.with_deadline(deadline));
                 if removed.wanted() {
