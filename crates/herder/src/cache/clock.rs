@@ -20,7 +20,7 @@
 //! a runtime that polls its tasks: a runtime whose every worker is blocked delays expiry as long
 //! as it delays its own timers.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -59,6 +59,10 @@ struct Shared {
     state: AtomicU8,
     /// The ticker's period; `None`: always read the clock.
     resolution: Option<Duration>,
+    /// The multi-thread runtime the cache was built in, which runs the ticker for hits made
+    /// outside any runtime (until it shuts down).
+    home: Option<Handle>,
+    home_gone: AtomicBool,
 }
 
 impl Shared {
@@ -76,6 +80,8 @@ impl Clock {
                 origin: Instant::now(),
                 now: AtomicU64::new(0),
                 state: AtomicU8::new(EXACT),
+                home: resolution.and_then(|_| multi_thread(Handle::try_current().ok()?)),
+                home_gone: AtomicBool::new(false),
                 resolution,
             }),
         }
@@ -111,7 +117,8 @@ impl Clock {
         }
     }
 
-    /// Reads the clock, and starts a ticker if this thread is in a multi-thread runtime.
+    /// Reads the clock, and starts a ticker on this thread's runtime if it is a multi-thread
+    /// one, or, outside any runtime, on the multi-thread runtime the cache was built in.
     #[cold]
     #[inline(never)]
     fn exact(&self) -> u64 {
@@ -120,12 +127,17 @@ impl Clock {
         let Some(resolution) = shared.resolution else {
             return now;
         };
-        let Ok(runtime) = Handle::try_current() else {
-            return now;
+        // A current-thread runtime may pause its clock: its threads read it as it stands.
+        let (runtime, home) = match Handle::try_current() {
+            Ok(current) => match multi_thread(current) {
+                Some(current) => (current, false),
+                None => return now,
+            },
+            Err(_) => match &shared.home {
+                Some(home) if !shared.home_gone.load(Ordering::Relaxed) => (home.clone(), true),
+                _ => return now,
+            },
         };
-        if !matches!(runtime.runtime_flavor(), RuntimeFlavor::MultiThread) {
-            return now;
-        }
         // The time is current before the state says so (readers load it after the state).
         shared.now.fetch_max(now, Ordering::Relaxed);
         if shared
@@ -133,7 +145,7 @@ impl Clock {
             .compare_exchange(EXACT, READ, Ordering::Release, Ordering::Relaxed)
             .is_ok()
         {
-            runtime.spawn(tick(Arc::downgrade(&self.shared), resolution));
+            runtime.spawn(tick(Arc::downgrade(&self.shared), resolution, home));
         }
         now
     }
@@ -145,16 +157,25 @@ impl Clock {
     }
 }
 
+fn multi_thread(runtime: Handle) -> Option<Handle> {
+    matches!(runtime.runtime_flavor(), RuntimeFlavor::MultiThread).then_some(runtime)
+}
+
 /// Puts the clock back to `EXACT` if the ticker is dropped without stopping on its own (its
-/// runtime shut down): the stored time would no longer move.
+/// runtime shut down): the stored time would no longer move. A home runtime that shut down is
+/// not asked again.
 struct Stopped {
     clock: Weak<Shared>,
     armed: bool,
+    home: bool,
 }
 
 impl Drop for Stopped {
     fn drop(&mut self) {
         if let (true, Some(shared)) = (self.armed, self.clock.upgrade()) {
+            if self.home {
+                shared.home_gone.store(true, Ordering::Relaxed);
+            }
             shared.state.store(EXACT, Ordering::Release);
         }
     }
@@ -162,7 +183,7 @@ impl Drop for Stopped {
 
 /// Keeps a clock current, every `resolution`, until it goes unread for `IDLE`, its cache is
 /// dropped, or its runtime shuts down.
-async fn tick(clock: Weak<Shared>, resolution: Duration) {
+async fn tick(clock: Weak<Shared>, resolution: Duration, home: bool) {
     let mut interval = tokio::time::interval(resolution);
     interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let idle_ticks = (IDLE.as_nanos() / resolution.as_nanos()).max(1);
@@ -170,6 +191,7 @@ async fn tick(clock: Weak<Shared>, resolution: Duration) {
     let mut stopped = Stopped {
         clock: clock.clone(),
         armed: true,
+        home,
     };
     loop {
         interval.tick().await;
@@ -256,6 +278,25 @@ mod tests {
         let before = clock.now();
         std::thread::sleep(Duration::from_millis(2));
         assert!(clock.now() >= before + 2_000_000);
+    }
+
+    #[test]
+    fn hits_outside_a_runtime_tick_on_the_runtime_the_cache_was_built_in_while_it_lives() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let clock = runtime.block_on(async { Clock::new(Some(DEFAULT_RESOLUTION)) });
+        clock.now_on_hit();
+        assert!(clock.ticking());
+        drop(runtime);
+        assert!(!clock.ticking());
+        // Its home is gone: read at every use, without trying to spawn there again.
+        let before = clock.now_on_hit();
+        assert!(!clock.ticking() && clock.shared.home_gone.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(clock.now_on_hit() >= before + 2_000_000);
     }
 
     #[test]
