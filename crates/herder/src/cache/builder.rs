@@ -88,7 +88,8 @@ where
     /// `time_to_idle`; with a [`time_to_live`](Builder::time_to_live) too, the earlier of the two
     /// ends it. A read pushes the idle deadline back when it has moved by more than a sixteenth
     /// of `idle` (rewriting the entry at every read of a hot key would cost more than the read),
-    /// so an entry may expire up to `idle / 16` early. Cannot be combined with
+    /// so an entry may expire up to `idle / 16` early (plus the clock's resolution, see
+    /// [`clock_resolution`](Builder::clock_resolution)). Cannot be combined with
     /// [`EarlyRefresh::Fraction`].
     ///
     /// ```

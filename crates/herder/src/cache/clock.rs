@@ -87,13 +87,15 @@ impl Clock {
         }
     }
 
-    /// Now, in nanoseconds since the cache was built.
+    /// Now, in nanoseconds since the cache was built, read from the clock: for writes, so that
+    /// a deadline is never earlier than its TTL says, and for everything but hits.
     pub(crate) fn now(&self) -> u64 {
-        self.load().unwrap_or_else(|| self.shared.read())
+        self.shared.read()
     }
 
-    /// [`now`](Clock::now) for a hit on an entry that expires: starts a ticker if none runs and
-    /// this thread is in a multi-thread runtime.
+    /// Now, for a hit on an entry that expires: the ticker's time if one runs (at most a tick
+    /// behind the clock, so an entry is never served early, at most a tick late), else the
+    /// clock, starting a ticker where one can run.
     #[inline]
     pub(crate) fn now_on_hit(&self) -> u64 {
         self.load().unwrap_or_else(|| self.exact())
