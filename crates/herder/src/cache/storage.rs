@@ -1,7 +1,8 @@
 //! The storage under the cache: `quick_cache`'s sharded CLOCK-Pro, holding [`Entry`]s.
 //!
-//! quick_cache was picked by measurement (see `docs/BENCHMARKS.md`): full-key comparison, about 21
-//! bytes of overhead per entry, and reads that scale with threads. herder adds the timeline of
+//! quick_cache was picked by measurement (see `docs/BENCHMARKS.md`): full-key comparison, about 43
+//! bytes of overhead per `u64 → u64` entry (its slab and table), and reads that scale with
+//! threads. herder adds the timeline of
 //! each entry and never evicts by itself: expired entries are dropped when read or pushed out by
 //! quick_cache's eviction.
 
