@@ -3,22 +3,25 @@
 //!
 //! Reading the OS clock costs more than a cache hit: besides its own ~25 ns, the read is ordered
 //! with the loads around it (`rdtscp`/`lfence`), which stalls the hash lookup (2 threads: ~100 ns
-//! a hit instead of ~35). So while a cache is read on a multi-thread Tokio runtime, a ticker task
-//! on that runtime stores the time every `resolution` (1 ms by default), and reads load it:
+//! a hit instead of ~35). So while a cache is hit on a multi-thread Tokio runtime, a ticker task
+//! on that runtime stores the time every `resolution` (1 ms by default), and hits load it. Writes
+//! always read the clock, so a deadline is never earlier than its TTL says and a hit serves an
+//! entry at most a tick (plus the ticker's scheduling delay) past it, never before.
 //!
 //! ```text
-//!            first read on a multi-thread runtime: read the clock, spawn the ticker
-//!   Exact ──────────────────────────────────────────────────────────────────────→ Read ⇄ Unread
-//!     ↑        ticker: no read for a second, or its runtime shut down            (ticker: Unread;
-//!     └───────────────────────────────────────────────────────────────────────    a read: Read)
+//!          a hit on a multi-thread runtime (or, outside any runtime, with the cache built in one):
+//!          read the clock, spawn the ticker on that runtime
+//!   Exact ────────────────────────────────────────────────────→ Read ⇄ Unread
+//!     ↑    the ticker: no hit for a second, or its runtime        (each tick: Unread;
+//!     └─── shut down                                               a hit: Read)
 //! ```
 //!
 //! In `Exact` (no ticker: outside a runtime, on a current-thread runtime, with a zero resolution,
-//! or while the cache is idle) every read reads `tokio::time::Instant::now()`. Only a
-//! current-thread runtime can pause its clock (`start_paused`, `time::pause`), so a paused clock
-//! is always read as it stands: tests that `advance` it see exact expiry. A ticker keeps time on
-//! a runtime that polls its tasks: a runtime whose every worker is blocked delays expiry as long
-//! as it delays its own timers.
+//! or while the cache is idle) every hit reads `tokio::time::Instant::now()`. Only a
+//! current-thread runtime can pause its clock (`start_paused`, `time::pause`), and its threads
+//! never start a ticker, so a paused clock is read as it stands: tests that `advance` it see exact
+//! expiry. A ticker keeps time as well as its runtime polls its tasks: a runtime whose every
+//! worker is blocked delays expiry as long as it delays its own timers.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
