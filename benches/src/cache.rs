@@ -33,13 +33,17 @@ impl HerderGet {
         HerderGet(cache.unwrap(), "herder Cache::get (TTL)")
     }
 
-    pub fn coarse(capacity: u64) -> Self {
+    /// The OS clock read at every hit (`clock_resolution(ZERO)`; the default is a 1 ms clock).
+    pub fn exact_clock(capacity: u64) -> Self {
         let cache = herder::Cache::builder()
             .max_capacity(capacity)
             .time_to_live(HOUR)
-            .clock_resolution(Duration::from_millis(1))
+            .clock_resolution(Duration::ZERO)
             .build();
-        HerderGet(cache.unwrap(), "herder Cache::get (TTL, 1 ms clock)")
+        HerderGet(
+            cache.unwrap(),
+            "herder Cache::get (TTL, OS clock at every hit)",
+        )
     }
 
     pub fn without_ttl(capacity: u64) -> Self {
@@ -141,7 +145,7 @@ impl HitPath for Pingora {
 pub fn hit_path_peers(capacity: u64) -> Vec<Arc<dyn HitPath>> {
     vec![
         Arc::new(HerderGet::with_ttl(capacity)),
-        Arc::new(HerderGet::coarse(capacity)),
+        Arc::new(HerderGet::exact_clock(capacity)),
         Arc::new(HerderGet::without_ttl(capacity)),
         Arc::new(HerderGetWith(
             herder::Cache::builder()

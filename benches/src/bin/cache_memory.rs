@@ -35,8 +35,9 @@ fn measure<C>(
     }
     let kept = len(&cache);
     let change = region.change();
-    let held = change.bytes_allocated as isize - change.bytes_deallocated as isize
-        + change.bytes_reallocated;
+    // A `realloc` that grows a table already counts its growth in `bytes_allocated` (and one
+    // that shrinks it in `bytes_deallocated`): `bytes_reallocated` is not added on top.
+    let held = change.bytes_allocated as isize - change.bytes_deallocated as isize;
     drop(cache);
     (kept, held)
 }

@@ -96,6 +96,10 @@
 //! # Runtime
 //!
 //! herder runs on Tokio. All time goes through `tokio::time`, so tests can run on a paused clock.
+//! On a multi-thread runtime, a [`Cache`] with expiring entries tells the time on a hit from a
+//! clock that a ticker task keeps every millisecond while the cache is read (reading the OS clock
+//! would cost more than the hit); elsewhere, and under a paused clock, it reads the clock exactly
+//! (see [`Builder::clock_resolution`](cache::Builder::clock_resolution)).
 
 #![forbid(unsafe_code)]
 #![warn(

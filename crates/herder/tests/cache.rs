@@ -906,34 +906,71 @@ fn invalid_settings_are_refused_by_build() {
                 .max_capacity(1)
                 .wait_timeout(Duration::ZERO)
         ),
-        "timeouts and the clock resolution must be positive"
+        "timeouts must be positive"
     );
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_coarse_clock_expires_entries_within_its_resolution() {
-    let cache: Cache<u32, String> = Cache::builder()
-        .max_capacity(10)
-        .time_to_live(100 * Duration::from_millis(1))
-        .clock_resolution(Duration::from_millis(1))
+async fn a_paused_clock_is_followed_exactly_whatever_the_resolution() {
+    for resolution in [
+        Duration::ZERO,
+        Duration::from_millis(1),
+        Duration::from_secs(1),
+    ] {
+        let cache: Cache<u32, String> = Cache::builder()
+            .max_capacity(10)
+            .time_to_live(Duration::from_millis(100))
+            .clock_resolution(resolution)
+            .build()
+            .unwrap();
+        cache.insert(1, "v".into());
+        tokio::time::advance(Duration::from_millis(100) - Duration::from_nanos(1)).await;
+        assert_eq!(cache.get(&1).as_deref(), Some("v"), "{resolution:?}");
+        tokio::time::advance(Duration::from_nanos(1)).await;
+        assert_eq!(cache.get(&1), None, "{resolution:?}");
+    }
+}
+
+#[test]
+fn a_cache_built_and_read_outside_a_runtime_expires_its_entries() {
+    let cache: Cache<u32, u32> = Cache::builder()
+        .max_capacity(1)
+        .time_to_live(Duration::from_millis(5))
         .build()
         .unwrap();
-    cache.insert(1, "v".into());
-    // Waiting lets the ticker run: the clock moves in steps of the resolution.
-    tokio::time::sleep(Duration::from_millis(98)).await;
-    assert_eq!(cache.get(&1).as_deref(), Some("v"));
-    tokio::time::sleep(Duration::from_millis(3)).await;
+    cache.insert(1, 1);
+    assert_eq!(cache.get(&1), Some(1));
+    // No runtime: the clock is read at every use (a real sleep: there is no clock to pause).
+    std::thread::sleep(Duration::from_millis(10));
     assert_eq!(cache.get(&1), None);
 }
 
 #[test]
-fn a_coarse_clock_needs_a_runtime_to_tick_in() {
-    let err = Cache::<u32, u32>::builder()
-        .max_capacity(1)
-        .clock_resolution(Duration::from_millis(1))
+fn hits_on_a_multi_thread_runtime_expire_entries_within_the_resolution() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
         .build()
-        .unwrap_err();
-    assert_eq!(err.reason(), "clock_resolution needs a Tokio runtime");
+        .unwrap();
+    let cache: Cache<u32, u32> = Cache::builder()
+        .max_capacity(1)
+        .time_to_live(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        cache.insert(1, 1);
+        assert_eq!(cache.get(&1), Some(1)); // starts the ticker
+        // Real time (a multi-thread runtime cannot pause its clock): the ticker moves the
+        // cache's clock, so the hot entry expires although no hit reads the OS clock.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(cache.get(&1), None);
+    });
+    // The ticker's runtime is gone: hits read the clock again rather than a time that stopped.
+    cache.insert(2, 2);
+    assert_eq!(cache.get(&2), Some(2));
+    drop(runtime);
+    std::thread::sleep(Duration::from_millis(40));
+    assert_eq!(cache.get(&2), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,7 +111,6 @@ async fn settings_that_cannot_work_are_refused_by_build() {
         Cache::builder().max_capacity(1).wait_timeout(zero),
         Cache::builder().max_capacity(1).load_timeout(zero),
         Cache::builder().max_capacity(1).soft_load_timeout(zero),
-        Cache::builder().max_capacity(1).clock_resolution(zero),
         Cache::builder().max_capacity(1).clock_resolution(MAX),
         Cache::builder().max_capacity(1).fail_safe(MAX, zero),
         Cache::builder()

@@ -88,7 +88,8 @@ where
     /// `time_to_idle`; with a [`time_to_live`](Builder::time_to_live) too, the earlier of the two
     /// ends it. A read pushes the idle deadline back when it has moved by more than a sixteenth
     /// of `idle` (rewriting the entry at every read of a hot key would cost more than the read),
-    /// so an entry may expire up to `idle / 16` early. Cannot be combined with
+    /// so an entry may expire up to `idle / 16` early (plus the clock's resolution, see
+    /// [`clock_resolution`](Builder::clock_resolution)). Cannot be combined with
     /// [`EarlyRefresh::Fraction`].
     ///
     /// ```
@@ -173,16 +174,35 @@ where
         self
     }
 
-    /// Read time from a clock updated every `resolution` by a ticker task, instead of from the OS
-    /// at every read (default: the OS clock). A hit on an entry with a TTL then costs about half
-    /// (see `docs/BENCHMARKS.md`), and expiry decisions may be up to `resolution` late or early:
-    /// 1 ms suits TTLs of seconds. The ticker runs on the runtime `build` is called in, wakes it
-    /// every `resolution`, and stops when the cache is dropped.
+    /// How finely a hit tells the time (default: 1 ms). Reading the OS clock costs more than a
+    /// hit on an entry that expires (see `docs/BENCHMARKS.md`), so while the cache is read on a
+    /// multi-thread Tokio runtime, a ticker task on that runtime stores the time every
+    /// `resolution` and hits load it: an entry may then be served up to `resolution` past its
+    /// deadline (never before it). The ticker starts with the first such hit, stops after a
+    /// second without one (the next hit starts it again), when the cache is dropped, or when its
+    /// runtime shuts down; it keeps time as well as the runtime polls its tasks (a runtime whose
+    /// every worker is blocked delays it, as it delays its own timers).
     ///
-    /// `build` fails outside a Tokio runtime with this setting, and when `resolution` is zero or
-    /// longer than 1 s.
+    /// Outside a runtime, on a current-thread runtime, and with `Duration::ZERO`, the clock is
+    /// read at every use, exactly. A paused Tokio clock (`start_paused`, `time::pause`, which
+    /// only a current-thread runtime allows) is therefore followed exactly: tests that
+    /// `advance` it see each entry expire at its deadline.
+    ///
+    /// `build` fails when `resolution` is longer than 1 s.
+    ///
+    /// ```
+    /// # use herder::Cache;
+    /// # use std::time::Duration;
+    /// // Every hit reads the OS clock (slower hits, exact expiry).
+    /// let exact: Cache<u64, String> = Cache::builder()
+    ///     .max_capacity(1_000)
+    ///     .time_to_live(Duration::from_millis(50))
+    ///     .clock_resolution(Duration::ZERO)
+    ///     .build()
+    ///     .unwrap();
+    /// ```
     pub fn clock_resolution(mut self, resolution: Duration) -> Self {
-        self.config.clock_resolution = Some(resolution);
+        self.config.clock_resolution = resolution;
         self
     }
 
@@ -253,25 +273,12 @@ where
             None => usize::try_from(capacity).unwrap_or(usize::MAX),
         });
         let estimated = estimated.min(MAX_PRESIZED);
-        let runtime = match self.config.clock_resolution {
-            None => None,
-            Some(_) => match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => Some(runtime),
-                Err(_) => {
-                    return Err(BuildError::new(
-                        "Cache",
-                        "clock_resolution needs a Tokio runtime",
-                    ));
-                }
-            },
-        };
         let record = self.listener.is_some();
         let storage = Storage::new(capacity, estimated.max(1), self.weigher, record);
         Ok(Cache::from_parts(
             storage,
             self.config,
             self.tier,
-            runtime,
             self.listener,
         ))
     }

@@ -56,8 +56,9 @@ pub(crate) struct Config {
     pub(crate) wait_timeout: Option<Duration>,
     pub(crate) load_timeout: Option<Duration>,
     pub(crate) soft_load_timeout: Option<Duration>,
-    /// Tick of the coarse clock; `None`: the OS clock at every read.
-    pub(crate) clock_resolution: Option<Duration>,
+    /// Tick of the clock kept by a ticker on a multi-thread runtime; zero: read the clock at
+    /// every use.
+    pub(crate) clock_resolution: Duration,
 }
 
 impl Default for Config {
@@ -72,7 +73,7 @@ impl Default for Config {
             wait_timeout: None,
             load_timeout: None,
             soft_load_timeout: None,
-            clock_resolution: None,
+            clock_resolution: super::clock::DEFAULT_RESOLUTION,
         }
     }
 }
@@ -129,21 +130,13 @@ impl Config {
         if self.fail_safe.is_some_and(|fs| fs.throttle.is_zero()) {
             return Some("fail_safe throttle must be positive");
         }
-        if [
-            self.wait_timeout,
-            self.load_timeout,
-            self.soft_load_timeout,
-            self.clock_resolution,
-        ]
-        .iter()
-        .any(|t| t.is_some_and(|t| t.is_zero()))
+        if [self.wait_timeout, self.load_timeout, self.soft_load_timeout]
+            .iter()
+            .any(|t| t.is_some_and(|t| t.is_zero()))
         {
-            return Some("timeouts and the clock resolution must be positive");
+            return Some("timeouts must be positive");
         }
-        if self
-            .clock_resolution
-            .is_some_and(|r| r > super::clock::MAX_RESOLUTION)
-        {
+        if self.clock_resolution > super::clock::MAX_RESOLUTION {
             return Some("clock_resolution must be at most 1 s");
         }
         if let (Some(soft), Some(hard)) = (self.soft_load_timeout, self.load_timeout)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::clock::{NEVER, after, nanos};
 use super::config::{Config, EarlyRefresh};
+use super::span::{LoadTime, Span};
 
 /// What a loader found, and for how long to keep it.
 ///
@@ -65,21 +66,28 @@ impl<V> Loaded<V> {
     }
 }
 
-/// A stored entry. `value: None` is a cached "not found".
+/// A stored entry: its expiry and what it holds.
 ///
-/// Kept small (24 bytes besides the value): the stale and fail-safe deadlines of an ordinary
-/// entry follow from its expiry and the cache's settings, so only the expiry is stored.
+/// Kept small (24 bytes for a `u64` value, 16 besides it): the stale and fail-safe deadlines of
+/// an ordinary entry follow from its expiry and the cache's settings, and the one other time an
+/// entry may need is packed into 32 bits, relative to its expiry ([`Span`]), next to the tag.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry<V> {
-    pub(crate) value: Option<V>,
     pub(crate) fresh_until: u64,
-    /// Ordinary entries: the early refresh point of `EarlyRefresh::Fraction` (`NEVER` if none).
-    /// Degraded entries: until when the fail-safe value may still be served.
-    aux: u64,
-    /// How long the load that produced the entry took (XFetch's δ), in microseconds.
-    load_micros: u32,
-    /// The value is a stale one re-served by fail-safe after a failed load.
-    pub(crate) degraded: bool,
+    body: Body<V>,
+}
+
+#[derive(Clone, Debug)]
+enum Body<V> {
+    /// A loaded (or inserted) value. `aux`: with a time to idle, how long after `fresh_until`
+    /// the TTL's deadline comes; with `EarlyRefresh::Fraction`, how long before `fresh_until`
+    /// the early refresh point comes (zero: none). `load`: how long its load took (XFetch's δ).
+    Value { value: V, aux: Span, load: LoadTime },
+    /// A cached "not found"; `aux` as for a value (only its time-to-idle meaning applies).
+    Absent { aux: Span },
+    /// A stale value re-served by fail-safe after a failed load, which may stand in until
+    /// `keep` after `fresh_until`.
+    Degraded { value: V, keep: Span },
 }
 
 /// Where an entry stands at a given time.
@@ -96,7 +104,7 @@ pub(crate) enum Freshness {
 }
 
 impl<V> Entry<V> {
-    /// An entry loaded (or inserted) at `now`.
+    /// An entry loaded (or inserted) at `now`; `value: None` is a cached "not found".
     pub(crate) fn new(
         value: Option<V>,
         ttl: Option<Duration>,
@@ -109,79 +117,124 @@ impl<V> Entry<V> {
             (Some(_), None) => config.ttl,
             (None, None) => config.negative_ttl,
         };
-        let fresh_until = ttl.map_or(NEVER, |ttl| after(now, ttl));
-        let aux = match (config.tti, config.early_refresh, ttl) {
-            // With a time to idle, `aux` keeps the TTL's deadline, and `fresh_until` is the
-            // earlier of it and the idle deadline (`Config::invalid` refuses a fraction with it).
-            (Some(_), _, _) => fresh_until,
-            (None, EarlyRefresh::Fraction(f), Some(ttl)) if value.is_some() => {
-                after(now, ttl.mul_f64(f))
-            }
-            _ => NEVER,
-        };
+        let expiry = ttl.map_or(NEVER, |ttl| after(now, ttl));
         let fresh_until = match config.tti {
-            Some(tti) => fresh_until.min(after(now, tti)),
-            None => fresh_until,
+            Some(tti) => expiry.min(after(now, tti)),
+            None => expiry,
         };
-        Entry {
-            value,
-            fresh_until,
-            aux,
-            load_micros: u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX),
-            degraded: false,
-        }
+        let aux = match (config.tti, config.early_refresh, ttl) {
+            // With a time to idle, `fresh_until` is the earlier of the TTL's deadline and the
+            // idle deadline (`Config::invalid` refuses a fraction with it).
+            (Some(_), _, _) if expiry == NEVER => Span::NEVER,
+            (Some(_), _, _) => Span::down(expiry - fresh_until),
+            (None, EarlyRefresh::Fraction(f), Some(ttl))
+                if value.is_some() && fresh_until != NEVER =>
+            {
+                let refresh = after(now, ttl.mul_f64(f));
+                Span::down(fresh_until.saturating_sub(refresh))
+            }
+            _ => Span::ZERO,
+        };
+        let body = match value {
+            Some(value) => Body::Value {
+                value,
+                aux,
+                load: LoadTime::from_micros(load_time.as_micros()),
+            },
+            None => Body::Absent { aux },
+        };
+        Entry { fresh_until, body }
     }
 
     /// The fail-safe re-store of a stale `value` after a failed load: served for `throttle`
     /// without asking the backend again, keeping its original fallback deadline.
     pub(crate) fn throttled(value: V, now: u64, throttle: Duration, keep_until: u64) -> Self {
         let fresh_until = after(now, throttle);
+        let keep = match keep_until {
+            NEVER => Span::NEVER,
+            _ => Span::down(keep_until.saturating_sub(fresh_until)),
+        };
         Entry {
-            value: Some(value),
             fresh_until,
-            aux: keep_until.max(fresh_until),
-            load_micros: 0,
-            degraded: true,
+            body: Body::Degraded { value, keep },
+        }
+    }
+
+    /// The value, unless this is a cached "not found".
+    pub(crate) fn value(&self) -> Option<&V> {
+        match &self.body {
+            Body::Value { value, .. } | Body::Degraded { value, .. } => Some(value),
+            Body::Absent { .. } => None,
+        }
+    }
+
+    /// The value, unless this is a cached "not found".
+    pub(crate) fn into_value(self) -> Option<V> {
+        match self.body {
+            Body::Value { value, .. } | Body::Degraded { value, .. } => Some(value),
+            Body::Absent { .. } => None,
+        }
+    }
+
+    /// A stale value re-served by fail-safe after a failed load.
+    pub(crate) fn is_degraded(&self) -> bool {
+        matches!(self.body, Body::Degraded { .. })
+    }
+
+    /// With a time to idle, the TTL's deadline (`NEVER` for a degraded entry: it is not kept
+    /// alive by reads).
+    fn ttl_deadline(&self) -> Option<u64> {
+        match self.body {
+            Body::Value { aux, .. } | Body::Absent { aux } => Some(aux.after(self.fresh_until)),
+            Body::Degraded { .. } => None,
         }
     }
 
     /// With a time to idle: the new deadline of this entry read at `now`, if it moved by more
     /// than a sixteenth of `tti` (so that hot keys are not rewritten at every read; an entry may
-    /// therefore expire up to `tti / 16` early). Never past the TTL's deadline (`aux`).
+    /// therefore expire up to `tti / 16` early). Never past the TTL's deadline.
     pub(crate) fn touched(&self, now: u64, tti: Duration) -> Option<u64> {
-        if self.degraded {
-            return None;
-        }
-        let target = after(now, tti).min(self.aux);
+        let target = after(now, tti).min(self.ttl_deadline()?);
         (target > self.fresh_until.saturating_add(nanos(tti) / 16)).then_some(target)
     }
 
-    /// The same entry with its deadline moved to `fresh_until` (a read within its idle time).
+    /// The same entry with its deadline moved to `fresh_until` (a read within its idle time;
+    /// never past the TTL's deadline).
     pub(crate) fn with_deadline(mut self, fresh_until: u64) -> Self {
+        if let Some(ttl_deadline) = self.ttl_deadline() {
+            let tail = match ttl_deadline {
+                NEVER => Span::NEVER,
+                _ => Span::down(ttl_deadline.saturating_sub(fresh_until)),
+            };
+            match &mut self.body {
+                Body::Value { aux, .. } | Body::Absent { aux } => *aux = tail,
+                Body::Degraded { .. } => {}
+            }
+        }
         self.fresh_until = fresh_until;
         self
     }
 
     /// `true` when classifying this entry needs the time (it expires or refreshes early).
+    #[inline]
     pub(crate) fn needs_clock(&self) -> bool {
-        self.fresh_until != NEVER || (!self.degraded && self.aux != NEVER)
+        self.fresh_until != NEVER
     }
 
     /// The end of the stale window (served while refreshed in the background).
     fn stale_until(&self, config: &Config) -> u64 {
-        if self.degraded || self.value.is_none() {
-            self.fresh_until
-        } else {
-            after(self.fresh_until, config.stale_window)
+        match self.body {
+            Body::Value { .. } => after(self.fresh_until, config.stale_window),
+            Body::Absent { .. } | Body::Degraded { .. } => self.fresh_until,
         }
     }
 
     /// Until when the value may stand in for a failed load (fail-safe).
     pub(crate) fn keep_until(&self, config: &Config) -> u64 {
-        match (self.degraded, &self.value, config.fail_safe) {
-            (true, _, _) => self.aux,
-            (false, None, _) | (false, Some(_), None) => self.stale_until(config),
-            (false, Some(_), Some(fail_safe)) => {
+        match (&self.body, config.fail_safe) {
+            (Body::Degraded { keep, .. }, _) => keep.after(self.fresh_until),
+            (Body::Absent { .. }, _) | (Body::Value { .. }, None) => self.stale_until(config),
+            (Body::Value { .. }, Some(fail_safe)) => {
                 after(self.fresh_until, fail_safe.max_stale).max(self.stale_until(config))
             }
         }
@@ -189,17 +242,15 @@ impl<V> Entry<V> {
 
     pub(crate) fn freshness(&self, now: u64, config: &Config) -> Freshness {
         if now < self.fresh_until {
-            let refresh = !self.degraded
-                && self.value.is_some()
-                && match config.early_refresh {
-                    EarlyRefresh::Off => false,
-                    EarlyRefresh::Fraction(_) => now >= self.aux,
-                    EarlyRefresh::Probabilistic { beta } => xfetch(
-                        self.fresh_until - now,
-                        u64::from(self.load_micros) * 1000,
-                        beta,
-                    ),
-                };
+            let refresh = match (&self.body, config.early_refresh) {
+                (Body::Value { aux, .. }, EarlyRefresh::Fraction(_)) => {
+                    *aux != Span::ZERO && now >= self.fresh_until.saturating_sub(aux.nanos())
+                }
+                (Body::Value { load, .. }, EarlyRefresh::Probabilistic { beta }) => {
+                    xfetch(self.fresh_until - now, load.nanos(), beta)
+                }
+                _ => false,
+            };
             Freshness::Fresh { refresh }
         } else if now < self.stale_until(config) {
             Freshness::Stale
@@ -227,6 +278,12 @@ fn xfetch(left: u64, load_nanos: u64, beta: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_of_a_u64_takes_24_bytes() {
+        // The tag, the packed span and the load time share the value's first word.
+        assert_eq!(std::mem::size_of::<Entry<u64>>(), 24);
+    }
 
     #[test]
     fn xfetch_never_fires_far_from_expiry_and_always_at_it() {

@@ -44,31 +44,31 @@ where
             return Lookup::Miss(None);
         };
         let now = if entry.needs_clock() {
-            let now = self.clock.now();
+            let now = self.clock.now_on_hit();
             if now < entry.fresh_until
-                && !entry.degraded
+                && !entry.is_degraded()
                 && matches!(self.config.early_refresh, EarlyRefresh::Off)
             {
                 if let Some(tti) = self.config.tti {
                     self.keep_alive(key, &entry, now, tti);
                 }
-                return self.hit(entry.value);
+                return self.hit(entry.into_value());
             }
             now
         } else {
             // Never expires, never refreshed early.
-            return self.hit(entry.value);
+            return self.hit(entry.into_value());
         };
         let (keep_until, fresh_until, degraded) = (
             entry.keep_until(&self.config),
             entry.fresh_until,
-            entry.degraded,
+            entry.is_degraded(),
         );
         let freshness = entry.freshness(now, &self.config);
         if let (Freshness::Fresh { .. }, Some(tti)) = (freshness, self.config.tti) {
             self.keep_alive(key, &entry, now, tti);
         }
-        match (freshness, entry.value) {
+        match (freshness, entry.into_value()) {
             (Freshness::Fresh { refresh }, value) => {
                 let status = match (&value, degraded) {
                     (None, _) => Status::NegativeHit,
@@ -117,7 +117,7 @@ where
                 // Reclaim the dead entry, unless it was replaced meanwhile.
                 let mut removed = Removed::new(&self.listener);
                 let reclaimed = self.storage.remove_if(key, |e| {
-                    e.fresh_until == fresh_until && e.degraded == degraded
+                    e.fresh_until == fresh_until && e.is_degraded() == degraded
                 });
                 if let Some((key, entry)) = reclaimed {
                     removed.entry(key, entry, RemovalCause::Expired, now, &self.config);
@@ -168,18 +168,16 @@ where
         } else {
             0
         };
-        match (entry.freshness(now, &self.config), &entry.value) {
+        match (entry.freshness(now, &self.config), entry.value()) {
             (Freshness::Fresh { .. }, None) if !absent_is_hit => Err(None),
             (Freshness::Fresh { .. }, _) => {
-                let status = if entry.value.is_some() {
+                let value = entry.into_value();
+                let status = if value.is_some() {
                     Status::Hit
                 } else {
                     Status::NegativeHit
                 };
-                Ok(Fetched {
-                    value: entry.value,
-                    status,
-                })
+                Ok(Fetched { value, status })
             }
             (Freshness::Stale | Freshness::Kept, Some(_)) => {
                 Err(Some(Fallback::of(entry, &self.config)))
@@ -237,7 +235,7 @@ where
                 .peek(key)
                 .filter(|entry| entry.fresh_until == stale.fresh_until);
             match entry {
-                Some(entry) if entry.value.is_some() => {
+                Some(entry) if entry.value().is_some() => {
                     fallback = Some(Fallback::of(entry, &self.config));
                     None
                 }

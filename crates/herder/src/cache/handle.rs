@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::builder::Builder;
 use super::bulk;
-use super::clock::{self, Clock};
+use super::clock::Clock;
 use super::config::Config;
 use super::entry::{Freshness, Loaded};
 use super::error::CacheError;
@@ -114,7 +114,6 @@ where
         storage: Storage<K, V>,
         config: Config,
         tier: Option<Arc<dyn Tier<K, V>>>,
-        runtime: Option<tokio::runtime::Handle>,
         listener: Option<Listener<K, V>>,
     ) -> Self {
         let inner = Arc::new(Inner {
@@ -122,16 +121,10 @@ where
             flights: Flights::new(Flights::<K, Landing<V>>::default_shards()),
             config,
             tier,
-            clock: Clock::new(config.clock_resolution.is_some()),
+            clock: Clock::new(Some(config.clock_resolution).filter(|r| !r.is_zero())),
             stats: Counters::default(),
             listener,
         });
-        if let (Some(resolution), Some(runtime)) = (config.clock_resolution, runtime) {
-            let ticker = clock::tick(Arc::downgrade(&inner), resolution, |inner: &Inner<K, V>| {
-                &inner.clock
-            });
-            runtime.spawn(ticker);
-        }
         if let Some(tier) = &inner.tier {
             tier.attach(LocalCache::new(&inner));
         }
@@ -511,7 +504,7 @@ where
             return false;
         };
         let now = self.inner.clock.now();
-        entry.value.is_some()
+        entry.value().is_some()
             && matches!(
                 entry.freshness(now, &self.inner.config),
                 Freshness::Fresh { .. } | Freshness::Stale
@@ -535,7 +528,7 @@ where
         let now = inner.clock.now();
         inner.storage.iter().filter_map(move |(key, entry)| {
             match entry.freshness(now, &inner.config) {
-                Freshness::Fresh { .. } | Freshness::Stale => Some((key, entry.value?)),
+                Freshness::Fresh { .. } | Freshness::Stale => Some((key, entry.into_value()?)),
                 Freshness::Kept | Freshness::Gone => None,
             }
         })

@@ -73,7 +73,7 @@ impl<K, V> Removed<K, V> {
             Freshness::Kept | Freshness::Gone if cause == RemovalCause::Size => cause,
             Freshness::Kept | Freshness::Gone => RemovalCause::Expired,
         };
-        if let Some(value) = entry.value {
+        if let Some(value) = entry.into_value() {
             self.removed.push((key, value, cause));
         }
     }

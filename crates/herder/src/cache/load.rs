@@ -92,7 +92,7 @@ impl<V> Fallback<V> {
         let keep_until = entry.keep_until(config);
         let fresh_until = entry.fresh_until;
         Fallback {
-            value: entry.value.expect("an entry with a value"),
+            value: entry.into_value().expect("an entry with a value"),
             keep_until,
             fresh_until,
         }

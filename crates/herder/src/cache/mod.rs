@@ -15,6 +15,7 @@ mod fetch;
 mod handle;
 mod listener;
 mod load;
+mod span;
 mod stats;
 mod status;
 mod storage;

@@ -1,7 +1,8 @@
 //! The storage under the cache: `quick_cache`'s sharded CLOCK-Pro, holding [`Entry`]s.
 //!
-//! quick_cache was picked by measurement (see `docs/BENCHMARKS.md`): full-key comparison, about 21
-//! bytes of overhead per entry, and reads that scale with threads. herder adds the timeline of
+//! quick_cache was picked by measurement (see `docs/BENCHMARKS.md`): full-key comparison, about 43
+//! bytes of overhead per `u64 → u64` entry (its slab and table), and reads that scale with
+//! threads. herder adds the timeline of
 //! each entry and never evicts by itself: expired entries are dropped when read or pushed out by
 //! quick_cache's eviction.
 
@@ -30,7 +31,7 @@ impl<K, V> Clone for EntryWeighter<K, V> {
 impl<K, V> Weighter<K, Entry<V>> for EntryWeighter<K, V> {
     fn weight(&self, key: &K, entry: &Entry<V>) -> u64 {
         // quick_cache never evicts a weight-0 entry: everything costs at least 1.
-        match (&self.0, &entry.value) {
+        match (&self.0, entry.value()) {
             (Some(weigher), Some(value)) => weigher(key, value).max(1),
             _ => 1,
         }

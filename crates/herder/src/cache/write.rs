@@ -42,9 +42,9 @@ where
             Freshness::Fresh { .. } | Freshness::Stale
         );
         if !removed.wanted() {
-            return entry.value.filter(|_| served);
+            return entry.into_value().filter(|_| served);
         }
-        let value = entry.value.clone().filter(|_| served);
+        let value = entry.value().filter(|_| served).cloned();
         removed.entry(key, entry, RemovalCause::Explicit, now, &self.config);
         value
     }
@@ -135,9 +135,9 @@ where
     {
         let mut removed = Removed::new(&self.listener);
         self.flights.with_lock(key, || {
-            let taken = self
-                .storage
-                .remove_if(key, |entry| entry.fresh_until == seen && !entry.degraded);
+            let taken = self.storage.remove_if(key, |entry| {
+                entry.fresh_until == seen && !entry.is_degraded()
+            });
             if let Some((key, entry)) = taken {
                 let evicted = self.storage.insert(&key, entry.with_deadline(deadline));
                 if removed.wanted() {
