@@ -19,11 +19,13 @@ mod stats;
 mod status;
 mod storage;
 mod tier;
+mod tiered;
 mod write;
 
 pub(crate) use fetch::Lookup;
 pub(crate) use handle::Inner;
 pub(crate) use load::{CacheTicket, Cause, Landing};
+pub(crate) use tiered::Found;
 
 pub use builder::Builder;
 pub use config::EarlyRefresh;

@@ -32,6 +32,27 @@ pub trait Tier<K, V>: Send + Sync + 'static {
     /// or the lease to load it, or a verdict that the tier cannot help.
     fn acquire<'a>(&'a self, key: &'a K) -> TierFuture<'a, Acquired<V>>;
 
+    /// [`acquire`](Tier::acquire) for the missing keys of a batch (a
+    /// [`DataLoader`](crate::DataLoader) batch over this cache, or
+    /// [`get_many_with`](super::Cache::get_many_with)): one answer per key, in the order of
+    /// `keys`. The batch loads the keys it leads and the keys the tier cannot help with in one
+    /// loader call, then fills every lease it was given, concurrently; a tier can send those
+    /// fills together (see [`Lease`]).
+    ///
+    /// A tier that can should answer a batch in one round trip, and should resolve the keys
+    /// other instances are loading before it answers (the batch keeps the leases it was granted
+    /// meanwhile: a tier whose grants are atomic per batch never has two batches wait for each
+    /// other). The default asks [`acquire`](Tier::acquire) for every key, concurrently.
+    fn acquire_many<'a>(&'a self, keys: &'a [K]) -> TierFuture<'a, Vec<Acquired<V>>>
+    where
+        K: Sync,
+        V: Send + 'a,
+    {
+        Box::pin(futures_util::future::join_all(
+            keys.iter().map(|key| self.acquire(key)),
+        ))
+    }
+
     /// Drops `key` from the tier and tells every instance to evict it. Must not block: an
     /// implementation queues the work. Called by [`Cache::invalidate`](super::Cache::invalidate).
     fn invalidate(&self, key: &K);
@@ -63,6 +84,9 @@ impl<V> fmt::Debug for Acquired<V> {
 
 /// The right to fill the tier with one key's value, granted to one instance at a time.
 /// Dropping it without filling (the load failed) releases it for another instance.
+///
+/// The leases of one [`Tier::acquire_many`] are filled (or dropped) together, concurrently: a
+/// tier may hold each fill until every lease of the batch is settled and send them as one write.
 pub trait Lease<V>: Send {
     /// Stores what was loaded (whose [`expires_after`](Loaded::expires_after) is its fresh TTL)
     /// for `ttl` (its fresh TTL plus the stale window; `None`: no expiry; zero: do not store),
