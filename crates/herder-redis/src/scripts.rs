@@ -142,3 +142,118 @@ return 1
 /// `invalidate_all` runs it for every bucket, then publishes.
 pub(crate) static NEXT_GENERATION: LazyLock<Script> =
     LazyLock::new(|| Script::new("return redis.call('INCR', KEYS[1])"));
+
+/// ACQUIRE_MANY(KEYS gen, then value, lease, epoch of each key; ARGV token, lease_ms,
+/// ignore_value flags, one character per key) → one ACQUIRE answer per key, in order. A batch's
+/// keys of one bucket (one slot on a cluster) in one atomic step: two batches never wait for each
+/// other's leases in a cycle, since each waits only for leases granted before its own.
+pub(crate) static ACQUIRE_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{NOW}
+local gen = redis.call('GET', KEYS[1]) or '0'
+local now = now_ms()
+local mine = gen .. '|'
+local function one(vk, lk, ek, ignore)
+  local body = false
+  local corrupt = 0
+  if ignore ~= '1' then
+    local v = redis.pcall('GET', vk)
+    if type(v) == 'table' then
+      v = false
+      corrupt = 1
+    end
+    if v then
+      local a = string.find(v, '|', 1, true)
+      local b = a and string.find(v, '|', a + 1, true)
+      local fresh = b and tonumber(string.sub(v, a + 1, b - 1))
+      if not fresh then
+        corrupt = 1
+      elseif string.sub(v, 1, a - 1) == gen then
+        local left = fresh - now
+        body = string.sub(v, b + 1)
+        if left > 0 then return {{1, body, left}} end
+      end
+    end
+    if corrupt == 1 then redis.call('DEL', vk) end
+  end
+  local held = redis.pcall('GET', lk)
+  if type(held) ~= 'string' or string.sub(held, 1, #mine) ~= mine then
+    redis.call('SET', lk, mine .. ARGV[1], 'PX', ARGV[2])
+    return {{2, redis.call('GET', ek) or '0', gen, corrupt}}
+  end
+  if body then return {{3, body}} end
+  return {{4, redis.call('PTTL', lk)}}
+end
+local out = {{}}
+local n = math.floor((#KEYS - 1) / 3)
+for i = 1, n do
+  local k = 3 * i - 1
+  out[i] = one(KEYS[k], KEYS[k + 1], KEYS[k + 2], string.sub(ARGV[3], i, i))
+end
+return out
+"
+    ))
+});
+
+/// FILL_MANY(KEYS gen, then value, lease, epoch of each key; ARGV channel, then for each key
+/// mode (`f` fill, `r` release), lease, epoch, gen, fresh_ms, body, px_ms, message) → one FILL
+/// (or RELEASE) answer per key, in order, each with exactly FILL's (or RELEASE's) checks.
+pub(crate) static FILL_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{NOW}
+local now = now_ms()
+local gen = redis.call('GET', KEYS[1]) or '0'
+local out = {{}}
+local n = math.floor((#KEYS - 1) / 3)
+for i = 1, n do
+  local k = 3 * i - 1
+  local a = 8 * (i - 1) + 1
+  local lease = ARGV[a + 2]
+  local r = 0
+  if redis.call('GET', KEYS[k + 1]) == lease then
+    if ARGV[a + 1] == 'r' then
+      redis.call('DEL', KEYS[k + 1])
+      redis.call('PUBLISH', ARGV[1], ARGV[a + 8])
+      r = 1
+    elseif gen ~= ARGV[a + 4] then
+      r = 0
+    elseif (redis.call('GET', KEYS[k + 2]) or '0') ~= ARGV[a + 3] then
+      redis.call('DEL', KEYS[k + 1])
+    else
+      local body = ARGV[a + 6]
+      if body ~= '' then
+        local v = ARGV[a + 4] .. '|' .. tostring(now + tonumber(ARGV[a + 5])) .. '|' .. body
+        if tonumber(ARGV[a + 7]) > 0 then
+          redis.call('SET', KEYS[k], v, 'PX', ARGV[a + 7])
+        else
+          redis.call('SET', KEYS[k], v)
+        end
+      end
+      redis.call('DEL', KEYS[k + 1])
+      redis.call('PUBLISH', ARGV[1], ARGV[a + 8])
+      r = 1
+    end
+  end
+  out[i] = r
+end
+return out
+"
+    ))
+});
+
+/// EXTEND_MANY(KEYS leases; ARGV lease_ms, then each lease's value) → how many were extended
+/// (those still held).
+pub(crate) static EXTEND_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    n = n + 1
+  end
+end
+return n
+",
+    )
+});

@@ -97,7 +97,7 @@ impl<K, V> Drop for Shared<K, V> {
 }
 
 /// What ACQUIRE answered.
-enum Reply {
+pub(crate) enum Reply {
     Fresh(Vec<u8>, u64),
     /// The lease: epoch, generation, and whether an unreadable stored value was dropped.
     Lease(String, String, bool),
@@ -321,7 +321,7 @@ impl<K, V> Shared<K, V> {
     }
 
     /// The notifier of `key`'s waiters; removed again by [`WaitGuard`].
-    fn waiter(self: &Arc<Self>, key: &[u8]) -> WaitGuard<K, V> {
+    pub(crate) fn waiter(self: &Arc<Self>, key: &[u8]) -> WaitGuard<K, V> {
         let notify = lock(&self.waiters).entry(key.to_vec()).or_default().clone();
         WaitGuard {
             shared: self.clone(),
@@ -349,10 +349,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Removes a key's notifier when its last waiter leaves.
-struct WaitGuard<K, V> {
+pub(crate) struct WaitGuard<K, V> {
     shared: Arc<Shared<K, V>>,
     key: Vec<u8>,
-    notify: Arc<Notify>,
+    pub(crate) notify: Arc<Notify>,
 }
 
 impl<K, V> Drop for WaitGuard<K, V> {
@@ -365,7 +365,7 @@ impl<K, V> Drop for WaitGuard<K, V> {
     }
 }
 
-fn parse(value: Value) -> Option<Reply> {
+pub(crate) fn parse(value: Value) -> Option<Reply> {
     let Value::Array(items) = value else {
         return None;
     };
@@ -483,7 +483,7 @@ where
     }
 }
 
-fn loaded<V>(value: Option<V>, ttl: Duration) -> Loaded<V> {
+pub(crate) fn loaded<V>(value: Option<V>, ttl: Duration) -> Loaded<V> {
     match value {
         Some(value) => Loaded::found(value).ttl(ttl),
         None => Loaded::not_found().ttl(ttl),
@@ -502,6 +502,14 @@ where
 
     fn acquire<'a>(&'a self, key: &'a K) -> TierFuture<'a, Acquired<V>> {
         Box::pin(self.shared.acquire(key))
+    }
+
+    fn acquire_many<'a>(&'a self, keys: &'a [K]) -> TierFuture<'a, Vec<Acquired<V>>>
+    where
+        K: Sync,
+        V: Send + 'a,
+    {
+        Box::pin(self.shared.acquire_many(keys))
     }
 
     fn invalidate(&self, key: &K) {
