@@ -226,3 +226,68 @@ async fn an_unreachable_cluster_is_an_error_that_says_so() {
     assert_eq!(cache.get_with(1, || async { "one".into() }).await, "one");
     assert!(tier.stats().errors >= 1, "{:?}", tier.stats());
 }
+
+/// A backend that counts every key it is asked for, fleet-wide.
+#[derive(Clone, Default)]
+struct Rows {
+    keys: Arc<std::sync::Mutex<std::collections::HashMap<u64, usize>>>,
+}
+
+impl herder::Loader for Rows {
+    type Key = u64;
+    type Value = String;
+    type Error = std::convert::Infallible;
+
+    async fn load(
+        &self,
+        keys: &[u64],
+    ) -> Result<std::collections::HashMap<u64, String>, Self::Error> {
+        for key in keys {
+            *self.keys.lock().unwrap().entry(*key).or_default() += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(keys.iter().map(|k| (*k, format!("row {k} v1"))).collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_batches_on_a_cluster_load_each_cold_key_once() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let rows = Rows::default();
+    let fleet: Vec<_> = (0..3)
+        .map(|node| {
+            let instance = instance(&cluster, node);
+            let loader = herder::DataLoader::builder(rows.clone())
+                .cache(instance.cache.clone())
+                .build()
+                .unwrap();
+            (instance, loader)
+        })
+        .collect();
+    for (instance, _) in &fleet {
+        instance.tier.ping().await.unwrap();
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(fleet.len()));
+    let batches: Vec<_> = fleet
+        .iter()
+        .map(|(_, loader)| {
+            let (loader, start) = (loader.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                loader.load_many(0..200).await.unwrap()
+            })
+        })
+        .collect();
+    for batch in batches {
+        let values = batch.await.unwrap();
+        assert_eq!(values.len(), 200);
+        assert_eq!(values[&150], "row 150 v1");
+    }
+    let keys = rows.keys.lock().unwrap();
+    assert_eq!(keys.len(), 200);
+    // One script per bucket: not atomic across buckets, so two batches can wait for each other
+    // until `max_wait`; with the default, every key is still loaded once.
+    assert_eq!(keys.values().sum::<usize>(), 200, "keys loaded fleet-wide");
+}
