@@ -6,7 +6,7 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use herder::cache::{Acquired, Loaded, LocalCache, Tier, TierFuture};
+use herder::cache::{Acquired, Acquisition, Loaded, LocalCache, Tier, TierFuture};
 use redis::{FromRedisValue, ScriptInvocation, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -504,7 +504,7 @@ where
         Box::pin(self.shared.acquire(key))
     }
 
-    fn acquire_many<'a>(&'a self, keys: &'a [K]) -> TierFuture<'a, Vec<Acquired<V>>>
+    fn acquire_many<'a>(&'a self, keys: &'a [K]) -> TierFuture<'a, Acquisition<V>>
     where
         K: Sync,
         V: Send + 'a,

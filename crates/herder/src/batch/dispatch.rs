@@ -31,6 +31,7 @@ use super::state::{
     WindowEnd, batch_outcome,
 };
 use super::window::WindowCtl;
+use crate::cache::Calls;
 use crate::flight::{Failure, Outcome, task};
 use crate::sync::{Arc as SyncArc, lock};
 
@@ -159,7 +160,9 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
                 Some(cache) => {
                     let load =
                         |missing: Vec<L::Key>| async move { loader.load(&missing).await };
-                    let found = cache.load_through_tier(keys.clone(), load).await?;
+                    let found = cache
+                        .load_through_tier(keys.clone(), load, Calls::PerRound)
+                        .await?;
                     Ok(cached::split(found, &mut ttls))
                 }
             }

@@ -18,7 +18,7 @@ use super::fetch::Lookup;
 use super::handle::Inner;
 use super::load::{CacheTicket, Fallback, Landing, bounded};
 use super::status::{Fetched, Status};
-use super::tiered::Found;
+use super::tiered::{Calls, Found};
 use crate::flight::{Join, Outcome, Waiter, task};
 
 /// A key this call loads: its flight, and the stale value it may fall back on.
@@ -139,7 +139,10 @@ fn start<K, V, F, Fut, E>(
         runtime,
         // With a tier: one round trip for every key, one load of those it cannot answer.
         move || async move {
-            let load = async move { cache.load_through_tier(keys, load).await };
+            // `load` is `FnOnce`: one call, after the tier has answered every key.
+            let mut load = Some(load);
+            let once = move |keys| load.take().expect("called once")(keys);
+            let load = async move { cache.load_through_tier(keys, once, Calls::Once).await };
             bounded(load, &config, |_| {}).await
         },
         move |outcome| owner.finish_bulk(leads, outcome),

@@ -25,7 +25,7 @@ mod write;
 pub(crate) use fetch::Lookup;
 pub(crate) use handle::Inner;
 pub(crate) use load::{CacheTicket, Cause, Landing};
-pub(crate) use tiered::Found;
+pub(crate) use tiered::{Calls, Found};
 
 pub use builder::Builder;
 pub use config::EarlyRefresh;
@@ -35,4 +35,4 @@ pub use handle::Cache;
 pub use listener::RemovalCause;
 pub use stats::CacheStats;
 pub use status::{Fetched, Status};
-pub use tier::{Acquired, Lease, LocalCache, Tier, TierFuture};
+pub use tier::{Acquired, Acquisition, Lease, LocalCache, Tier, TierFuture};
