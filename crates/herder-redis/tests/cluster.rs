@@ -291,3 +291,53 @@ async fn fleet_batches_on_a_cluster_load_each_cold_key_once() {
     // until `max_wait`; with the default, every key is still loaded once.
     assert_eq!(keys.values().sum::<usize>(), 200, "keys loaded fleet-wide");
 }
+
+/// Script calls (EVAL, EVALSHA, SCRIPT) every node has processed so far.
+async fn script_calls(cluster: &RedisCluster) -> u64 {
+    let mut calls = 0;
+    for url in cluster.urls() {
+        let client = redis::Client::open(url).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        calls += stats
+            .lines()
+            .filter(|line| {
+                ["cmdstat_eval:", "cmdstat_evalsha:", "cmdstat_script"]
+                    .iter()
+                    .any(|name| line.starts_with(name))
+            })
+            .flat_map(|line| line.split([':', ',']))
+            .filter_map(|field| field.split_once('='))
+            .filter(|(name, _)| name.ends_with("calls"))
+            .map(|(_, n)| n.parse::<u64>().unwrap())
+            .sum::<u64>();
+    }
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_on_a_cluster_sends_one_script_per_bucket_concurrently() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let rows = Rows::default();
+    let a = instance(&cluster, 0);
+    let loader = herder::DataLoader::builder(rows.clone())
+        .cache(a.cache.clone())
+        .build()
+        .unwrap();
+    // Warm-up: the scripts get loaded on every node.
+    loader.load_many(10_000..10_200).await.unwrap();
+    let before = script_calls(&cluster).await;
+    assert_eq!(loader.load_many(0..200).await.unwrap().len(), 200);
+    let scripts = script_calls(&cluster).await - before;
+    // 200 keys fall into about 180 of the 1,024 buckets: one ACQUIRE_MANY and one FILL_MANY
+    // for each, sent concurrently (pipelined on each node's connection).
+    eprintln!("a batch of 200 cold keys on a 3-master cluster: {scripts} script calls");
+    assert!(scripts <= 2 * 200, "{scripts}");
+    assert_eq!(rows.keys.lock().unwrap().len(), 400);
+}
