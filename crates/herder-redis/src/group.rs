@@ -83,11 +83,9 @@ where
         let (id, first) = {
             let mut state = lock(&self.state);
             state.outstanding += 1;
-            state.extend.push((
-                keys.lease.clone(),
-                keys.generation.clone(),
-                lease.clone(),
-            ));
+            state
+                .extend
+                .push((keys.lease.clone(), keys.generation.clone(), lease.clone()));
             state.next += 1;
             (state.next, state.next == 1)
         };

@@ -294,9 +294,15 @@ async fn a_batch_of_200_cold_keys_costs_two_script_calls() {
     // Another instance: the same keys are all in Redis, one round trip, no loader call.
     let b = instance(&redis.url(), Duration::from_secs(2), &rows);
     let (scripts_before, _) = commands(&redis).await;
-    assert_eq!(b.loader.load_many(0..200).await.unwrap(), expected(0..200, 1));
+    assert_eq!(
+        b.loader.load_many(0..200).await.unwrap(),
+        expected(0..200, 1)
+    );
     let (scripts_after, _) = commands(&redis).await;
-    assert!(scripts_after - scripts_before <= 3, "warm-up of b's scripts included");
+    assert!(
+        scripts_after - scripts_before <= 3,
+        "warm-up of b's scripts included"
+    );
     assert_eq!(b.rows.calls(), 0);
     assert_eq!(b.tier.stats().l2_hits, 200);
 }
@@ -341,7 +347,10 @@ async fn an_invalidation_during_a_batch_is_not_filled_stale() {
     let mut raw = raw(&redis).await;
     for key in [5, 6] {
         let stored: Option<Vec<u8>> = raw.get(redis_key("v", key)).await.unwrap();
-        assert_eq!(stored, None, "redis kept key {key} read before its invalidation");
+        assert_eq!(
+            stored, None,
+            "redis kept key {key} read before its invalidation"
+        );
     }
     assert_eq!(
         c.loader.load_many([4, 5, 6]).await.unwrap(),

@@ -158,8 +158,7 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
             match tiered {
                 None => loader.load(keys).await,
                 Some(cache) => {
-                    let load =
-                        |missing: Vec<L::Key>| async move { loader.load(&missing).await };
+                    let load = |missing: Vec<L::Key>| async move { loader.load(&missing).await };
                     let found = cache
                         .load_through_tier(keys.clone(), load, Calls::PerRound)
                         .await?;

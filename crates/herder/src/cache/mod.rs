@@ -2,7 +2,8 @@
 //! fail-safe, early refresh, negative caching and timeouts that never defeat the cache.
 //!
 //! Layout: [`Cache`] (the handle), [`Builder`] (settings), `fetch` (the read path), `load` (a
-//! load as its own task, its timeouts and its store step), `bulk` (`get_many_with`), `entry`
+//! load as its own task, its timeouts and its store step), `bulk` (`get_many_with`), `tiered` (a
+//! batch of misses through the shared tier, for `bulk` and the DataLoader), `entry`
 //! (the fresh → stale → kept → gone timeline), `storage` (quick_cache underneath).
 
 mod builder;

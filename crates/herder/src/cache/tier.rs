@@ -4,7 +4,9 @@
 //! miss, the instance's leader of the load asks the tier first ([`Tier::acquire`]): the tier
 //! answers with the shared value, or grants this instance the lease to load the key (and fill the
 //! tier), or waits while another instance loads it, or says it is unavailable, in which case the
-//! instance loads on its own and the request never fails because of the tier.
+//! instance loads on its own and the request never fails because of the tier. A batch of misses
+//! (a DataLoader batch over the cache, or `get_many_with`) asks for all its keys at once
+//! ([`Tier::acquire_many`]).
 
 use std::fmt;
 use std::future::Future;

@@ -60,7 +60,10 @@ where
     {
         let Some(tier) = &self.tier else {
             let values = load(keys).await?;
-            return Ok(values.into_iter().map(|(k, v)| (k, Loaded::found(v))).collect());
+            return Ok(values
+                .into_iter()
+                .map(|(k, v)| (k, Loaded::found(v)))
+                .collect());
         };
         let mut batch = Batch {
             answered: vec![false; keys.len()],
