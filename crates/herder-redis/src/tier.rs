@@ -508,11 +508,7 @@ where
         Box::pin(self.shared.acquire(key))
     }
 
-    fn acquire_many<'a>(&'a self, keys: &'a [K]) -> TierFuture<'a, Acquisition<V>>
-    where
-        K: Sync,
-        V: Send + 'a,
-    {
+    fn acquire_many<'a>(&'a self, keys: &'a [K]) -> TierFuture<'a, Acquisition<V>> {
         Box::pin(self.shared.acquire_many(keys))
     }
 

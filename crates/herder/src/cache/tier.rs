@@ -49,7 +49,7 @@ pub trait Tier<K, V>: Send + Sync + 'static {
     fn acquire_many<'a>(&'a self, keys: &'a [K]) -> TierFuture<'a, Acquisition<V>>
     where
         K: Sync,
-        V: Send + 'a,
+        V: Send + 'static,
     {
         Box::pin(async move {
             let answers = futures_util::future::join_all(keys.iter().map(|key| self.acquire(key)));
