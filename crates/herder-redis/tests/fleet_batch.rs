@@ -189,7 +189,10 @@ async fn four_instances_batching_the_same_200_cold_keys_load_each_key_once_fleet
         let (loader, keys, start) = (instance.loader.clone(), keys.clone(), start.clone());
         batches.push(tokio::spawn(async move {
             start.wait().await;
-            loader.load_many(keys).await.unwrap()
+            let began = Instant::now();
+            let values = loader.load_many(keys).await.unwrap();
+            eprintln!("instance batch took {:?}", began.elapsed());
+            values
         }));
     }
     for batch in batches {
@@ -474,4 +477,31 @@ async fn a_failed_batch_releases_its_leases_at_once() {
     let started = Instant::now();
     assert_eq!(a.loader.load_many(0..20).await.unwrap(), expected(0..20, 1));
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_after_an_invalidation_never_reads_the_old_shared_copy() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let rows = Rows::new(Duration::ZERO);
+    let a = instance(&redis.url(), Duration::from_secs(2), &rows);
+    let b = instance(&redis.url(), Duration::from_secs(2), &rows);
+    let mut stale = 0;
+    for round in 0..100u64 {
+        let keys: Vec<u64> = (0..20).collect();
+        let written = round % 20;
+        // Both instances and Redis hold the rows as they are now.
+        a.loader.load_many(keys.clone()).await.unwrap();
+        b.loader.load_many(keys.clone()).await.unwrap();
+        // A write: the rows change, A invalidates one and batches them all at once (its
+        // invalidation may still be on its way to Redis: the batch must not read that key there).
+        rows.version.fetch_add(1, SeqCst);
+        a.cache.invalidate(&written);
+        let after = a.loader.load_many(keys).await.unwrap();
+        let now = format!("row {written} v{}", rows.version.load(SeqCst));
+        stale += usize::from(after[&written] != now);
+    }
+    assert_eq!(stale, 0, "batches after invalidate got the old row");
+    assert!(a.tier.stats().l2_skipped_pending + a.tier.stats().l2_hits > 0);
 }
