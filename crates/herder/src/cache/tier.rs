@@ -45,7 +45,9 @@ pub trait Tier<K, V>: Send + Sync + 'static {
     /// two batches that lead keys the other waits for never wait for each other.
     ///
     /// A tier that can should answer a batch in one round trip. The default asks
-    /// [`acquire`](Tier::acquire) for every key, concurrently, and answers them all at once.
+    /// [`acquire`](Tier::acquire) for every key, concurrently, and answers them all at once: a
+    /// tier whose `acquire` waits for other instances should override it, so that a batch does
+    /// not hold the leases it was granted while it waits.
     fn acquire_many<'a>(&'a self, keys: &'a [K]) -> TierFuture<'a, Acquisition<V>>
     where
         K: Sync,
