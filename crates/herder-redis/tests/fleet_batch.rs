@@ -505,3 +505,34 @@ async fn a_batch_after_an_invalidation_never_reads_the_old_shared_copy() {
     assert_eq!(stale, 0, "batches after invalidate got the old row");
     assert!(a.tier.stats().l2_skipped_pending + a.tier.stats().l2_hits > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_longer_than_its_leases_keeps_them_and_loads_each_key_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // Margins for a loaded machine: the watchdog extends every 100 ms.
+    let lease = Duration::from_millis(300);
+    let rows = Rows::new(Duration::from_millis(1200)); // four leases long
+    let (a, b) = (
+        instance(&redis.url(), lease, &rows),
+        instance(&redis.url(), lease, &rows),
+    );
+    let first = tokio::spawn({
+        let loader = a.loader.clone();
+        async move { loader.load_many(0..50).await.unwrap() }
+    });
+    assert!(eventually(Duration::from_secs(2), || a.tier.stats().leases == 50).await);
+    let second = tokio::spawn({
+        let loader = b.loader.clone();
+        async move { loader.load_many(0..50).await.unwrap() }
+    });
+    assert_eq!(first.await.unwrap(), expected(0..50, 1));
+    assert_eq!(second.await.unwrap(), expected(0..50, 1));
+    assert_eq!(
+        rows.keys_loaded(),
+        (50, 1),
+        "the leases expired under a live batch: a convoy of takeovers"
+    );
+    assert_eq!(b.tier.stats().takeovers, 0);
+}
