@@ -16,9 +16,10 @@ use tokio::sync::watch;
 use crate::events::Kind;
 use crate::layout::Keys;
 use crate::lease::{Sealed, seal};
-use crate::scripts::{EXTEND_MANY, FILL_MANY};
+use crate::nodes::Route;
+use crate::scripts::{EXTEND_MANY, EXTEND_MANY_CROSS, FILL_MANY, FILL_MANY_CROSS};
 use crate::stats::bump;
-use crate::tier::{Shared, lock};
+use crate::tier::{Shared, batch_keys, lock};
 
 /// One lease of the batch, as FILL_MANY needs it.
 struct Held {
@@ -119,22 +120,29 @@ where
             let mut state = lock(&self.state);
             state.settled.drain().map(|(_, settled)| settled).collect()
         };
-        let mut buckets: HashMap<Vec<u8>, Vec<Settled>> = HashMap::new();
-        for settled in settled {
-            buckets
-                .entry(settled.0.keys.generation.clone())
-                .or_default()
-                .push(settled);
-        }
         let shared = &self.shared;
-        let calls = buckets.into_iter().map(|(generation, settled)| async move {
-            let mut script = FILL_MANY.prepare_invoke();
-            script.key(&generation).arg(&shared.channel);
+        let map = shared.routes().await;
+        let map = map.as_deref().map(Vec::as_slice);
+        let cross = shared.cross_slot(map);
+        let fill = if cross {
+            &*FILL_MANY_CROSS
+        } else {
+            &*FILL_MANY
+        };
+        let mut groups: HashMap<Route, Vec<Settled>> = HashMap::new();
+        for settled in settled {
+            let route = shared.route(map, &settled.0.keys.generation);
+            groups.entry(route).or_default().push(settled);
+        }
+        let calls = groups.into_values().map(|settled| async move {
+            let mut script = fill.prepare_invoke();
+            script.arg(&shared.channel);
+            let mut names: Vec<&[u8]> = Vec::with_capacity(4 * settled.len());
             for (held, fill) in &settled {
-                script
-                    .key(&held.keys.value)
-                    .key(&held.keys.lease)
-                    .key(&held.keys.epoch);
+                let keys = &held.keys;
+                names.extend(
+                    [&keys.generation, &keys.value, &keys.lease, &keys.epoch].map(|k| &k[..]),
+                );
                 let (mode, kind, sealed) = match fill {
                     Some(sealed) => ("f", Kind::Filled, sealed),
                     None => ("r", Kind::Released, &EMPTY),
@@ -149,9 +157,16 @@ where
                     .arg(sealed.px)
                     .arg(shared.message(kind, &held.key));
             }
+            batch_keys(&mut script, cross, &names, 1 + 8 * settled.len());
             let Some(answers) = shared.run::<Vec<i64>>(script).await else {
+                if cross {
+                    shared.nodes.failed();
+                }
                 return;
             };
+            if cross {
+                shared.nodes.succeeded();
+            }
             for ((_, fill), answer) in settled.iter().zip(answers) {
                 match (fill, answer) {
                     (Some(_), 1) => bump(&shared.stats.fills),
@@ -193,21 +208,31 @@ where
             () = tokio::time::sleep(every) => {}
         }
         let Some(group) = group.upgrade() else { return };
-        let mut buckets: HashMap<Vec<u8>, Vec<(Vec<u8>, String)>> = HashMap::new();
-        for (lease_key, generation, lease) in &lock(&group.state).extend {
-            buckets
-                .entry(generation.clone())
+        let shared = &group.shared;
+        let map = shared.routes().await;
+        let map = map.as_deref().map(Vec::as_slice);
+        let cross = shared.cross_slot(map);
+        let extend = if cross {
+            &*EXTEND_MANY_CROSS
+        } else {
+            &*EXTEND_MANY
+        };
+        let mut groups: HashMap<Route, Vec<(Vec<u8>, String)>> = HashMap::new();
+        for (lease_key, generation, lease) in lock(&group.state).extend.iter() {
+            groups
+                .entry(shared.route(map, generation))
                 .or_default()
                 .push((lease_key.clone(), lease.clone()));
         }
-        let shared = &group.shared;
         let lease_ms = shared.config.lease_ttl.as_millis().to_string();
-        let calls = buckets.into_values().map(|leases| {
-            let mut script = EXTEND_MANY.prepare_invoke();
+        let calls = groups.into_values().map(|leases| {
+            let mut script = extend.prepare_invoke();
             script.arg(&lease_ms);
-            for (lease_key, lease) in &leases {
-                script.key(lease_key).arg(lease);
+            for (_, lease) in &leases {
+                script.arg(lease);
             }
+            let names: Vec<&[u8]> = leases.iter().map(|(key, _)| &key[..]).collect();
+            batch_keys(&mut script, cross, &names, 1 + leases.len());
             async move { shared.run::<i64>(script).await }
         });
         let extended: i64 = futures_util::future::join_all(calls)

@@ -124,6 +124,7 @@ mod group;
 mod layout;
 mod lease;
 mod many;
+mod nodes;
 mod pending;
 mod scripts;
 mod stats;

@@ -20,9 +20,10 @@ use tokio::time::Instant;
 use crate::codec;
 use crate::group::Group;
 use crate::layout::Keys;
-use crate::scripts::ACQUIRE_MANY;
+use crate::nodes::Route;
+use crate::scripts::{ACQUIRE_MANY, ACQUIRE_MANY_CROSS};
 use crate::stats::bump;
-use crate::tier::{Reply, Shared, WaitGuard, loaded, lock, parse};
+use crate::tier::{Reply, Shared, WaitGuard, batch_keys, loaded, lock, parse};
 
 /// A key still to be answered.
 struct Ask {
@@ -247,25 +248,47 @@ impl<K, V> Shared<K, V> {
     /// One ACQUIRE_MANY per bucket, concurrently: an answer per ask, in order (`None`: Redis did
     /// not answer).
     async fn ask(&self, asks: &[Ask], token: &str, lease_ms: &str) -> Vec<Option<Reply>> {
-        let mut buckets: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        let map = self.routes().await;
+        let map = map.as_deref().map(Vec::as_slice);
+        let cross = self.cross_slot(map);
+        let script = if cross {
+            &*ACQUIRE_MANY_CROSS
+        } else {
+            &*ACQUIRE_MANY
+        };
+        let mut groups: HashMap<Route, Vec<usize>> = HashMap::new();
         for (at, ask) in asks.iter().enumerate() {
-            buckets.entry(&ask.keys.generation).or_default().push(at);
+            let route = self.route(map, &ask.keys.generation);
+            groups.entry(route).or_default().push(at);
         }
-        let calls = buckets.into_iter().map(|(generation, members)| {
-            let mut script = ACQUIRE_MANY.prepare_invoke();
-            script.key(generation).arg(token).arg(lease_ms);
+        let calls = groups.into_values().map(|members| {
+            let mut invocation = script.prepare_invoke();
+            invocation.arg(token).arg(lease_ms);
             let mut ignore = String::with_capacity(members.len());
+            let mut names: Vec<&[u8]> = Vec::with_capacity(4 * members.len());
             for &at in &members {
                 let keys = &asks[at].keys;
-                script.key(&keys.value).key(&keys.lease).key(&keys.epoch);
+                names.extend(
+                    [&keys.generation, &keys.value, &keys.lease, &keys.epoch].map(|k| &k[..]),
+                );
                 ignore.push(if asks[at].ignore_value { '1' } else { '0' });
             }
-            script.arg(ignore);
+            invocation.arg(ignore);
+            batch_keys(&mut invocation, cross, &names, 3);
             async move {
-                let replies = match self.run::<Value>(script).await {
+                let replies = match self.run::<Value>(invocation).await {
                     Some(Value::Array(replies)) if replies.len() == members.len() => replies,
-                    _ => return (members, Vec::new()),
+                    _ => {
+                        if cross {
+                            // The slots may have moved: read the map again next time.
+                            self.nodes.failed();
+                        }
+                        return (members, Vec::new());
+                    }
                 };
+                if cross {
+                    self.nodes.succeeded();
+                }
                 (members, replies.into_iter().map(parse).collect())
             }
         });

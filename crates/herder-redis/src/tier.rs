@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::events::{self, Kind};
 use crate::layout::Layout;
 use crate::lease::RedisLease;
+use crate::nodes::{Nodes, Route};
 use crate::pending::{Added, Pending};
 use crate::scripts::ACQUIRE;
 use crate::stats::{Counters, RedisStats, bump};
@@ -87,6 +88,8 @@ pub(crate) struct Shared<K, V> {
     pub(crate) waiters: Mutex<HashMap<Vec<u8>, Arc<Notify>>>,
     /// Invalidations Redis has not applied yet (see `pending.rs`).
     pub(crate) pending: Mutex<Pending>,
+    /// Which cluster node serves which slot, for batches (see `nodes.rs`).
+    pub(crate) nodes: Nodes,
     /// Wakes the worker when an invalidation is added, or when the tier is dropped.
     pub(crate) pending_added: Arc<Notify>,
     _keys: PhantomData<fn(K)>,
@@ -245,6 +248,7 @@ impl<K, V> Shared<K, V> {
             local: OnceLock::new(),
             waiters: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending::new(config.max_pending)),
+            nodes: Nodes::default(),
             pending_added: Arc::new(Notify::new()),
             _keys: PhantomData,
         })
@@ -318,6 +322,29 @@ impl<K, V> Shared<K, V> {
                 None
             }
         }
+    }
+
+    /// How to group a batch's Redis keys into scripts: on a cluster, by the node that serves
+    /// them (when the slot map is known), else by hash tag; on a single server, all together.
+    pub(crate) async fn routes(&self) -> Option<Arc<Vec<(u16, u16, usize)>>> {
+        if !self.connection.is_cluster() {
+            return None;
+        }
+        self.nodes.map(&self.connection.inner.commands).await
+    }
+
+    /// The script group of a key whose generation key is `generation` (see [`Shared::routes`]).
+    pub(crate) fn route(&self, map: Option<&[(u16, u16, usize)]>, generation: &[u8]) -> Route {
+        if self.connection.is_cluster() {
+            Nodes::route(map, generation)
+        } else {
+            Route::Node(0)
+        }
+    }
+
+    /// Whether a batch's scripts may span hash slots (on a cluster, with a slot map).
+    pub(crate) fn cross_slot(&self, map: Option<&[(u16, u16, usize)]>) -> bool {
+        self.connection.is_cluster() && map.is_some()
     }
 
     pub(crate) fn message(&self, kind: Kind, key: &[u8]) -> Vec<u8> {
@@ -522,4 +549,28 @@ where
     fn invalidate_all(&self) {
         self.shared.add_pending(None);
     }
+}
+
+/// Adds a batch script's Redis keys, after its `args` other arguments: declared, or, in a
+/// cross-slot script (`cross`), the first declared (it routes the script) and all of them at the
+/// end of ARGV, followed by the index of the first (see `scripts.rs`).
+pub(crate) fn batch_keys(
+    invocation: &mut ScriptInvocation<'_>,
+    cross: bool,
+    names: &[&[u8]],
+    args: usize,
+) {
+    if !cross {
+        for name in names {
+            invocation.key(*name);
+        }
+        return;
+    }
+    if let Some(first) = names.first() {
+        invocation.key(*first);
+    }
+    for name in names {
+        invocation.arg(*name);
+    }
+    invocation.arg(args + 1);
 }
