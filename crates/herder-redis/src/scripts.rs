@@ -1,7 +1,9 @@
 //! The Lua scripts that make each step atomic on the Redis side.
 //!
 //! Every script declares the Redis keys it touches (`KEYS`, see `layout.rs`), all of one hash
-//! slot, so that it runs on a cluster as on a single server. The generation of the key's bucket
+//! slot, so that it runs on a cluster as on a single server; the batch scripts (`*_MANY`) take
+//! several keys' names, and on a cluster come in a `_CROSS` flavour that spans the slots of one
+//! node (see `CROSS_SLOT` and `nodes.rs`). The generation of the key's bucket
 //! (`KEYS[1]` where present) counts `invalidate_all`s; a key's epoch counts its invalidations, so
 //! that a load that began before an invalidation cannot fill the tier after it.
 //!

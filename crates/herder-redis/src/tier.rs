@@ -37,9 +37,9 @@ use crate::stats::{Counters, RedisStats, bump};
 ///   between; waiters wake on a pub/sub message and also poll with backoff; a dead holder's lease
 ///   expires and is taken over. N instances × M callers on a cold key: one backend call.
 /// * **Batches.** A DataLoader batch over the cache (or a `get_many_with`) asks for all its keys
-///   in one script per bucket (one on a single server), loads the keys it leased with one
-///   loader call, fills them with one script, and waits for the keys other instances hold
-///   together: N instances batching the same cold keys load each key once.
+///   in one script (one per master on a cluster), loads the keys it leased with one loader
+///   call, fills them with one script, and waits for the keys other instances hold together:
+///   N instances batching the same cold keys load each key once.
 /// * **Invalidation backplane.** [`Cache::invalidate`](herder::Cache::invalidate) deletes the
 ///   value and the lease in Redis, bumps the key's epoch and publishes; every other instance
 ///   evicts its L1 copy. After a lost pub/sub connection an instance flushes its L1 and

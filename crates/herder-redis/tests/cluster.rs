@@ -338,6 +338,10 @@ async fn a_batch_on_a_cluster_sends_one_script_per_node() {
     // 200 keys fall into about 180 of the 1,024 buckets, spread over the 3 masters: one
     // ACQUIRE_MANY and one FILL_MANY per master (cross-slot scripts, Redis 7), concurrently.
     eprintln!("a batch of 200 cold keys on a 3-master cluster: {scripts} script calls");
-    assert_eq!(scripts, 2 * 3, "one ACQUIRE_MANY and one FILL_MANY per master");
+    assert_eq!(
+        scripts,
+        2 * 3,
+        "one ACQUIRE_MANY and one FILL_MANY per master"
+    );
     assert_eq!(rows.keys.lock().unwrap().len(), 400);
 }
