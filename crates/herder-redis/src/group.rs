@@ -1,6 +1,6 @@
 //! The leases of one batch (one `acquire_many`): one watchdog extends them all, and their fills
-//! (and releases) go to Redis together, one FILL_MANY per bucket, once every lease of the batch
-//! is settled.
+//! (and releases) go to Redis together, one FILL_MANY (one per node on a cluster: see
+//! `nodes.rs`), once every lease of the batch is settled.
 //!
 //! A batch's caller fills its leases concurrently (see [`herder::cache::Lease`]); each fill
 //! waits for the last one, which sends them all. A fill that waits too long (a caller that fills
@@ -114,7 +114,7 @@ where
         state.outstanding == 0
     }
 
-    /// Sends every settled lease: one FILL_MANY per bucket, concurrently.
+    /// Sends every settled lease: one FILL_MANY per script group (`Shared::route`), concurrently.
     async fn send(&self) {
         let settled: Vec<Settled> = {
             let mut state = lock(&self.state);
@@ -192,7 +192,7 @@ const EMPTY: Sealed = Sealed {
 };
 
 /// Extends the batch's leases every third of their TTL until the batch's write is sent (or the
-/// batch is gone), one EXTEND_MANY per bucket. Leases already settled or lost are skipped by the
+/// batch is gone), one EXTEND_MANY per script group. Leases already settled or lost are skipped by the
 /// script.
 async fn watchdog<K, V>(group: std::sync::Weak<Group<K, V>>, mut sent: watch::Receiver<bool>)
 where

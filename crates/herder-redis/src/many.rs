@@ -1,5 +1,5 @@
 //! The acquire protocol for a batch of keys (see [`Tier::acquire_many`](herder::cache::Tier)):
-//! one ACQUIRE_MANY per bucket (a single server has one bucket: one round trip), sent
+//! one ACQUIRE_MANY (one round trip; on a cluster one per node, see `nodes.rs`), sent
 //! concurrently; the keys other instances hold leases on are asked again, together, when one
 //! of them is filled or released (or at the next poll), until each has an answer or
 //! `max_wait` has passed.
@@ -245,7 +245,7 @@ where
 }
 
 impl<K, V> Shared<K, V> {
-    /// One ACQUIRE_MANY per bucket, concurrently: an answer per ask, in order (`None`: Redis did
+    /// One ACQUIRE_MANY per script group (`Shared::route`), concurrently: an answer per ask, in order (`None`: Redis did
     /// not answer).
     async fn ask(&self, asks: &[Ask], token: &str, lease_ms: &str) -> Vec<Option<Reply>> {
         let map = self.routes().await;
