@@ -173,3 +173,107 @@ pub async fn invalidation_latency(
     }
     samples
 }
+
+/// What a fleet of DataLoader batches measured.
+#[derive(Debug)]
+pub struct BatchRun {
+    /// Keys the backend was asked for, over every instance's loader calls.
+    pub keys_loaded: usize,
+    pub loader_calls: usize,
+    /// Script calls (EVAL, EVALSHA, SCRIPT: round trips) Redis processed during the run.
+    pub redis_scripts: u64,
+    /// How long each instance's `load_many` took.
+    pub latencies: Vec<Duration>,
+}
+
+/// Script calls Redis has processed so far (`INFO commandstats`).
+async fn redis_scripts(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|line| {
+            ["cmdstat_eval:", "cmdstat_evalsha:", "cmdstat_script"]
+                .iter()
+                .any(|name| line.starts_with(name))
+        })
+        .flat_map(|line| line.split([':', ',']))
+        .filter_map(|field| field.split_once('='))
+        .filter(|(name, _)| name.ends_with("calls"))
+        .filter_map(|(_, n)| n.parse::<u64>().ok())
+        .sum()
+}
+
+/// The backend of [`batches`]: counts keys and calls, takes `latency` per call.
+struct Rows {
+    keys: Arc<AtomicUsize>,
+    calls: Arc<AtomicUsize>,
+    latency: Duration,
+}
+
+impl herder::Loader for Rows {
+    type Key = u64;
+    type Value = u64;
+    type Error = std::convert::Infallible;
+
+    async fn load(&self, keys: &[u64]) -> Result<std::collections::HashMap<u64, u64>, Self::Error> {
+        self.calls.fetch_add(1, Relaxed);
+        self.keys.fetch_add(keys.len(), Relaxed);
+        tokio::time::sleep(self.latency).await;
+        Ok(keys.iter().map(|k| (*k, k * 2)).collect())
+    }
+}
+
+/// `instances` instances, each a DataLoader over its cache (`mode`), batch the same `keys` cold
+/// keys at once (`load_many`), `latency` backend.
+pub async fn batches(
+    url: &str,
+    namespace: &str,
+    mode: Mode,
+    instances: usize,
+    keys: u64,
+    latency: Duration,
+) -> BatchRun {
+    let fleet: Vec<_> = (0..instances)
+        .map(|_| instance(url, namespace, mode))
+        .collect();
+    subscribed(&fleet).await;
+    let (loaded, calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let before = redis_scripts(url).await;
+    let gate = Arc::new(tokio::sync::Barrier::new(instances));
+    let mut tasks = Vec::new();
+    for (cache, _) in &fleet {
+        let rows = Rows {
+            keys: loaded.clone(),
+            calls: calls.clone(),
+            latency,
+        };
+        let mut builder = herder::DataLoader::builder(rows);
+        if mode != Mode::None {
+            builder = builder.cache(cache.clone());
+        }
+        let loader = builder.build().unwrap();
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            gate.wait().await;
+            let began = Instant::now();
+            let values = loader.load_many(0..keys).await.unwrap();
+            assert_eq!(values.len() as u64, keys);
+            began.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        latencies.push(task.await.unwrap());
+    }
+    BatchRun {
+        keys_loaded: loaded.load(Relaxed),
+        loader_calls: calls.load(Relaxed),
+        redis_scripts: redis_scripts(url).await - before,
+        latencies,
+    }
+}

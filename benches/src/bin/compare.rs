@@ -451,6 +451,46 @@ fn fleet(rounds: usize) {
         table.markdown()
     );
 
+    let mut table = Table::new(&[
+        "mode",
+        "keys loaded (max over rounds)",
+        "loader calls",
+        "redis script calls",
+        "batch p50",
+        "batch max",
+    ]);
+    for (m, mode) in [Mode::Fleet, Mode::PerInstance].into_iter().enumerate() {
+        let (mut keys, mut calls, mut scripts, mut all) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let namespace = format!("bench:batch:{m}:{round}");
+            let run = rt.block_on(fleet::batches(
+                &server.url(),
+                &namespace,
+                mode,
+                4,
+                200,
+                Duration::from_millis(20),
+            ));
+            keys.push(run.keys_loaded);
+            calls.push(run.loader_calls);
+            scripts.push(run.redis_scripts as usize);
+            all.extend(run.latencies);
+        }
+        table.row(vec![
+            mode.name().to_owned(),
+            format!("{} ({})", median_count(&keys), keys.iter().max().unwrap()),
+            median_count(&calls).to_string(),
+            median_count(&scripts).to_string(),
+            human(median(&all)),
+            human(quantile(&all, 1.0)),
+        ]);
+    }
+    println!(
+        "### Fleet batches: 4 instances, each a DataLoader over its cache, `load_many` of the same 200 cold keys at once, 20 ms backend, one local redis-server\n\n{}",
+        table.markdown()
+    );
+
     let samples = rt.block_on(fleet::invalidation_latency(
         &server.url(),
         "bench:inv",

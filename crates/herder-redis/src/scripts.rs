@@ -1,7 +1,9 @@
 //! The Lua scripts that make each step atomic on the Redis side.
 //!
 //! Every script declares the Redis keys it touches (`KEYS`, see `layout.rs`), all of one hash
-//! slot, so that it runs on a cluster as on a single server. The generation of the key's bucket
+//! slot, so that it runs on a cluster as on a single server; the batch scripts (`*_MANY`) take
+//! several keys' names, and on a cluster come in a `_CROSS` flavour that spans the slots of one
+//! node (see `CROSS_SLOT` and `nodes.rs`). The generation of the key's bucket
 //! (`KEYS[1]` where present) counts `invalidate_all`s; a key's epoch counts its invalidations, so
 //! that a load that began before an invalidation cannot fill the tier after it.
 //!
@@ -142,3 +144,143 @@ return 1
 /// `invalidate_all` runs it for every bucket, then publishes.
 pub(crate) static NEXT_GENERATION: LazyLock<Script> =
     LazyLock::new(|| Script::new("return redis.call('INCR', KEYS[1])"));
+
+/// A batch script's Redis keys, `K`: its declared keys.
+const DECLARED: &str = "local K = KEYS\n";
+
+/// A batch script on a cluster, one per node: it declares one key (which routes it to the node,
+/// and which Redis checks against the node's slots) and takes every key it touches, of several
+/// slots, from the end of ARGV (their first index is the last ARGV), which Redis 7 allows a
+/// script flagged `allow-cross-slot-keys` as long as the node serves them all.
+const CROSS_SLOT: &str = "#!lua flags=allow-cross-slot-keys
+local K = {}
+for i = tonumber(ARGV[#ARGV]), #ARGV - 1 do K[#K + 1] = ARGV[i] end
+";
+
+/// ACQUIRE_MANY(KEYS gen, value, lease, epoch of each key; ARGV token, lease_ms, ignore_value
+/// flags, one character per key) → one ACQUIRE answer per key, in order. A batch's keys in one
+/// atomic step (on a single server, all of them): a batch waits only for leases granted before
+/// its own.
+fn acquire_many() -> String {
+    format!(
+        r"{NOW}
+local now = now_ms()
+local gens = {{}}
+local function one(gk, vk, lk, ek, ignore)
+  local gen = gens[gk]
+  if not gen then
+    gen = redis.call('GET', gk) or '0'
+    gens[gk] = gen
+  end
+  local body = false
+  local corrupt = 0
+  if ignore ~= '1' then
+    local v = redis.pcall('GET', vk)
+    if type(v) == 'table' then
+      v = false
+      corrupt = 1
+    end
+    if v then
+      local a = string.find(v, '|', 1, true)
+      local b = a and string.find(v, '|', a + 1, true)
+      local fresh = b and tonumber(string.sub(v, a + 1, b - 1))
+      if not fresh then
+        corrupt = 1
+      elseif string.sub(v, 1, a - 1) == gen then
+        local left = fresh - now
+        body = string.sub(v, b + 1)
+        if left > 0 then return {{1, body, left}} end
+      end
+    end
+    if corrupt == 1 then redis.call('DEL', vk) end
+  end
+  local mine = gen .. '|'
+  local held = redis.pcall('GET', lk)
+  if type(held) ~= 'string' or string.sub(held, 1, #mine) ~= mine then
+    redis.call('SET', lk, mine .. ARGV[1], 'PX', ARGV[2])
+    return {{2, redis.call('GET', ek) or '0', gen, corrupt}}
+  end
+  if body then return {{3, body}} end
+  return {{4, redis.call('PTTL', lk)}}
+end
+local out = {{}}
+for i = 1, math.floor(#K / 4) do
+  local k = 4 * i - 3
+  out[i] = one(K[k], K[k + 1], K[k + 2], K[k + 3], string.sub(ARGV[3], i, i))
+end
+return out
+"
+    )
+}
+
+pub(crate) static ACQUIRE_MANY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{DECLARED}{}", acquire_many())));
+pub(crate) static ACQUIRE_MANY_CROSS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{CROSS_SLOT}{}", acquire_many())));
+
+/// FILL_MANY(K gen, value, lease, epoch of each key; ARGV channel, then for each key mode
+/// (`f` fill, `r` release), lease, epoch, gen, fresh_ms, body, px_ms, message) → one FILL (or
+/// RELEASE) answer per key, in order, each with exactly FILL's (or RELEASE's) checks.
+fn fill_many() -> String {
+    format!(
+        r"{NOW}
+local now = now_ms()
+local out = {{}}
+for i = 1, math.floor(#K / 4) do
+  local k = 4 * i - 3
+  local a = 8 * (i - 1) + 1
+  local lease = ARGV[a + 2]
+  local r = 0
+  if redis.call('GET', K[k + 2]) == lease then
+    if ARGV[a + 1] == 'r' then
+      redis.call('DEL', K[k + 2])
+      redis.call('PUBLISH', ARGV[1], ARGV[a + 8])
+      r = 1
+    elseif (redis.call('GET', K[k]) or '0') ~= ARGV[a + 4] then
+      r = 0
+    elseif (redis.call('GET', K[k + 3]) or '0') ~= ARGV[a + 3] then
+      redis.call('DEL', K[k + 2])
+    else
+      local body = ARGV[a + 6]
+      if body ~= '' then
+        local v = ARGV[a + 4] .. '|' .. tostring(now + tonumber(ARGV[a + 5])) .. '|' .. body
+        if tonumber(ARGV[a + 7]) > 0 then
+          redis.call('SET', K[k + 1], v, 'PX', ARGV[a + 7])
+        else
+          redis.call('SET', K[k + 1], v)
+        end
+      end
+      redis.call('DEL', K[k + 2])
+      redis.call('PUBLISH', ARGV[1], ARGV[a + 8])
+      r = 1
+    end
+  end
+  out[i] = r
+end
+return out
+"
+    )
+}
+
+pub(crate) static FILL_MANY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{DECLARED}{}", fill_many())));
+pub(crate) static FILL_MANY_CROSS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{CROSS_SLOT}{}", fill_many())));
+
+/// EXTEND_MANY(K leases; ARGV lease_ms, then each lease's value) → how many were extended
+/// (those still held).
+const EXTEND_MANY_BODY: &str = r"
+local n = 0
+for i = 1, #K do
+  if redis.call('GET', K[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', K[i], ARGV[1])
+    n = n + 1
+  end
+end
+return n
+";
+
+pub(crate) static EXTEND_MANY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{DECLARED}{EXTEND_MANY_BODY}")));
+pub(crate) static EXTEND_MANY_CROSS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{CROSS_SLOT}{EXTEND_MANY_BODY}")));

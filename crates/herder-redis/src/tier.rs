@@ -6,7 +6,7 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use herder::cache::{Acquired, Loaded, LocalCache, Tier, TierFuture};
+use herder::cache::{Acquired, Acquisition, Loaded, LocalCache, Tier, TierFuture};
 use redis::{FromRedisValue, ScriptInvocation, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::events::{self, Kind};
 use crate::layout::Layout;
 use crate::lease::RedisLease;
+use crate::nodes::{Nodes, Route};
 use crate::pending::{Added, Pending};
 use crate::scripts::ACQUIRE;
 use crate::stats::{Counters, RedisStats, bump};
@@ -35,6 +36,10 @@ use crate::stats::{Counters, RedisStats, bump};
 ///   while it loads; its fill only lands while the token matches and no invalidation came in
 ///   between; waiters wake on a pub/sub message and also poll with backoff; a dead holder's lease
 ///   expires and is taken over. N instances × M callers on a cold key: one backend call.
+/// * **Batches.** A DataLoader batch over the cache (or a `get_many_with`) asks for all its keys
+///   in one script (one per master on a cluster), loads the keys it leased with one loader
+///   call, fills them with one script, and waits for the keys other instances hold together:
+///   N instances batching the same cold keys load each key once.
 /// * **Invalidation backplane.** [`Cache::invalidate`](herder::Cache::invalidate) deletes the
 ///   value and the lease in Redis, bumps the key's epoch and publishes; every other instance
 ///   evicts its L1 copy. After a lost pub/sub connection an instance flushes its L1 and
@@ -83,6 +88,8 @@ pub(crate) struct Shared<K, V> {
     pub(crate) waiters: Mutex<HashMap<Vec<u8>, Arc<Notify>>>,
     /// Invalidations Redis has not applied yet (see `pending.rs`).
     pub(crate) pending: Mutex<Pending>,
+    /// Which cluster node serves which slot, for batches (see `nodes.rs`).
+    pub(crate) nodes: Nodes,
     /// Wakes the worker when an invalidation is added, or when the tier is dropped.
     pub(crate) pending_added: Arc<Notify>,
     _keys: PhantomData<fn(K)>,
@@ -97,7 +104,7 @@ impl<K, V> Drop for Shared<K, V> {
 }
 
 /// What ACQUIRE answered.
-enum Reply {
+pub(crate) enum Reply {
     Fresh(Vec<u8>, u64),
     /// The lease: epoch, generation, and whether an unreadable stored value was dropped.
     Lease(String, String, bool),
@@ -241,6 +248,7 @@ impl<K, V> Shared<K, V> {
             local: OnceLock::new(),
             waiters: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending::new(config.max_pending)),
+            nodes: Nodes::default(),
             pending_added: Arc::new(Notify::new()),
             _keys: PhantomData,
         })
@@ -316,12 +324,35 @@ impl<K, V> Shared<K, V> {
         }
     }
 
+    /// How to group a batch's Redis keys into scripts: on a cluster, by the node that serves
+    /// them (when the slot map is known), else by hash tag; on a single server, all together.
+    pub(crate) async fn routes(&self) -> Option<Arc<Vec<(u16, u16, usize)>>> {
+        if !self.connection.is_cluster() {
+            return None;
+        }
+        self.nodes.map(&self.connection.inner.commands).await
+    }
+
+    /// The script group of a key whose generation key is `generation` (see [`Shared::routes`]).
+    pub(crate) fn route(&self, map: Option<&[(u16, u16, usize)]>, generation: &[u8]) -> Route {
+        if self.connection.is_cluster() {
+            Nodes::route(map, generation)
+        } else {
+            Route::Node(0)
+        }
+    }
+
+    /// Whether a batch's scripts may span hash slots (on a cluster, with a slot map).
+    pub(crate) fn cross_slot(&self, map: Option<&[(u16, u16, usize)]>) -> bool {
+        self.connection.is_cluster() && map.is_some()
+    }
+
     pub(crate) fn message(&self, kind: Kind, key: &[u8]) -> Vec<u8> {
         events::encode(kind, self.instance, key)
     }
 
     /// The notifier of `key`'s waiters; removed again by [`WaitGuard`].
-    fn waiter(self: &Arc<Self>, key: &[u8]) -> WaitGuard<K, V> {
+    pub(crate) fn waiter(self: &Arc<Self>, key: &[u8]) -> WaitGuard<K, V> {
         let notify = lock(&self.waiters).entry(key.to_vec()).or_default().clone();
         WaitGuard {
             shared: self.clone(),
@@ -349,10 +380,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Removes a key's notifier when its last waiter leaves.
-struct WaitGuard<K, V> {
+pub(crate) struct WaitGuard<K, V> {
     shared: Arc<Shared<K, V>>,
     key: Vec<u8>,
-    notify: Arc<Notify>,
+    pub(crate) notify: Arc<Notify>,
 }
 
 impl<K, V> Drop for WaitGuard<K, V> {
@@ -365,7 +396,7 @@ impl<K, V> Drop for WaitGuard<K, V> {
     }
 }
 
-fn parse(value: Value) -> Option<Reply> {
+pub(crate) fn parse(value: Value) -> Option<Reply> {
     let Value::Array(items) = value else {
         return None;
     };
@@ -483,7 +514,7 @@ where
     }
 }
 
-fn loaded<V>(value: Option<V>, ttl: Duration) -> Loaded<V> {
+pub(crate) fn loaded<V>(value: Option<V>, ttl: Duration) -> Loaded<V> {
     match value {
         Some(value) => Loaded::found(value).ttl(ttl),
         None => Loaded::not_found().ttl(ttl),
@@ -504,6 +535,10 @@ where
         Box::pin(self.shared.acquire(key))
     }
 
+    fn acquire_many<'a>(&'a self, keys: &'a [K]) -> TierFuture<'a, Acquisition<V>> {
+        Box::pin(self.shared.acquire_many(keys))
+    }
+
     fn invalidate(&self, key: &K) {
         // A key that does not serialize was never read from or written to Redis.
         if let Ok(key) = postcard::to_stdvec(key) {
@@ -514,4 +549,28 @@ where
     fn invalidate_all(&self) {
         self.shared.add_pending(None);
     }
+}
+
+/// Adds a batch script's Redis keys, after its `args` other arguments: declared, or, in a
+/// cross-slot script (`cross`), the first declared (it routes the script) and all of them at the
+/// end of ARGV, followed by the index of the first (see `scripts.rs`).
+pub(crate) fn batch_keys(
+    invocation: &mut ScriptInvocation<'_>,
+    cross: bool,
+    names: &[&[u8]],
+    args: usize,
+) {
+    if !cross {
+        for name in names {
+            invocation.key(*name);
+        }
+        return;
+    }
+    if let Some(first) = names.first() {
+        invocation.key(*first);
+    }
+    for name in names {
+        invocation.arg(*name);
+    }
+    invocation.arg(args + 1);
 }

@@ -226,3 +226,122 @@ async fn an_unreachable_cluster_is_an_error_that_says_so() {
     assert_eq!(cache.get_with(1, || async { "one".into() }).await, "one");
     assert!(tier.stats().errors >= 1, "{:?}", tier.stats());
 }
+
+/// A backend that counts every key it is asked for, fleet-wide.
+#[derive(Clone, Default)]
+struct Rows {
+    keys: Arc<std::sync::Mutex<std::collections::HashMap<u64, usize>>>,
+}
+
+impl herder::Loader for Rows {
+    type Key = u64;
+    type Value = String;
+    type Error = std::convert::Infallible;
+
+    async fn load(
+        &self,
+        keys: &[u64],
+    ) -> Result<std::collections::HashMap<u64, String>, Self::Error> {
+        for key in keys {
+            *self.keys.lock().unwrap().entry(*key).or_default() += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(keys.iter().map(|k| (*k, format!("row {k} v1"))).collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_batches_on_a_cluster_load_each_cold_key_once() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let rows = Rows::default();
+    let fleet: Vec<_> = (0..3)
+        .map(|node| {
+            let instance = instance(&cluster, node);
+            let loader = herder::DataLoader::builder(rows.clone())
+                .cache(instance.cache.clone())
+                .build()
+                .unwrap();
+            (instance, loader)
+        })
+        .collect();
+    for (instance, _) in &fleet {
+        instance.tier.ping().await.unwrap();
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(fleet.len()));
+    let batches: Vec<_> = fleet
+        .iter()
+        .map(|(_, loader)| {
+            let (loader, start) = (loader.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                loader.load_many(0..200).await.unwrap()
+            })
+        })
+        .collect();
+    for batch in batches {
+        let values = batch.await.unwrap();
+        assert_eq!(values.len(), 200);
+        assert_eq!(values[&150], "row 150 v1");
+    }
+    let keys = rows.keys.lock().unwrap();
+    assert_eq!(keys.len(), 200);
+    // One script per bucket: not atomic across buckets, so two batches can wait for each other
+    // until `max_wait`; with the default, every key is still loaded once.
+    assert_eq!(keys.values().sum::<usize>(), 200, "keys loaded fleet-wide");
+}
+
+/// Script calls (EVAL, EVALSHA, SCRIPT) every node has processed so far.
+async fn script_calls(cluster: &RedisCluster) -> u64 {
+    let mut calls = 0;
+    for url in cluster.urls() {
+        let client = redis::Client::open(url).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        calls += stats
+            .lines()
+            .filter(|line| {
+                ["cmdstat_eval:", "cmdstat_evalsha:", "cmdstat_script"]
+                    .iter()
+                    .any(|name| line.starts_with(name))
+            })
+            .flat_map(|line| line.split([':', ',']))
+            .filter_map(|field| field.split_once('='))
+            .filter(|(name, _)| name.ends_with("calls"))
+            .map(|(_, n)| n.parse::<u64>().unwrap())
+            .sum::<u64>();
+    }
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_on_a_cluster_sends_one_script_per_node() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let rows = Rows::default();
+    let a = instance(&cluster, 0);
+    let loader = herder::DataLoader::builder(rows.clone())
+        .cache(a.cache.clone())
+        .build()
+        .unwrap();
+    // Warm-up: the scripts get loaded on every node.
+    loader.load_many(10_000..10_200).await.unwrap();
+    let before = script_calls(&cluster).await;
+    assert_eq!(loader.load_many(0..200).await.unwrap().len(), 200);
+    let scripts = script_calls(&cluster).await - before;
+    // 200 keys fall into about 180 of the 1,024 buckets, spread over the 3 masters: one
+    // ACQUIRE_MANY and one FILL_MANY per master (cross-slot scripts, Redis 7), concurrently.
+    eprintln!("a batch of 200 cold keys on a 3-master cluster: {scripts} script calls");
+    assert_eq!(
+        scripts,
+        2 * 3,
+        "one ACQUIRE_MANY and one FILL_MANY per master"
+    );
+    assert_eq!(rows.keys.lock().unwrap().len(), 400);
+}

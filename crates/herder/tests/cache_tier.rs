@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herder::Cache;
-use herder::cache::{Acquired, Lease, Loaded, LocalCache, Status, Tier, TierFuture};
+use herder::cache::{Acquired, Acquisition, Lease, Loaded, LocalCache, Status, Tier, TierFuture};
 use support::BackendDown;
 
 /// A shared value (`None`: a cached absence) and the TTL it was filled with.
@@ -240,4 +240,169 @@ async fn a_cached_absence_is_shared_for_the_negative_ttl() {
         })
         .await;
     assert_eq!(read.unwrap().value, None, "the absence came from the tier");
+}
+
+/// Keys each bulk loader call was asked for.
+type Calls = Arc<Mutex<Vec<Vec<u32>>>>;
+
+fn bulk(
+    calls: &Calls,
+) -> impl FnOnce(Vec<u32>) -> std::future::Ready<Result<HashMap<u32, String>, BackendDown>>
++ Send
++ 'static {
+    let calls = calls.clone();
+    move |mut keys: Vec<u32>| {
+        keys.sort_unstable();
+        let values = keys.iter().map(|k| (*k, format!("row {k}"))).collect();
+        calls.lock().unwrap().push(keys);
+        std::future::ready(Ok(values))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bulk_read_loads_only_what_the_tier_lacks_and_fills_it() {
+    let tier = Arc::new(MemoryTier::default());
+    let (a, b) = (instance(&tier), instance(&tier));
+    let calls = Calls::default();
+    a.get_many_with([1, 2], bulk(&calls)).await.unwrap();
+    let values = b.get_many_with([1, 2, 3, 4], bulk(&calls)).await.unwrap();
+    assert_eq!(values.len(), 4);
+    assert_eq!(values[&3], "row 3");
+    assert_eq!(*calls.lock().unwrap(), vec![vec![1, 2], vec![3, 4]]);
+    assert_eq!(
+        tier.values.lock().unwrap()[&4],
+        (Some("row 4".into()), Some(Duration::from_secs(90))),
+        "filled with the TTL plus the stale window"
+    );
+    assert!(tier.leases.lock().unwrap().is_empty());
+    assert_eq!(b.get(&1).as_deref(), Some("row 1"), "a tier hit fills L1");
+}
+
+/// A DataLoader backend that records each call's keys.
+#[derive(Clone, Default)]
+struct Rows(Calls);
+
+impl herder::Loader for Rows {
+    type Key = u32;
+    type Value = String;
+    type Error = BackendDown;
+
+    async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, String>, BackendDown> {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        let values = keys.iter().map(|k| (*k, format!("row {k}"))).collect();
+        self.0.lock().unwrap().push(keys);
+        Ok(values)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dataloader_batch_over_a_tiered_cache_loads_only_what_the_tier_lacks() {
+    let tier = Arc::new(MemoryTier::default());
+    let (a, b) = (instance(&tier), instance(&tier));
+    let rows = Rows::default();
+    let on_a = herder::DataLoader::builder(rows.clone())
+        .cache(a)
+        .build()
+        .unwrap();
+    let on_b = herder::DataLoader::builder(rows.clone())
+        .cache(b.clone())
+        .build()
+        .unwrap();
+    on_a.load_many([1, 2]).await.unwrap();
+    let values = on_b.load_many([1, 2, 3, 4]).await.unwrap();
+    assert_eq!(values.len(), 4);
+    assert_eq!(*rows.0.lock().unwrap(), vec![vec![1, 2], vec![3, 4]]);
+    assert_eq!(tier.values.lock().unwrap()[&3].0.as_deref(), Some("row 3"));
+    assert_eq!(b.get(&2).as_deref(), Some("row 2"), "a tier hit fills L1");
+    // Every key of a batch in the tier: no loader call at all.
+    let on_c = herder::DataLoader::builder(rows.clone())
+        .cache(instance(&tier))
+        .build()
+        .unwrap();
+    assert_eq!(on_c.load_many([1, 2, 3, 4]).await.unwrap().len(), 4);
+    assert_eq!(rows.0.lock().unwrap().len(), 2);
+}
+
+/// The memory tier, answering the odd positions of a batch in a later round (as a tier does
+/// for keys other instances are loading).
+struct InRounds(Arc<MemoryTier>);
+
+impl Tier<u32, String> for InRounds {
+    fn attach(&self, local: LocalCache<u32, String>) {
+        Shared(self.0.clone()).attach(local);
+    }
+
+    fn acquire<'a>(&'a self, key: &'a u32) -> TierFuture<'a, Acquired<String>> {
+        let shared = Shared(self.0.clone());
+        let key = *key;
+        Box::pin(async move { shared.acquire(&key).await })
+    }
+
+    fn acquire_many<'a>(&'a self, keys: &'a [u32]) -> TierFuture<'a, Acquisition<String>> {
+        let tier = self.0.clone();
+        let keys = keys.to_vec();
+        Box::pin(async move {
+            let shared = Shared(tier.clone());
+            let mut answers = Vec::new();
+            for (at, key) in keys.iter().enumerate().filter(|(at, _)| at % 2 == 0) {
+                answers.push((at, shared.acquire(key).await));
+            }
+            let later: TierFuture<'static, Acquisition<String>> = Box::pin(async move {
+                let shared = Shared(tier);
+                let mut answers = Vec::new();
+                for (at, key) in keys.iter().enumerate().filter(|(at, _)| at % 2 == 1) {
+                    answers.push((at, shared.acquire(key).await));
+                }
+                Acquisition {
+                    answers,
+                    later: None,
+                }
+            });
+            Acquisition {
+                answers,
+                later: Some(later),
+            }
+        })
+    }
+
+    fn invalidate(&self, key: &u32) {
+        Shared(self.0.clone()).invalidate(key);
+    }
+
+    fn invalidate_all(&self) {
+        Shared(self.0.clone()).invalidate_all();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_answered_in_a_later_round_load_per_round_or_once_for_get_many_with() {
+    let tier = Arc::new(MemoryTier::default());
+    let in_rounds = |tier: &Arc<MemoryTier>| {
+        Cache::builder()
+            .max_capacity(100)
+            .time_to_live(Duration::from_secs(60))
+            .tier(Arc::new(InRounds(tier.clone())) as Arc<dyn Tier<u32, String>>)
+            .build()
+            .unwrap()
+    };
+    // A DataLoader's loader is called for each round that leaves keys to load.
+    let rows = Rows::default();
+    let loader = herder::DataLoader::builder(rows.clone())
+        .cache(in_rounds(&tier))
+        .build()
+        .unwrap();
+    assert_eq!(loader.load_many([1, 2, 3, 4]).await.unwrap().len(), 4);
+    let mut seen = rows.0.lock().unwrap().concat();
+    seen.sort_unstable();
+    assert_eq!(seen, vec![1, 2, 3, 4]);
+    assert_eq!(rows.0.lock().unwrap().len(), 2, "one call per round");
+    // `get_many_with`'s loader is `FnOnce`: one call, after every round.
+    let calls = Calls::default();
+    let values = in_rounds(&Arc::new(MemoryTier::default()))
+        .get_many_with([5, 6, 7, 8], bulk(&calls))
+        .await
+        .unwrap();
+    assert_eq!(values.len(), 4);
+    assert_eq!(*calls.lock().unwrap(), vec![vec![5, 6, 7, 8]]);
 }

@@ -6,11 +6,12 @@
 //! which stores the values with the cache's TTLs (unless an invalidation or insert came first) and
 //! answers their waiters. A stale hit is answered at once and its key refreshed by a batch.
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::Duration;
 
 use super::state::BatchResult;
-use crate::cache::{CacheTicket, Cause, Inner as CacheInner, Landing, Lookup};
+use crate::cache::{CacheTicket, Cause, Found, Inner as CacheInner, Landing, Lookup};
 use crate::flight::{Failure, Join, Outcome, Waiter};
 
 /// What the cache says about a key.
@@ -50,12 +51,32 @@ where
     }
 }
 
+/// Splits what a batch found through the cache's tier into the loader's shape, keeping aside
+/// the TTLs the tier's answers carry (a cached absence with one is kept as `None`, with it).
+pub(crate) fn split<K, V>(found: Found<K, V>, ttls: &mut HashMap<K, Duration>) -> HashMap<K, V>
+where
+    K: Hash + Eq + Clone,
+{
+    let mut values = HashMap::with_capacity(found.len());
+    for (key, loaded) in found {
+        if let Some(ttl) = loaded.ttl {
+            ttls.insert(key.clone(), ttl);
+        }
+        if let Some(value) = loaded.value {
+            values.insert(key, value);
+        }
+    }
+    values
+}
+
 /// Finishes the cache flights a batch led, with the batch's outcome: each key's value (or
-/// absence), or the batch's failure. `tickets` pairs each flight with its key's position.
+/// absence), or the batch's failure. `tickets` pairs each flight with its key's position;
+/// `ttls`, the TTLs of the answers that carry one (a tier's).
 pub(crate) fn finish<K, V, E>(
     cache: &CacheInner<K, V>,
     tickets: Vec<(usize, CacheTicket<K, V>)>,
     outcome: &Outcome<BatchResult<V, E>>,
+    ttls: &HashMap<K, Duration>,
     took: Duration,
 ) where
     K: Hash + Eq + Clone + Send + Sync + 'static,
@@ -66,7 +87,11 @@ pub(crate) fn finish<K, V, E>(
         let landing = match outcome {
             Ok(Ok(values)) => Ok(Landing::Loaded {
                 value: values[position].clone(),
-                ttl: None,
+                ttl: if ttls.is_empty() {
+                    None
+                } else {
+                    ttls.get(ticket.key()).copied()
+                },
                 took,
             }),
             Ok(Err(error)) => {

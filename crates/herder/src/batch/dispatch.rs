@@ -15,6 +15,7 @@
 //! (polled once, never again), the window task's fallback timer closes the batch; a dropped
 //! opener closes it at once.
 
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ use super::state::{
     WindowEnd, batch_outcome,
 };
 use super::window::WindowCtl;
+use crate::cache::Calls;
 use crate::flight::{Failure, Outcome, task};
 use crate::sync::{Arc as SyncArc, lock};
 
@@ -147,7 +149,23 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
     let shared = guard.shared.clone();
     while let Some(closed) = &guard.closed {
         let keys = &closed.keys;
-        let load = async { shared.loader.load(keys).await };
+        // With a tiered cache in front: the batch asks the tier for all its keys at once and
+        // loads only what no instance has (the TTLs the tier's answers carry go to the cache).
+        let mut ttls = HashMap::new();
+        let tiered = shared.cache.as_ref().filter(|cache| cache.has_tier());
+        let loader = &shared.loader;
+        let load = async {
+            match tiered {
+                None => loader.load(keys).await,
+                Some(cache) => {
+                    let load = |missing: Vec<L::Key>| async move { loader.load(&missing).await };
+                    let found = cache
+                        .load_through_tier(keys.clone(), load, Calls::PerRound)
+                        .await?;
+                    Ok(cached::split(found, &mut ttls))
+                }
+            }
+        };
         #[cfg(feature = "tracing")]
         let load = tracing::Instrument::instrument(
             load,
@@ -189,14 +207,14 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
             let tickets = std::mem::take(&mut closed.tickets);
             match &landed {
                 Ok(Landed::Done(result)) => {
-                    cached::finish(cache, tickets, &Ok(result.clone()), took)
+                    cached::finish(cache, tickets, &Ok(result.clone()), &ttls, took)
                 }
                 // The cache's own contract for a timed-out batch is the cache side's to settle;
                 // until then its flights end as cancelled, so that no reader waits for them.
                 Ok(Landed::TimedOut(_)) => cached::abandon(cache, tickets),
                 Err(failure) => {
                     let outcome: Outcome<BatchResult<_, L::Error>> = Err(failure.clone());
-                    cached::finish(cache, tickets, &outcome, took)
+                    cached::finish(cache, tickets, &outcome, &ttls, took)
                 }
             }
         }

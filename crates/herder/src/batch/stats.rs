@@ -16,9 +16,11 @@ pub struct DataLoaderStats {
     pub cache_hits: u64,
     /// Requests that joined a batch already holding their key (open or running).
     pub joined: u64,
-    /// Loader calls.
+    /// Batches run: loader calls, except with a cache with a shared tier in front, where a
+    /// batch loads only the keys the tier does not answer (none: no call; the tier's own stats
+    /// count what it answered).
     pub batches: u64,
-    /// Keys sent to the loader, over all batches.
+    /// Keys of all batches (with a tiered cache in front, not all of them reach the loader).
     pub batched_keys: u64,
     /// The largest batch so far.
     pub largest_batch: u64,

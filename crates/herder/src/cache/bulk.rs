@@ -1,4 +1,5 @@
-//! Bulk reads: hits from the cache, in-flight keys joined, the rest loaded in one call.
+//! Bulk reads: hits from the cache, in-flight keys joined, the rest loaded in one call (through
+//! the shared tier, if there is one: see `tiered.rs`).
 //!
 //! Each missing key gets a flight of its own (so single-key readers and other bulk calls join
 //! it), all led by one task that calls the bulk loader once and finishes every flight. A call
@@ -17,6 +18,7 @@ use super::fetch::Lookup;
 use super::handle::Inner;
 use super::load::{CacheTicket, Fallback, Landing, bounded};
 use super::status::{Fetched, Status};
+use super::tiered::{Calls, Found};
 use crate::flight::{Join, Outcome, Waiter, task};
 
 /// A key this call loads: its flight, and the stale value it may fall back on.
@@ -132,17 +134,22 @@ fn start<K, V, F, Fut, E>(
     // A bulk load has no single stale value to release its waiters with: only the hard limit.
     config.soft_load_timeout = None;
     let owner = inner.clone();
+    let cache = inner.clone();
     task::spawn(
         runtime,
-        move || async move { bounded(async move { load(keys).await }, &config, |_| {}).await },
+        // With a tier: one round trip for every key, one load of those it cannot answer.
+        move || async move {
+            // `load` is `FnOnce`: one call, after the tier has answered every key.
+            let mut load = Some(load);
+            let once = move |keys| load.take().expect("called once")(keys);
+            let load = async move { cache.load_through_tier(keys, once, Calls::Once).await };
+            bounded(load, &config, |_| {}).await
+        },
         move |outcome| owner.finish_bulk(leads, outcome),
     );
 }
 
-type BulkOutcome<K, V> = Outcome<(
-    Result<HashMap<K, V>, super::load::Cause>,
-    std::time::Duration,
-)>;
+type BulkOutcome<K, V> = Outcome<(Result<Found<K, V>, super::load::Cause>, std::time::Duration)>;
 
 impl<K, V> Inner<K, V>
 where
@@ -159,11 +166,16 @@ where
         for (ticket, fallback) in leads {
             let keep_until = fallback.as_ref().map(|f| f.keep_until);
             let landing = match &mut values {
-                Ok((values, took)) => Ok(Landing::Loaded {
-                    value: values.remove(ticket.key()),
-                    ttl: None,
-                    took: *took,
-                }),
+                Ok((values, took)) => {
+                    let (value, ttl) = values
+                        .remove(ticket.key())
+                        .map_or((None, None), |loaded| (loaded.value, loaded.ttl));
+                    Ok(Landing::Loaded {
+                        value,
+                        ttl,
+                        took: *took,
+                    })
+                }
                 Err(Ok(cause)) => Ok(Landing::Failed {
                     cause: cause.clone(),
                     late: None,

@@ -2,7 +2,8 @@
 //! fail-safe, early refresh, negative caching and timeouts that never defeat the cache.
 //!
 //! Layout: [`Cache`] (the handle), [`Builder`] (settings), `fetch` (the read path), `load` (a
-//! load as its own task, its timeouts and its store step), `bulk` (`get_many_with`), `entry`
+//! load as its own task, its timeouts and its store step), `bulk` (`get_many_with`), `tiered` (a
+//! batch of misses through the shared tier, for `bulk` and the DataLoader), `entry`
 //! (the fresh → stale → kept → gone timeline), `storage` (quick_cache underneath).
 
 mod builder;
@@ -20,11 +21,13 @@ mod stats;
 mod status;
 mod storage;
 mod tier;
+mod tiered;
 mod write;
 
 pub(crate) use fetch::Lookup;
 pub(crate) use handle::Inner;
 pub(crate) use load::{CacheTicket, Cause, Landing};
+pub(crate) use tiered::{Calls, Found};
 
 pub use builder::Builder;
 pub use config::EarlyRefresh;
@@ -34,4 +37,4 @@ pub use handle::Cache;
 pub use listener::RemovalCause;
 pub use stats::CacheStats;
 pub use status::{Fetched, Status};
-pub use tier::{Acquired, Lease, LocalCache, Tier, TierFuture};
+pub use tier::{Acquired, Acquisition, Lease, LocalCache, Tier, TierFuture};

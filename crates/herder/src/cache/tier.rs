@@ -4,7 +4,9 @@
 //! miss, the instance's leader of the load asks the tier first ([`Tier::acquire`]): the tier
 //! answers with the shared value, or grants this instance the lease to load the key (and fill the
 //! tier), or waits while another instance loads it, or says it is unavailable, in which case the
-//! instance loads on its own and the request never fails because of the tier.
+//! instance loads on its own and the request never fails because of the tier. A batch of misses
+//! (a DataLoader batch over the cache, or `get_many_with`) asks for all its keys at once
+//! ([`Tier::acquire_many`]).
 
 use std::fmt;
 use std::future::Future;
@@ -31,6 +33,34 @@ pub trait Tier<K, V>: Send + Sync + 'static {
     /// Called on an L1 miss by the instance's one leader of the load of `key`: the shared value,
     /// or the lease to load it, or a verdict that the tier cannot help.
     fn acquire<'a>(&'a self, key: &'a K) -> TierFuture<'a, Acquired<V>>;
+
+    /// [`acquire`](Tier::acquire) for the missing keys of a batch (a
+    /// [`DataLoader`](crate::DataLoader) batch over this cache, or
+    /// [`get_many_with`](super::Cache::get_many_with)), answered by position in `keys`.
+    ///
+    /// The batch loads the keys it leads, and those the tier cannot help with, in one loader
+    /// call, then fills every lease it was given, concurrently (a tier can send those fills as
+    /// one write: see [`Lease`]). Keys that other instances are loading are answered
+    /// [`later`](Acquisition::later), so that the batch loads and fills its own leases first:
+    /// two batches that lead keys the other waits for never wait for each other.
+    ///
+    /// A tier that can should answer a batch in one round trip. The default asks
+    /// [`acquire`](Tier::acquire) for every key, concurrently, and answers them all at once: a
+    /// tier whose `acquire` waits for other instances should override it, so that a batch does
+    /// not hold the leases it was granted while it waits.
+    fn acquire_many<'a>(&'a self, keys: &'a [K]) -> TierFuture<'a, Acquisition<V>>
+    where
+        K: Sync,
+        V: Send + 'static,
+    {
+        Box::pin(async move {
+            let answers = futures_util::future::join_all(keys.iter().map(|key| self.acquire(key)));
+            Acquisition {
+                answers: answers.await.into_iter().enumerate().collect(),
+                later: None,
+            }
+        })
+    }
 
     /// Drops `key` from the tier and tells every instance to evict it. Must not block: an
     /// implementation queues the work. Called by [`Cache::invalidate`](super::Cache::invalidate).
@@ -61,8 +91,34 @@ impl<V> fmt::Debug for Acquired<V> {
     }
 }
 
+/// The tier's answer to [`Tier::acquire_many`]: the keys it can answer now, and a future for
+/// the keys other instances are loading.
+///
+/// Every key of the batch is answered once, here or in a later round; a key the tier never
+/// answers is loaded as if [`Unavailable`](Acquired::Unavailable).
+pub struct Acquisition<V> {
+    /// Answers known now, each with its key's position in the batch.
+    pub answers: Vec<(usize, Acquired<V>)>,
+    /// The rest, in a later round (which may itself leave some for a round after it); the
+    /// batch awaits it once it has loaded the keys it leads and filled their leases.
+    pub later: Option<TierFuture<'static, Acquisition<V>>>,
+}
+
+impl<V> fmt::Debug for Acquisition<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquisition")
+            .field("answers", &self.answers.len())
+            .field("later", &self.later.is_some())
+            .finish()
+    }
+}
+
 /// The right to fill the tier with one key's value, granted to one instance at a time.
 /// Dropping it without filling (the load failed) releases it for another instance.
+///
+/// The leases of one round of [`Tier::acquire_many`] are filled (or dropped) together,
+/// concurrently: a tier may hold each fill until every lease of the round is settled and send
+/// them as one write.
 pub trait Lease<V>: Send {
     /// Stores what was loaded (whose [`expires_after`](Loaded::expires_after) is its fresh TTL)
     /// for `ttl` (its fresh TTL plus the stale window; `None`: no expiry; zero: do not store),
