@@ -325,8 +325,9 @@ async fn a_dataloader_batch_over_a_tiered_cache_loads_only_what_the_tier_lacks()
 }
 
 /// The memory tier, answering the odd positions of a batch in a later round (as a tier does
-/// for keys other instances are loading).
-struct InRounds(Arc<MemoryTier>);
+/// for keys other instances are loading); with `stuck`, a later round that never comes (the
+/// other instance waits for this batch's leases).
+struct InRounds(Arc<MemoryTier>, bool);
 
 impl Tier<u32, String> for InRounds {
     fn attach(&self, local: LocalCache<u32, String>) {
@@ -342,6 +343,7 @@ impl Tier<u32, String> for InRounds {
     fn acquire_many<'a>(&'a self, keys: &'a [u32]) -> TierFuture<'a, Acquisition<String>> {
         let tier = self.0.clone();
         let keys = keys.to_vec();
+        let stuck = self.1;
         Box::pin(async move {
             let shared = Shared(tier.clone());
             let mut answers = Vec::new();
@@ -359,6 +361,11 @@ impl Tier<u32, String> for InRounds {
                     later: None,
                 }
             });
+            let later = if stuck {
+                Box::pin(std::future::pending())
+            } else {
+                later
+            };
             Acquisition {
                 answers,
                 later: Some(later),
@@ -382,7 +389,7 @@ async fn keys_answered_in_a_later_round_load_per_round_or_once_for_get_many_with
         Cache::builder()
             .max_capacity(100)
             .time_to_live(Duration::from_secs(60))
-            .tier(Arc::new(InRounds(tier.clone())) as Arc<dyn Tier<u32, String>>)
+            .tier(Arc::new(InRounds(tier.clone(), false)) as Arc<dyn Tier<u32, String>>)
             .build()
             .unwrap()
     };
@@ -403,6 +410,31 @@ async fn keys_answered_in_a_later_round_load_per_round_or_once_for_get_many_with
         .get_many_with([5, 6, 7, 8], bulk(&calls))
         .await
         .unwrap();
+    assert_eq!(values.len(), 4);
+    assert_eq!(*calls.lock().unwrap(), vec![vec![5, 6, 7, 8]]);
+}
+
+/// Regression: `get_many_with` (one loader call) used to keep its leases while it waited for
+/// keys other instances held; two such calls whose leases crossed (a cluster grants a batch's
+/// leases one node at a time) waited for each other until `max_wait`. A call holding leases now
+/// loads the keys it would wait for itself, in its one call.
+#[tokio::test(start_paused = true)]
+async fn get_many_with_never_waits_for_other_instances_while_it_holds_leases() {
+    let tier = Arc::new(MemoryTier::default());
+    let cache = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(60))
+        .tier(Arc::new(InRounds(tier.clone(), true)) as Arc<dyn Tier<u32, String>>)
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    let values = tokio::time::timeout(
+        Duration::from_secs(3600),
+        cache.get_many_with([5, 6, 7, 8], bulk(&calls)),
+    )
+    .await
+    .expect("it waited for a round that never comes while holding leases")
+    .unwrap();
     assert_eq!(values.len(), 4);
     assert_eq!(*calls.lock().unwrap(), vec![vec![5, 6, 7, 8]]);
 }

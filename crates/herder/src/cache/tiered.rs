@@ -22,9 +22,10 @@ pub(crate) type Found<K, V> = HashMap<K, Loaded<V>>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Calls {
     /// Once (`get_many_with`'s `FnOnce`): the keys other instances are loading are waited for
-    /// before the one call, while this batch keeps its leases (a tier that grants a batch's
-    /// leases atomically never has two such batches wait for each other; one that does not,
-    /// such as a cluster's one script per bucket, can, until its `max_wait`).
+    /// before the one call only while this batch holds no lease; once it holds one, it loads
+    /// the keys it would wait for itself (waiting while holding leases could wait for an
+    /// instance that waits for this batch: a cluster grants a batch's leases one node at a
+    /// time).
     Once,
     /// Once per round of answers (a DataLoader's loader): a batch loads and fills its own
     /// leases before it waits for other instances.
@@ -75,8 +76,11 @@ where
         loop {
             batch.absorb(&keys, round.answers);
             let Some(later) = round.later else { break };
-            if calls == Calls::PerRound {
-                batch.load(&self.config, &mut load).await?;
+            match calls {
+                Calls::PerRound => batch.load(&self.config, &mut load).await?,
+                // Its keys not answered yet are loaded below, with its own.
+                Calls::Once if !batch.leases.is_empty() => break,
+                Calls::Once => {}
             }
             round = later.await;
         }
