@@ -24,53 +24,6 @@ local function now_ms()
 end
 ";
 
-/// ACQUIRE(KEYS gen, value, lease, epoch; ARGV token, lease_ms, ignore_value) →
-/// `{1, body, fresh_left_ms}` a fresh value; `{2, epoch, gen, corrupt}` the lease (`corrupt` is
-/// 1 when the stored value was unreadable and was dropped); `{3, body}` a stale value while
-/// another instance holds the lease; `{4, lease_pttl}` wait.
-///
-/// A stored value this script cannot read (not `gen|deadline|body`, a deadline that is not a
-/// number, a key of another type) is a miss: it is deleted and the lease granted, so the next
-/// fill replaces it. It never raises a Lua error, which would count as a Redis failure against
-/// the breaker.
-pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{NOW}
-local gen = redis.call('GET', KEYS[1]) or '0'
-local body = false
-local corrupt = 0
-if ARGV[3] ~= '1' then
-  local v = redis.pcall('GET', KEYS[2])
-  if type(v) == 'table' then
-    v = false
-    corrupt = 1
-  end
-  if v then
-    local a = string.find(v, '|', 1, true)
-    local b = a and string.find(v, '|', a + 1, true)
-    local fresh = b and tonumber(string.sub(v, a + 1, b - 1))
-    if not fresh then
-      corrupt = 1
-    elseif string.sub(v, 1, a - 1) == gen then
-      local left = fresh - now_ms()
-      body = string.sub(v, b + 1)
-      if left > 0 then return {{1, body, left}} end
-    end
-  end
-  if corrupt == 1 then redis.call('DEL', KEYS[2]) end
-end
-local mine = gen .. '|'
-local held = redis.pcall('GET', KEYS[3])
-if type(held) ~= 'string' or string.sub(held, 1, #mine) ~= mine then
-  redis.call('SET', KEYS[3], mine .. ARGV[1], 'PX', ARGV[2])
-  return {{2, redis.call('GET', KEYS[4]) or '0', gen, corrupt}}
-end
-if body then return {{3, body}} end
-return {{4, redis.call('PTTL', KEYS[3])}}
-"
-    ))
-});
-
 /// FILL(KEYS gen, value, lease, epoch; ARGV lease, epoch, gen, fresh_ms, body, px_ms, channel,
 /// message) → 1 stored, 0 the lease was lost (expired and taken over, or revoked by an
 /// invalidation).
@@ -158,9 +111,17 @@ for i = tonumber(ARGV[#ARGV]), #ARGV - 1 do K[#K + 1] = ARGV[i] end
 ";
 
 /// ACQUIRE_MANY(KEYS gen, value, lease, epoch of each key; ARGV token, lease_ms, ignore_value
-/// flags, one character per key) → one ACQUIRE answer per key, in order. A batch's keys in one
-/// atomic step (on a single server, all of them): a batch waits only for leases granted before
-/// its own.
+/// flags, one character per key) → one answer per key, in order (a single key's acquire is this
+/// script with one key): `{1, body, fresh_left_ms}` a fresh value; `{2, epoch, gen, corrupt}`
+/// the lease (`corrupt` is 1 when the stored value was unreadable and was dropped); `{3, body}`
+/// a stale value while another instance holds the lease; `{4, lease_pttl}` wait. A batch's
+/// keys in one atomic step (on a single server, all of them): a batch waits only for leases
+/// granted before its own.
+///
+/// A stored value this script cannot read (not `gen|deadline|body`, a deadline that is not a
+/// number, a key of another type) is a miss: it is deleted and the lease granted, so the next
+/// fill replaces it. It never raises a Lua error, which would count as a Redis failure against
+/// the breaker.
 fn acquire_many() -> String {
     format!(
         r"{NOW}

@@ -23,7 +23,7 @@ use crate::layout::Layout;
 use crate::lease::RedisLease;
 use crate::nodes::{Nodes, Route};
 use crate::pending::{Added, Pending};
-use crate::scripts::ACQUIRE;
+use crate::scripts::ACQUIRE_MANY;
 use crate::stats::{Counters, RedisStats, bump};
 
 /// A Redis tier under a [`herder::Cache`]: give it to
@@ -103,7 +103,7 @@ impl<K, V> Drop for Shared<K, V> {
     }
 }
 
-/// What ACQUIRE answered.
+/// What ACQUIRE_MANY answered for one key.
 pub(crate) enum Reply {
     Fresh(Vec<u8>, u64),
     /// The lease: epoch, generation, and whether an unreadable stored value was dropped.
@@ -396,6 +396,14 @@ impl<K, V> Drop for WaitGuard<K, V> {
     }
 }
 
+/// The one answer of an ACQUIRE_MANY of one key.
+fn parse_one(value: Value) -> Option<Reply> {
+    match value {
+        Value::Array(mut items) if items.len() == 1 => items.pop().and_then(parse),
+        _ => None,
+    }
+}
+
 pub(crate) fn parse(value: Value) -> Option<Reply> {
     let Value::Array(items) = value else {
         return None;
@@ -448,7 +456,8 @@ where
         loop {
             let mut woken = pin!(waiter.notify.notified());
             woken.as_mut().enable();
-            let mut script = ACQUIRE.prepare_invoke();
+            // The batch script with one key: the same protocol, one copy of it.
+            let mut script = ACQUIRE_MANY.prepare_invoke();
             script
                 .key(&keys.generation)
                 .key(&keys.value)
@@ -457,7 +466,7 @@ where
                 .arg(&token)
                 .arg(&lease_ms)
                 .arg(if ignore_value { "1" } else { "0" });
-            let Some(reply) = self.run::<Value>(script).await.and_then(parse) else {
+            let Some(reply) = self.run::<Value>(script).await.and_then(parse_one) else {
                 return Acquired::Unavailable;
             };
             match reply {
