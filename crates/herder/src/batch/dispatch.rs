@@ -185,6 +185,11 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
             }
         };
         let next = lock(&shared.state).finished(&closed, &landed, &shared.config);
+        #[cfg(feature = "metrics")]
+        {
+            shared.metrics.batch(closed.keys.len(), took);
+            crate::metrics::Source::publish(&*shared);
+        }
         if let Some(cache) = &shared.cache {
             let tickets = std::mem::take(&mut closed.tickets);
             match &landed {

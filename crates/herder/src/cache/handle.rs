@@ -71,6 +71,9 @@ pub(crate) struct Inner<K, V> {
     pub(crate) clock: Clock,
     pub(crate) stats: Counters,
     pub(crate) listener: Option<Listener<K, V>>,
+    pub(crate) name: Option<Arc<str>>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::metrics::CacheMetrics,
 }
 
 impl<K, V> Cache<K, V>
@@ -116,6 +119,7 @@ where
         tier: Option<Arc<dyn Tier<K, V>>>,
         runtime: Option<tokio::runtime::Handle>,
         listener: Option<Listener<K, V>>,
+        name: Option<Arc<str>>,
     ) -> Self {
         let inner = Arc::new(Inner {
             storage,
@@ -125,7 +129,12 @@ where
             clock: Clock::new(config.clock_resolution.is_some()),
             stats: Counters::default(),
             listener,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::CacheMetrics::new(name.as_ref()),
+            name,
         });
+        #[cfg(feature = "metrics")]
+        crate::metrics::register(Arc::downgrade(&inner) as _);
         if let (Some(resolution), Some(runtime)) = (config.clock_resolution, runtime) {
             let ticker = clock::tick(Arc::downgrade(&inner), resolution, |inner: &Inner<K, V>| {
                 &inner.clock
@@ -555,7 +564,17 @@ where
     /// # }
     /// ```
     pub fn stats(&self) -> CacheStats {
-        let inner = &self.inner;
+        self.inner.snapshot()
+    }
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn snapshot(&self) -> CacheStats {
+        let inner = self;
         CacheStats {
             evictions: inner.storage.evictions(),
             entries: inner.storage.len(),
@@ -563,6 +582,17 @@ where
             in_flight: inner.flights.len(),
             ..inner.stats.snapshot()
         }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<K, V> crate::metrics::Source for Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn publish(&self) {
+        self.metrics.publish(&self.snapshot());
     }
 }
 
@@ -577,6 +607,7 @@ impl<K, V> Clone for Cache<K, V> {
 impl<K, V> fmt::Debug for Cache<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
+            .field("name", &self.inner.name)
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }

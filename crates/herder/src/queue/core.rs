@@ -37,6 +37,7 @@ pub(crate) struct Config {
     pub(crate) capacity: Option<usize>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) gates: Vec<Arc<dyn Gate>>,
+    pub(crate) name: Option<Arc<str>>,
 }
 
 /// A live runner, as the lifecycle state keeps it.
