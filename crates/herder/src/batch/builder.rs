@@ -219,7 +219,12 @@ impl<L: Loader> Builder<L> {
         // the cache has invalidated.
         config.memo &= self.cache.is_none();
         let cache = self.cache.map(|cache| cache.inner);
-        Ok(DataLoader::from_parts(self.loader, config, cache, self.name))
+        Ok(DataLoader::from_parts(
+            self.loader,
+            config,
+            cache,
+            self.name,
+        ))
     }
 }
 

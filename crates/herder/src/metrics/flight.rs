@@ -37,12 +37,8 @@ impl FlightMetrics {
     }
 
     pub(crate) fn publish(&self, stats: &SingleFlightStats) {
-        self.totals.publish([
-            stats.started,
-            stats.joined,
-            stats.panicked,
-            stats.cancelled,
-        ]);
+        self.totals
+            .publish([stats.started, stats.joined, stats.panicked, stats.cancelled]);
         self.in_flight.set(stats.in_flight as f64);
     }
 }

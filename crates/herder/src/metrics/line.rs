@@ -45,6 +45,7 @@ impl LineMetrics {
             stats.panicked,
             stats.timed_out,
         ]);
-        self.recovering.set(if stats.recovering { 1.0 } else { 0.0 });
+        self.recovering
+            .set(if stats.recovering { 1.0 } else { 0.0 });
     }
 }

@@ -38,10 +38,7 @@ impl LoaderMetrics {
             in_flight: metrics::gauge!("herder_dataloader_keys_in_flight", labels.clone()),
             memoized: metrics::gauge!("herder_dataloader_memoized", labels.clone()),
             batch_size: metrics::histogram!("herder_dataloader_batch_size", labels.clone()),
-            batch_duration: metrics::histogram!(
-                "herder_dataloader_batch_duration_seconds",
-                labels
-            ),
+            batch_duration: metrics::histogram!("herder_dataloader_batch_duration_seconds", labels),
         }
     }
 
