@@ -10,7 +10,8 @@ use herder::{Cache, DataLoader, Line, Loader, OperationQueue, SingleFlight};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::sync::oneshot;
 
-/// What a recorder holds for the series labelled `name="{name}"`, by metric name.
+/// What a recorder holds for the series labelled `name="{name}"`, by metric name. Taking a
+/// snapshot resets the debugging recorder's counters: what follows counts from there.
 fn series(snapshotter: &Snapshotter, name: &str) -> HashMap<String, DebugValue> {
     snapshotter
         .snapshot()
