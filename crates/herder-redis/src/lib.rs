@@ -110,7 +110,7 @@
 //! # Metrics
 //!
 //! With the `metrics` feature, a tier records its [`RedisStats`] as `herder_redis_…` series,
-//! labelled `name` by [`Builder::name`], when [`herder::metrics::flush`] runs (as herder's own
+//! labelled `name` by [`Builder::name`], when `herder::metrics::flush()` runs (as herder's own
 //! counters are; see `herder::metrics` for when and how). Counters end in `_total`.
 //!
 //! | metric | type | what |

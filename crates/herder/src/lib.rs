@@ -60,7 +60,7 @@
 //! |---|---|---|
 //! | `tracing` | on | `tracing` spans for batches and loads, events for panics; never a global subscriber |
 //! | `serde` | off | `serde::Serialize` for every stats struct |
-//! | `metrics` | off | counters, gauges and histograms of every primitive through the `metrics` facade, labelled by the name each builder's `name(…)` gives; see [`metrics`](crate::metrics) |
+//! | `metrics` | off | counters, gauges and histograms of every primitive through the `metrics` facade, labelled by the name each builder's `name(…)` gives; see the `metrics` module |
 //!
 //! # Invalidation is final
 //!

@@ -19,7 +19,7 @@ pub fn register(source: Weak<dyn Source>) {
     sources.push(source);
 }
 
-/// Records the counters and gauges of every live primitive (see the [module](self) docs):
+/// Records the counters and gauges of every live primitive (see the [module](crate::metrics) docs):
 /// call it before rendering, or every few seconds.
 ///
 /// It reads each primitive's exact counts, as `stats()` does, so its cost grows with the
