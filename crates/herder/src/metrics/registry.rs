@@ -26,7 +26,8 @@ pub fn register(source: Weak<dyn Source>) {
 /// number of live primitives, not with the traffic.
 ///
 /// ```
-/// let cache: herder::Cache<u8, u8> = herder::Cache::builder().name("tiny").build().unwrap();
+/// let cache: herder::Cache<u8, u8> =
+///     herder::Cache::builder().name("tiny").max_capacity(10).build().unwrap();
 /// cache.insert(1, 1);
 /// herder::metrics::flush(); // herder_cache_entries{name="tiny"} = 1, in the global recorder
 /// ```
