@@ -81,6 +81,7 @@ async fn cache_one_miss_three_hits_one_load() {
     assert_eq!(counter(&books, "herder_cache_misses_total"), 1);
     assert_eq!(counter(&books, "herder_cache_loads_total"), 1);
     assert_eq!(counter(&books, "herder_cache_load_errors_total"), 0);
+    assert_eq!(counter(&books, "herder_cache_invalidations_total"), 1);
     assert_eq!(gauge(&books, "herder_cache_entries"), 0.0);
     assert_eq!(gauge(&books, "herder_cache_loads_in_flight"), 0.0);
     assert_eq!(

@@ -573,14 +573,14 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
+    /// What [`Cache::stats`] reads.
     pub(crate) fn snapshot(&self) -> CacheStats {
-        let inner = self;
         CacheStats {
-            evictions: inner.storage.evictions(),
-            entries: inner.storage.len(),
-            weight: inner.storage.weight(),
-            in_flight: inner.flights.len(),
-            ..inner.stats.snapshot()
+            evictions: self.storage.evictions(),
+            entries: self.storage.len(),
+            weight: self.storage.weight(),
+            in_flight: self.flights.len(),
+            ..self.stats.snapshot()
         }
     }
 }

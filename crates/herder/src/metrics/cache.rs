@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Gauge, Histogram};
+use metrics::{Counter, Gauge, Histogram};
 
 use super::{Totals, labels};
 use crate::cache::CacheStats;
@@ -13,6 +13,7 @@ pub(crate) struct CacheMetrics {
     weight: Gauge,
     in_flight: Gauge,
     load_duration: Histogram,
+    invalidations: Counter,
 }
 
 impl CacheMetrics {
@@ -38,13 +39,23 @@ impl CacheMetrics {
             entries: metrics::gauge!("herder_cache_entries", labels.clone()),
             weight: metrics::gauge!("herder_cache_weight", labels.clone()),
             in_flight: metrics::gauge!("herder_cache_loads_in_flight", labels.clone()),
-            load_duration: metrics::histogram!("herder_cache_load_duration_seconds", labels),
+            load_duration: metrics::histogram!(
+                "herder_cache_load_duration_seconds",
+                labels.clone()
+            ),
+            invalidations: metrics::counter!("herder_cache_invalidations_total", labels),
         }
     }
 
     /// A load finished with a value (or "not found") after `took`.
     pub(crate) fn loaded(&self, took: Duration) {
         self.load_duration.record(took.as_secs_f64());
+    }
+
+    /// An `invalidate`, `remove` or `invalidate_all` call: counted when it happens (not a
+    /// hot path, and not in the stats).
+    pub(crate) fn invalidated(&self) {
+        self.invalidations.increment(1);
     }
 
     pub(crate) fn publish(&self, stats: &CacheStats) {

@@ -69,10 +69,11 @@
 //! | `herder_cache_load_timeouts_total` | counter | loads failed by the hard load timeout |
 //! | `herder_cache_refreshes_total` | counter | background refreshes started |
 //! | `herder_cache_evictions_total` | counter | entries evicted to stay within capacity |
+//! | `herder_cache_invalidations_total` | counter | `invalidate`, `remove` and `invalidate_all` calls (recorded as they happen) |
 //! | `herder_cache_entries` | gauge | entries held |
 //! | `herder_cache_weight` | gauge | total weight held |
 //! | `herder_cache_loads_in_flight` | gauge | loads under way |
-//! | `herder_cache_load_duration_seconds` | histogram | time a successful load took |
+//! | `herder_cache_load_duration_seconds` | histogram | time a successful load took (a bulk or DataLoader load records its time once per key) |
 //! | `herder_dataloader_requests_total` | counter | keys asked for |
 //! | `herder_dataloader_memo_hits_total` | counter | requests answered from the memo |
 //! | `herder_dataloader_cache_hits_total` | counter | requests answered by the cache in front |
