@@ -9,13 +9,20 @@ pub trait Source: Send + Sync {
     fn publish(&self);
 }
 
-static SOURCES: Mutex<Vec<Weak<dyn Source>>> = Mutex::new(Vec::new());
+/// The sources, and how many were live at the last pruning.
+static SOURCES: Mutex<(Vec<Weak<dyn Source>>, usize)> = Mutex::new((Vec::new(), 0));
 
 /// Adds `source` to what [`flush`] records, for as long as it lives. herder's primitives
 /// register themselves when built with the `metrics` feature.
 pub fn register(source: Weak<dyn Source>) {
-    let mut sources = SOURCES.lock().unwrap_or_else(PoisonError::into_inner);
-    sources.retain(|source| source.strong_count() > 0);
+    let mut guard = SOURCES.lock().unwrap_or_else(PoisonError::into_inner);
+    let (sources, live) = &mut *guard;
+    // Dropped sources are pruned once the list has doubled since the last pruning, so that a
+    // loader made per request costs a push, not a scan of every other live loader.
+    if sources.len() >= (2 * *live).max(64) {
+        sources.retain(|source| source.strong_count() > 0);
+        *live = sources.len();
+    }
     sources.push(source);
 }
 
@@ -33,8 +40,10 @@ pub fn register(source: Weak<dyn Source>) {
 /// ```
 pub fn flush() {
     let live: Vec<Arc<dyn Source>> = {
-        let mut sources = SOURCES.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = SOURCES.lock().unwrap_or_else(PoisonError::into_inner);
+        let (sources, live) = &mut *guard;
         sources.retain(|source| source.strong_count() > 0);
+        *live = sources.len();
         sources.iter().filter_map(Weak::upgrade).collect()
     };
     // Outside the lock: a source takes its own locks, and may be dropped here.
