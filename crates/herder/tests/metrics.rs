@@ -262,6 +262,12 @@ async fn queue_three_completed_one_rejected_one_queued() {
     assert_eq!(gauge(&imap, "herder_queue_depth"), 1.0);
     assert_eq!(gauge(&imap, "herder_queue_running"), 1.0);
     assert_eq!(gauge(&imap, "herder_queue_runners"), 1.0);
+    // Four operations were taken by the runner, three ended.
+    assert_eq!(histogram(&imap, "herder_queue_wait_seconds").len(), 4);
+    assert_eq!(
+        histogram(&imap, "herder_queue_run_duration_seconds").len(),
+        3
+    );
     tx.send(()).unwrap();
     running.await.unwrap();
     waiting.await.unwrap();
@@ -270,6 +276,11 @@ async fn queue_three_completed_one_rejected_one_queued() {
     // The recorder's counters are deltas since the last snapshot.
     assert_eq!(counter(&imap, "herder_queue_completed_total"), 2);
     assert_eq!(gauge(&imap, "herder_queue_depth"), 0.0);
+    assert_eq!(histogram(&imap, "herder_queue_wait_seconds").len(), 1);
+    assert_eq!(
+        histogram(&imap, "herder_queue_run_duration_seconds").len(),
+        2
+    );
 }
 
 /// The metric names of the table in the `metrics` module docs.

@@ -23,8 +23,13 @@
 //!   flushes itself at the end of each batch and when it is dropped, so a loader made per
 //!   request loses nothing.
 //! * **Histograms** are recorded when the event happens (a load, a batch, a flight, a
-//!   recovery, an operation): those are the slow paths, where one facade call is small next to
-//!   the work.
+//!   recovery, an operation taken and ended by a runner): those are the slow paths, where one facade call is small next to the work.
+//!   So is `herder_cache_invalidations_total` (not in the stats) and
+//!   `herder_queue_rejected_total`.
+//!
+//! Building a primitive resolves its handles once: with `metrics-exporter-prometheus`
+//! installed, a `DataLoader` takes about 2–3 µs more to build and drop than without the
+//! feature (a loader made per request pays it each time).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -112,6 +117,8 @@
 //! | `herder_queue_depth` | gauge | operations waiting for a runner |
 //! | `herder_queue_running` | gauge | operations running |
 //! | `herder_queue_runners` | gauge | live runners |
+//! | `herder_queue_wait_seconds` | histogram | time an operation waited for a runner |
+//! | `herder_queue_run_duration_seconds` | histogram | time an operation ran (to its end, panic or timeout) |
 //!
 //! The [`LocalOperationQueue`](crate::LocalOperationQueue) records nothing (it is not `Send`,
 //! and [`flush`] may run on any thread).
@@ -127,7 +134,7 @@ pub(crate) use cache::CacheMetrics;
 pub(crate) use flight::FlightMetrics;
 pub(crate) use line::LineMetrics;
 pub(crate) use loader::LoaderMetrics;
-pub(crate) use queue::QueueMetrics;
+pub(crate) use queue::{QueueHistograms, QueueMetrics};
 pub use registry::{Source, flush, register};
 
 use std::sync::{Arc, Mutex, PoisonError};

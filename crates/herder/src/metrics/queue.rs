@@ -1,6 +1,7 @@
 use std::sync::Arc;
+use std::time::Duration;
 
-use metrics::{Counter, Gauge};
+use metrics::{Counter, Gauge, Histogram};
 
 use super::{Totals, labels};
 use crate::queue::OperationQueueStats;
@@ -12,6 +13,26 @@ pub(crate) struct QueueMetrics {
     running: Gauge,
     runners: Gauge,
     rejected: Counter,
+    histograms: QueueHistograms,
+}
+
+/// What a runner records for each operation it takes.
+#[derive(Clone)]
+pub(crate) struct QueueHistograms {
+    wait: Histogram,
+    run: Histogram,
+}
+
+impl QueueHistograms {
+    /// An operation waited `waited` in the queue before a runner took it.
+    pub(crate) fn waited(&self, waited: Duration) {
+        self.wait.record(waited.as_secs_f64());
+    }
+
+    /// An operation ran for `ran` (to its end, its panic or its timeout).
+    pub(crate) fn ran(&self, ran: Duration) {
+        self.run.record(ran.as_secs_f64());
+    }
 }
 
 impl QueueMetrics {
@@ -32,8 +53,16 @@ impl QueueMetrics {
             depth: metrics::gauge!("herder_queue_depth", labels.clone()),
             running: metrics::gauge!("herder_queue_running", labels.clone()),
             runners: metrics::gauge!("herder_queue_runners", labels.clone()),
-            rejected: metrics::counter!("herder_queue_rejected_total", labels),
+            rejected: metrics::counter!("herder_queue_rejected_total", labels.clone()),
+            histograms: QueueHistograms {
+                wait: metrics::histogram!("herder_queue_wait_seconds", labels.clone()),
+                run: metrics::histogram!("herder_queue_run_duration_seconds", labels),
+            },
         }
+    }
+
+    pub(crate) fn histograms(&self) -> QueueHistograms {
+        self.histograms.clone()
     }
 
     /// A `try_submit` found the queue full.

@@ -103,7 +103,8 @@ impl OperationQueue {
         let mut shared = Shared::new(config, runtime);
         #[cfg(feature = "metrics")]
         {
-            shared.metrics = Some(crate::metrics::QueueMetrics::new(shared.name.as_ref()));
+            let metrics = crate::metrics::QueueMetrics::new(shared.name.as_ref());
+            shared.record(metrics);
         }
         let shared = Arc::new(shared);
         #[cfg(feature = "metrics")]

@@ -117,6 +117,13 @@ impl<J: ?Sized + Job, S: Spawn<J>> Shared<J, S> {
 }
 
 impl<J: ?Sized + Job, S> Shared<J, S> {
+    /// Records this queue's metrics with `metrics` (the flavours that can: `OperationQueue`).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn record(&mut self, metrics: crate::metrics::QueueMetrics) {
+        let _ = self.core.histograms.set(metrics.histograms());
+        self.metrics = Some(metrics);
+    }
+
     pub(crate) fn runners(&self) -> usize {
         self.core.target()
     }
