@@ -57,8 +57,8 @@ impl<L: Loader> Builder<L> {
     }
 
     /// The name of this loader in its metrics (the label `name`, as in
-    /// `herder_dataloader_batches_total{name="authors"}`) and in its `Debug` output. Without
-    /// the `metrics` feature it is only shown by `Debug`.
+    /// `herder_dataloader_batches_total{name="authors"}`), in its `Debug` output and in the
+    /// `herder.batch` tracing span of each batch.
     ///
     /// ```
     /// # use herder::{DataLoader, Loader};

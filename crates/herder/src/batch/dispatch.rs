@@ -154,6 +154,7 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
             tracing::debug_span!(
                 "herder.batch",
                 loader = std::any::type_name::<L>(),
+                name = shared.name.as_deref().unwrap_or_default(),
                 keys = keys.len()
             ),
         );
