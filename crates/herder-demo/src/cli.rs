@@ -147,6 +147,8 @@ async fn run_report(db: &DbArgs, args: &RedisArgs) -> Result<(), DemoError> {
 async fn run_serve(db: &DbArgs, redis: &RedisArgs, args: &ServeArgs) -> Result<(), DemoError> {
     // Listen first: a port in use is reported before the seeding.
     let listener = serve::bind(args.addr).await?;
+    // Before the caches and the tier are built: they take their metric handles from it.
+    serve::install_metrics();
     let database = Db::open(&db.options()).await?;
     let size = if db.quick {
         SeedSize::SMALL

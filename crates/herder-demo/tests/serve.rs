@@ -53,22 +53,22 @@ fn serves_graphql_and_live_stats() {
     assert_eq!(stats["db_round_trips"], round_trips);
     assert_eq!(stats["caches"]["reviews"]["hits"], 10);
 
-    // The same counters in Prometheus text.
+    // herder's metrics (its `metrics` feature), named as the demo named each primitive, in
+    // Prometheus text.
     let (status, metrics) = server.get("/metrics");
     assert_eq!(status, 200);
     assert!(metrics.contains("herder_demo_requests 2"), "{metrics}");
-    assert!(
-        metrics.contains("herder_cache_hits{cache=\"reviews\"} 10"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("herder_dataloader_batched_keys{loader=\"reviews\"} 10"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("# TYPE herder_cache_entries gauge"),
-        "{metrics}"
-    );
+    for line in [
+        "herder_cache_hits_total{name=\"reviews\"} 10",
+        "herder_cache_loads_total{name=\"pages\"} 1",
+        "herder_dataloader_keys_loaded_total{name=\"reviews\"} 10",
+        "herder_cache_entries{name=\"year_stats\"} 0",
+        "# TYPE herder_cache_entries gauge",
+        "# TYPE herder_cache_hits_total counter",
+        "# TYPE herder_dataloader_batch_size histogram",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 
     // A bad query is a GraphQL error, not a failed server.
     let (status, body) =

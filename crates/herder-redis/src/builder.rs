@@ -57,6 +57,7 @@ pub struct Builder<K, V> {
     namespace: String,
     codec: Arc<dyn Codec<V>>,
     config: Config,
+    name: Option<Arc<str>>,
     _keys: PhantomData<fn(K)>,
 }
 
@@ -78,6 +79,7 @@ where
                 breaker_cooldown: Duration::from_secs(1),
                 max_pending: 10_000,
             },
+            name: None,
             _keys: PhantomData,
         }
     }
@@ -88,6 +90,24 @@ where
     K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
+    /// The name of this tier in its metrics (the label `name`, as in
+    /// `herder_redis_l2_hits_total{name="authors"}`; give the cache in front the same name)
+    /// and in its `Debug` output. Without the `metrics` feature it is only shown by `Debug`.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), herder_redis::Error> {
+    /// let tier = herder_redis::RedisTier::<u64, String>::builder("redis://127.0.0.1:6379")
+    ///     .name("authors")
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// The prefix of every Redis key and channel of this cache (default `"herder"`). Caches of
     /// different value types must use different namespaces. The envelope's format version is
     /// appended, so a new format never reads an old one.
@@ -250,7 +270,9 @@ where
             format!("{}:h{FORMAT}:", self.namespace),
             connection.is_cluster(),
         );
-        let shared = Shared::new(connection, layout, self.codec, self.config);
+        let shared = Shared::new(connection, layout, self.codec, self.config, self.name);
+        #[cfg(feature = "metrics")]
+        herder::metrics::register(Arc::downgrade(&shared) as _);
         let worker = Worker::new(&shared, subscriber);
         Ok((RedisTier { shared }, worker))
     }
@@ -261,6 +283,7 @@ impl<K, V> fmt::Debug for Builder<K, V> {
         f.debug_struct("Builder")
             .field("namespace", &self.namespace)
             .field("config", &self.config)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }

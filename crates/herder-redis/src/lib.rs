@@ -105,6 +105,38 @@
 //! | `serde` | off | `serde::Serialize` for [`RedisStats`] (and herder's stats) |
 //! | `tls-rustls` | off | `rediss://` URLs (rustls, with ring) |
 //! | `cluster` | off | Redis Cluster (redis-rs `cluster-async`) |
+//! | `metrics` | off | the tier's counters and gauges through the `metrics` facade (below), and herder's (`herder/metrics`) |
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature, a tier records its [`RedisStats`] as `herder_redis_…` series,
+//! labelled `name` by [`Builder::name`], when `herder::metrics::flush()` runs (as herder's own
+//! counters are; see `herder::metrics` for when and how). Counters end in `_total`.
+//!
+//! | metric | type | what |
+//! |---|---|---|
+//! | `herder_redis_l2_hits_total` | counter | L1 misses answered by Redis with a fresh value |
+//! | `herder_redis_l2_stale_hits_total` | counter | L1 misses answered with a stale value while another instance refreshes |
+//! | `herder_redis_leases_total` | counter | leases granted: this instance loaded the key for the fleet |
+//! | `herder_redis_lease_waits_total` | counter | acquires that waited for another instance's load |
+//! | `herder_redis_takeovers_total` | counter | leases won after waiting |
+//! | `herder_redis_fills_total` | counter | values written to Redis under a lease |
+//! | `herder_redis_fills_lost_total` | counter | fills refused because the lease was lost |
+//! | `herder_redis_errors_total` | counter | Redis calls that failed or ran out of their time budget |
+//! | `herder_redis_circuit_opens_total` | counter | times the circuit breaker opened |
+//! | `herder_redis_skipped_total` | counter | acquires skipped (circuit open, or waited too long): loaded locally |
+//! | `herder_redis_decode_failures_total` | counter | stored values that could not be decoded |
+//! | `herder_redis_invalidations_sent_total` | counter | invalidations Redis applied for this instance |
+//! | `herder_redis_invalidations_failed_total` | counter | attempts to apply an invalidation that failed (retried) |
+//! | `herder_redis_invalidations_replayed_total` | counter | invalidations applied once Redis answered again |
+//! | `herder_redis_invalidations_collapsed_total` | counter | pending keys folded into one `invalidate_all` |
+//! | `herder_redis_l2_skipped_pending_total` | counter | L1 misses that skipped Redis because an invalidation was pending |
+//! | `herder_redis_invalidations_received_total` | counter | invalidations from other instances applied to L1 |
+//! | `herder_redis_subscriptions_total` | counter | successful pub/sub subscriptions |
+//! | `herder_redis_resubscribes_total` | counter | pub/sub resubscriptions after a lost connection |
+//! | `herder_redis_heartbeats_missed_total` | counter | pub/sub connections given up for a missing PING reply |
+//! | `herder_redis_invalidations_pending` | gauge | invalidations waiting for Redis |
+//! | `herder_redis_circuit_open` | gauge | 1 while the circuit breaker is open, else 0 |
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -124,6 +156,8 @@ mod group;
 mod layout;
 mod lease;
 mod many;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod nodes;
 mod pending;
 mod scripts;

@@ -92,6 +92,9 @@ pub(crate) struct Shared<K, V> {
     pub(crate) nodes: Nodes,
     /// Wakes the worker when an invalidation is added, or when the tier is dropped.
     pub(crate) pending_added: Arc<Notify>,
+    pub(crate) name: Option<Arc<str>>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::metrics::RedisMetrics,
     _keys: PhantomData<fn(K)>,
 }
 
@@ -223,6 +226,7 @@ impl<K, V> Clone for RedisTier<K, V> {
 impl<K, V> fmt::Debug for RedisTier<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisTier")
+            .field("name", &self.shared.name)
             .field("prefix", &self.shared.layout.prefix())
             .field("instance", &self.shared.instance)
             .finish_non_exhaustive()
@@ -235,6 +239,7 @@ impl<K, V> Shared<K, V> {
         layout: Layout,
         codec: Arc<dyn Codec<V>>,
         config: Config,
+        name: Option<Arc<str>>,
     ) -> Arc<Self> {
         Arc::new(Shared {
             connection,
@@ -250,6 +255,9 @@ impl<K, V> Shared<K, V> {
             pending: Mutex::new(Pending::new(config.max_pending)),
             nodes: Nodes::default(),
             pending_added: Arc::new(Notify::new()),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::RedisMetrics::new(name.as_ref()),
+            name,
             _keys: PhantomData,
         })
     }

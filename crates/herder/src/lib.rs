@@ -60,6 +60,7 @@
 //! |---|---|---|
 //! | `tracing` | on | `tracing` spans for batches and loads, events for panics; never a global subscriber |
 //! | `serde` | off | `serde::Serialize` for every stats struct |
+//! | `metrics` | off | counters, gauges and histograms of every primitive through the `metrics` facade, labelled by the name each builder's `name(…)` gives; see the `metrics` module |
 //!
 //! # Invalidation is final
 //!
@@ -115,6 +116,9 @@ pub mod cache;
 mod error;
 pub(crate) mod flight;
 pub mod line;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod queue;
 pub mod single_flight;
 mod sync;

@@ -21,6 +21,7 @@ use crate::error::redact;
 /// The year aggregate's cache: up to 1,000 years, each fresh for 60 s.
 fn year_cache() -> herder::cache::Builder<i64, YearStats> {
     Cache::builder()
+        .name("year_stats")
         .max_capacity(1_000)
         .time_to_live(Duration::from_secs(60))
 }
@@ -32,7 +33,9 @@ pub fn year_cache_over_redis(
     namespace: &str,
     budget: Option<Duration>,
 ) -> std::result::Result<(Cache<i64, YearStats>, RedisTier<i64, YearStats>), DemoError> {
-    let mut tier = RedisTier::<i64, YearStats>::builder(url).namespace(namespace);
+    let mut tier = RedisTier::<i64, YearStats>::builder(url)
+        .namespace(namespace)
+        .name("year_stats");
     if let Some(budget) = budget {
         tier = tier.budget(budget);
     }
@@ -112,22 +115,23 @@ pub struct RowCaches {
 
 impl RowCaches {
     fn new() -> Self {
-        fn cache<K, V>() -> Cache<K, V>
+        fn cache<K, V>(name: &'static str) -> Cache<K, V>
         where
             K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
             V: Clone + Send + Sync + 'static,
         {
             Cache::builder()
+                .name(name)
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
                 .build()
                 .expect("valid cache settings")
         }
         RowCaches {
-            pages: cache(),
-            authors: cache(),
-            reviews: cache(),
-            books_by_author: cache(),
+            pages: cache("pages"),
+            authors: cache("authors"),
+            reviews: cache("reviews"),
+            books_by_author: cache("books_by_author"),
         }
     }
 }
@@ -265,9 +269,12 @@ pub(crate) struct Loaders {
 
 impl Loaders {
     fn new(db: &Db, caches: Option<&RowCaches>) -> Self {
-        let authors = DataLoader::builder(AuthorsById(db.clone()));
-        let reviews = DataLoader::builder(ReviewsByBook(db.clone()));
-        let books_by_author = DataLoader::builder(BooksByAuthor(db.clone()));
+        // Named as their caches: `herder_dataloader_…{name="authors"}` next to
+        // `herder_cache_…{name="authors"}`.
+        let authors = DataLoader::builder(AuthorsById(db.clone())).name("authors");
+        let reviews = DataLoader::builder(ReviewsByBook(db.clone())).name("reviews");
+        let books_by_author =
+            DataLoader::builder(BooksByAuthor(db.clone())).name("books_by_author");
         let (authors, reviews, books_by_author) = match caches {
             Some(caches) => (
                 authors.cache(caches.authors.clone()),

@@ -10,10 +10,10 @@
 //! * `POST /scenario/{n_plus_one,stampede,storm}`: runs one of the report's scenarios inside the
 //!   server, its modes side by side, and answers what each measured as JSON.
 //!
-//! * `GET /metrics`: the same counters in Prometheus text (`herder_cache_hits{cache="authors"}`
-//!   ...), recorded through the `metrics` facade into a local `metrics-exporter-prometheus`
-//!   recorder at each scrape. herder itself has no `metrics` feature yet: the demo reads its
-//!   `stats()`.
+//! * `GET /metrics`: herder's metrics in Prometheus text (`herder_cache_hits_total{name="authors"}`
+//!   ...): herder and herder-redis with their `metrics` feature, every primitive named, into a
+//!   global `metrics-exporter-prometheus` recorder installed before they are built; each scrape
+//!   flushes herder's counters and renders.
 //!
 //! Rows are read through DataLoaders in front of shared caches, the aggregate through herder's
 //! `Cache` (with a Redis tier if `--redis-url` is given).
@@ -25,6 +25,8 @@ mod app;
 mod metrics;
 mod pages;
 mod scenario;
+
+pub(crate) use metrics::install as install_metrics;
 
 use std::net::SocketAddr;
 

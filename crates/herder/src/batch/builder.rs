@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::handle::DataLoader;
@@ -36,6 +37,7 @@ pub struct Builder<L: Loader> {
     loader: L,
     config: Config,
     cache: Option<Cache<L::Key, L::Value>>,
+    name: Option<Arc<str>>,
 }
 
 impl<L: Loader> Builder<L> {
@@ -50,7 +52,30 @@ impl<L: Loader> Builder<L> {
                 load_timeout: None,
             },
             cache: None,
+            name: None,
         }
+    }
+
+    /// The name of this loader in its metrics (the label `name`, as in
+    /// `herder_dataloader_batches_total{name="authors"}`), in its `Debug` output and in the
+    /// `herder.batch` tracing span of each batch.
+    ///
+    /// ```
+    /// # use herder::{DataLoader, Loader};
+    /// # use std::collections::HashMap;
+    /// # struct Authors;
+    /// # impl Loader for Authors {
+    /// #     type Key = u64;
+    /// #     type Value = String;
+    /// #     type Error = std::io::Error;
+    /// #     async fn load(&self, k: &[u64]) -> Result<HashMap<u64, String>, std::io::Error> { Ok(HashMap::new()) }
+    /// # }
+    /// let loader = DataLoader::builder(Authors).name("authors").build().unwrap();
+    /// assert!(format!("{loader:?}").contains("authors"));
+    /// ```
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Collect keys for a fixed `delay` after the first key of a batch. The default, and
@@ -194,7 +219,12 @@ impl<L: Loader> Builder<L> {
         // the cache has invalidated.
         config.memo &= self.cache.is_none();
         let cache = self.cache.map(|cache| cache.inner);
-        Ok(DataLoader::from_parts(self.loader, config, cache))
+        Ok(DataLoader::from_parts(
+            self.loader,
+            config,
+            cache,
+            self.name,
+        ))
     }
 }
 
@@ -202,6 +232,7 @@ impl<L: Loader> fmt::Debug for Builder<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("config", &self.config)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }

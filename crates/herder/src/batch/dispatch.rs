@@ -172,6 +172,7 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
             tracing::debug_span!(
                 "herder.batch",
                 loader = std::any::type_name::<L>(),
+                name = shared.name.as_deref().unwrap_or_default(),
                 keys = keys.len()
             ),
         );
@@ -203,6 +204,11 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
             }
         };
         let next = lock(&shared.state).finished(&closed, &landed, &shared.config);
+        #[cfg(feature = "metrics")]
+        {
+            shared.metrics.batch(closed.keys.len(), took);
+            crate::metrics::Source::publish(&*shared);
+        }
         if let Some(cache) = &shared.cache {
             let tickets = std::mem::take(&mut closed.tickets);
             match &landed {

@@ -71,6 +71,24 @@ pub(crate) struct Shared<L: Loader> {
     /// The cache in front, if any.
     pub(crate) cache: Option<Arc<CacheInner<L::Key, L::Value>>>,
     pub(crate) state: Mutex<State<L::Key, L::Value, L::Error>>,
+    pub(crate) name: Option<Arc<str>>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::metrics::LoaderMetrics,
+}
+
+#[cfg(feature = "metrics")]
+impl<L: Loader> crate::metrics::Source for Shared<L> {
+    fn publish(&self) {
+        self.metrics.publish(&lock(&self.state).stats());
+    }
+}
+
+/// A loader made per request is dropped before any scrape: it records what it counted last.
+#[cfg(feature = "metrics")]
+impl<L: Loader> Drop for Shared<L> {
+    fn drop(&mut self) {
+        crate::metrics::Source::publish(self);
+    }
 }
 
 impl<L: Loader> DataLoader<L> {
@@ -122,15 +140,20 @@ impl<L: Loader> DataLoader<L> {
         loader: L,
         config: Config,
         cache: Option<Arc<CacheInner<L::Key, L::Value>>>,
+        name: Option<Arc<str>>,
     ) -> Self {
-        DataLoader {
-            shared: Arc::new(Shared {
-                loader,
-                cache,
-                state: Mutex::new(State::new(&config)),
-                config,
-            }),
-        }
+        let shared = Arc::new(Shared {
+            loader,
+            cache,
+            state: Mutex::new(State::new(&config)),
+            config,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::LoaderMetrics::new(name.as_ref()),
+            name,
+        });
+        #[cfg(feature = "metrics")]
+        crate::metrics::register(Arc::downgrade(&shared) as _);
+        DataLoader { shared }
     }
 
     /// Loads one key: `Ok(None)` if the loader did not return it.
@@ -401,6 +424,7 @@ impl<L: Loader> Clone for DataLoader<L> {
 impl<L: Loader> fmt::Debug for DataLoader<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DataLoader")
+            .field("name", &self.shared.name)
             .field("loader", &std::any::type_name::<L>())
             .field("config", &self.shared.config)
             .finish_non_exhaustive()

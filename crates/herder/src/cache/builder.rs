@@ -38,6 +38,7 @@ pub struct Builder<K, V> {
     config: Config,
     tier: Option<Arc<dyn Tier<K, V>>>,
     listener: Option<Listener<K, V>>,
+    name: Option<Arc<str>>,
 }
 
 impl<K, V> Builder<K, V>
@@ -53,7 +54,22 @@ where
             config: Config::default(),
             tier: None,
             listener: None,
+            name: None,
         }
+    }
+
+    /// The name of this cache in its metrics (the label `name`, as in
+    /// `herder_cache_hits_total{name="authors"}`) and in its `Debug` output. Without the
+    /// `metrics` feature it is only shown by `Debug`.
+    ///
+    /// ```
+    /// let cache: herder::Cache<u64, String> =
+    ///     herder::Cache::builder().name("authors").max_capacity(1_000).build().unwrap();
+    /// assert!(format!("{cache:?}").contains("authors"));
+    /// ```
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// The most the cache holds: entries, or total weight with a [`weigher`](Builder::weigher).
@@ -280,6 +296,7 @@ where
             self.config,
             self.tier,
             self.listener,
+            self.name,
         ))
     }
 }
@@ -294,6 +311,7 @@ impl<K, V> fmt::Debug for Builder<K, V> {
             .field("weigher", &self.weigher.is_some())
             .field("config", &self.config)
             .field("tier", &self.tier.is_some())
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }

@@ -71,6 +71,9 @@ pub(crate) struct Inner<K, V> {
     pub(crate) clock: Clock,
     pub(crate) stats: Counters,
     pub(crate) listener: Option<Listener<K, V>>,
+    pub(crate) name: Option<Arc<str>>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::metrics::CacheMetrics,
 }
 
 impl<K, V> Cache<K, V>
@@ -115,6 +118,7 @@ where
         config: Config,
         tier: Option<Arc<dyn Tier<K, V>>>,
         listener: Option<Listener<K, V>>,
+        name: Option<Arc<str>>,
     ) -> Self {
         let inner = Arc::new(Inner {
             storage,
@@ -124,7 +128,12 @@ where
             clock: Clock::new(Some(config.clock_resolution).filter(|r| !r.is_zero())),
             stats: Counters::default(),
             listener,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::CacheMetrics::new(name.as_ref()),
+            name,
         });
+        #[cfg(feature = "metrics")]
+        crate::metrics::register(Arc::downgrade(&inner) as _);
         if let Some(tier) = &inner.tier {
             tier.attach(LocalCache::new(&inner));
         }
@@ -548,14 +557,35 @@ where
     /// # }
     /// ```
     pub fn stats(&self) -> CacheStats {
-        let inner = &self.inner;
+        self.inner.snapshot()
+    }
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// What [`Cache::stats`] reads.
+    pub(crate) fn snapshot(&self) -> CacheStats {
         CacheStats {
-            evictions: inner.storage.evictions(),
-            entries: inner.storage.len(),
-            weight: inner.storage.weight(),
-            in_flight: inner.flights.len(),
-            ..inner.stats.snapshot()
+            evictions: self.storage.evictions(),
+            entries: self.storage.len(),
+            weight: self.storage.weight(),
+            in_flight: self.flights.len(),
+            ..self.stats.snapshot()
         }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<K, V> crate::metrics::Source for Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn publish(&self) {
+        self.metrics.publish(&self.snapshot());
     }
 }
 
@@ -570,6 +600,7 @@ impl<K, V> Clone for Cache<K, V> {
 impl<K, V> fmt::Debug for Cache<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
+            .field("name", &self.inner.name)
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }

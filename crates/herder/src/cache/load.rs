@@ -278,6 +278,10 @@ where
         keep_until: Option<u64>,
     ) {
         self.count_landing(&outcome);
+        #[cfg(feature = "metrics")]
+        if let Ok(Landing::Loaded { took, .. }) = &outcome {
+            self.metrics.loaded(*took);
+        }
         let mut removed = Removed::new(&self.listener);
         self.flights.finish(ticket, outcome, |key, outcome| {
             self.store(key, outcome, keep_until, &mut removed)

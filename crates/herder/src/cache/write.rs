@@ -115,6 +115,8 @@ where
         if let Some(tier) = &self.tier {
             tier.invalidate(&key.to_owned());
         }
+        #[cfg(feature = "metrics")]
+        self.metrics.invalidated();
         self.remove_key(key)
     }
 
@@ -123,6 +125,8 @@ where
         if let Some(tier) = &self.tier {
             tier.invalidate_all();
         }
+        #[cfg(feature = "metrics")]
+        self.metrics.invalidated();
         self.remove_all();
     }
 

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::handle::Line;
@@ -26,6 +27,7 @@ use crate::error::BuildError;
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder<O> {
     recovery_timeout: Option<Duration>,
+    name: Option<Arc<str>>,
     _outcome: PhantomData<fn() -> O>,
 }
 
@@ -36,6 +38,7 @@ where
     pub(super) fn new() -> Self {
         Builder {
             recovery_timeout: None,
+            name: None,
             _outcome: PhantomData,
         }
     }
@@ -50,6 +53,19 @@ where
         self
     }
 
+    /// The name of this line in its metrics (the label `name`, as in
+    /// `herder_line_recoveries_total{name="auth"}`) and in its `Debug` output. Without the
+    /// `metrics` feature it is only shown by `Debug`.
+    ///
+    /// ```
+    /// let auth: herder::Line<String> = herder::Line::builder().name("auth").build().unwrap();
+    /// assert!(format!("{auth:?}").contains("auth"));
+    /// ```
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Builds the line, or says which setting is invalid.
     pub fn build(self) -> Result<Line<O>, BuildError> {
         if self.recovery_timeout == Some(Duration::ZERO) {
@@ -58,7 +74,7 @@ where
                 "recovery_timeout must be more than zero",
             ));
         }
-        Ok(Line::with_timeout(self.recovery_timeout))
+        Ok(Line::with_settings(self.recovery_timeout, self.name))
     }
 }
 
@@ -66,6 +82,7 @@ impl<O> fmt::Debug for Builder<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("recovery_timeout", &self.recovery_timeout)
+            .field("name", &self.name)
             .finish()
     }
 }

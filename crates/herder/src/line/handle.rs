@@ -96,6 +96,21 @@ struct Inner<O> {
     cleared: Notify,
     counters: Counters,
     timeout: Option<Duration>,
+    name: Option<Arc<str>>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::LineMetrics,
+}
+
+#[cfg(feature = "metrics")]
+impl<O: Clone + Send + 'static> crate::metrics::Source for Inner<O> {
+    fn publish(&self) {
+        let recoveries = &self.recoveries;
+        self.metrics.publish(
+            &self
+                .counters
+                .snapshot(recoveries.epoch(), recoveries.is_recovering()),
+        );
+    }
 }
 
 /// A line's count of finished recoveries, noted when a request is sent and handed to
@@ -173,7 +188,7 @@ where
 {
     /// A line with no recovery yet (epoch 0) and no recovery timeout.
     pub fn new() -> Self {
-        Self::with_timeout(None)
+        Self::with_settings(None, None)
     }
 
     /// A builder for the settings: the recovery timeout.
@@ -181,15 +196,19 @@ where
         Builder::new()
     }
 
-    pub(super) fn with_timeout(timeout: Option<Duration>) -> Self {
-        Line {
-            inner: Arc::new(Inner {
-                recoveries: Recoveries::new(),
-                cleared: Notify::new(),
-                counters: Counters::default(),
-                timeout,
-            }),
-        }
+    pub(super) fn with_settings(timeout: Option<Duration>, name: Option<Arc<str>>) -> Self {
+        let inner = Arc::new(Inner {
+            recoveries: Recoveries::new(),
+            cleared: Notify::new(),
+            counters: Counters::default(),
+            timeout,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::LineMetrics::new(name.as_ref()),
+            name,
+        });
+        #[cfg(feature = "metrics")]
+        crate::metrics::register(Arc::downgrade(&inner) as _);
+        Line { inner }
     }
 
     /// The current epoch: note it when sending a request, hand it to
@@ -258,6 +277,8 @@ where
                 tracing::debug!(epoch = seen.0, "line recovery started");
                 let owner = inner.clone();
                 let limit = inner.timeout;
+                #[cfg(feature = "metrics")]
+                let started = tokio::time::Instant::now();
                 let work = move || async move {
                     match limit {
                         Some(limit) => tokio::time::timeout(limit, recovery()).await.ok(),
@@ -265,6 +286,8 @@ where
                     }
                 };
                 task::spawn(&runtime, work, move |outcome: Outcome<Option<O>>| {
+                    #[cfg(feature = "metrics")]
+                    owner.metrics.recovered(started.elapsed());
                     match &outcome {
                         Err(Failure::Panicked(_message)) => {
                             Counters::bump(&owner.counters.panicked);
@@ -390,6 +413,7 @@ impl<O> Clone for Line<O> {
 impl<O> fmt::Debug for Line<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Line")
+            .field("name", &self.inner.name)
             .field("epoch", &self.inner.recoveries.epoch())
             .finish_non_exhaustive()
     }

@@ -42,6 +42,7 @@ pub struct Builder<Q> {
     timeout: Option<Duration>,
     gates: Vec<Arc<dyn Gate>>,
     runtime: Option<Handle>,
+    name: Option<Arc<str>>,
     _queue: PhantomData<fn() -> Q>,
 }
 
@@ -53,6 +54,7 @@ impl<Q> Builder<Q> {
             timeout: None,
             gates: Vec::new(),
             runtime: None,
+            name: None,
             _queue: PhantomData,
         }
     }
@@ -62,6 +64,22 @@ impl<Q> Builder<Q> {
     /// changed later with [`OperationQueue::set_runners`].
     pub fn runners(mut self, runners: usize) -> Self {
         self.runners = runners;
+        self
+    }
+
+    /// The name of this queue in its metrics (the label `name`, as in
+    /// `herder_queue_depth{name="imap"}`) and in its `Debug` output. Without the `metrics`
+    /// feature it is only shown by `Debug`; a [`LocalOperationQueue`] records no metrics.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let queue = herder::OperationQueue::builder().name("imap").build().unwrap();
+    /// assert!(format!("{queue:?}").contains("imap"));
+    /// # }
+    /// ```
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -113,6 +131,7 @@ impl<Q> Builder<Q> {
             capacity: self.capacity,
             timeout: self.timeout,
             gates: self.gates,
+            name: self.name,
         };
         Ok((config, self.runtime))
     }
@@ -181,6 +200,7 @@ impl<Q> fmt::Debug for Builder<Q> {
         f.debug_struct("Builder")
             .field("runners", &self.runners)
             .field("capacity", &self.capacity)
+            .field("name", &self.name)
             .field("timeout", &self.timeout)
             .field("lines", &self.gates.len())
             .finish_non_exhaustive()

@@ -37,6 +37,7 @@ pub(crate) struct Config {
     pub(crate) capacity: Option<usize>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) gates: Vec<Arc<dyn Gate>>,
+    pub(crate) name: Option<Arc<str>>,
 }
 
 /// A live runner, as the lifecycle state keeps it.
@@ -123,6 +124,9 @@ pub(crate) struct Core<J: ?Sized> {
     changed: Notify,
     pub(super) gates: Box<[Arc<dyn Gate>]>,
     pub(super) timeout: Option<Duration>,
+    /// The wait and run histograms, for the flavours that record metrics.
+    #[cfg(feature = "metrics")]
+    pub(crate) histograms: std::sync::OnceLock<crate::metrics::QueueHistograms>,
 }
 
 /// Aligns its content to 128 bytes (two cache lines, for adjacent-line prefetching), as
@@ -159,6 +163,8 @@ impl<J: ?Sized> Core<J> {
             changed: Notify::new(),
             gates: config.gates.into_boxed_slice(),
             timeout: config.timeout,
+            #[cfg(feature = "metrics")]
+            histograms: std::sync::OnceLock::new(),
         };
         core.publish(&lock(&core.state));
         (core, new)
@@ -455,6 +461,26 @@ impl<J: ?Sized> Core<J> {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.front.gate.load(SeqCst) & CLOSED != 0
+    }
+
+    /// A runner took `job`: records how long it waited; the start, to time its run.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn job_started(&self, job: &J) -> Option<Instant>
+    where
+        J: Job,
+    {
+        let histograms = self.histograms.get()?;
+        let now = Instant::now();
+        histograms.waited(now.saturating_duration_since(job.queued_at()));
+        Some(now)
+    }
+
+    /// The job taken at `started` ended.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn job_ended(&self, started: Option<Instant>) {
+        if let (Some(histograms), Some(started)) = (self.histograms.get(), started) {
+            histograms.ran(started.elapsed());
+        }
     }
 
     /// The counts, summed under the lock: (queued, running, runners, counters).

@@ -99,9 +99,17 @@ impl OperationQueue {
     }
 
     pub(super) fn from_config(config: Config, runtime: Handle) -> Self {
-        OperationQueue {
-            shared: Arc::new(Shared::new(config, runtime)),
+        #[cfg_attr(not(feature = "metrics"), expect(unused_mut))]
+        let mut shared = Shared::new(config, runtime);
+        #[cfg(feature = "metrics")]
+        {
+            let metrics = crate::metrics::QueueMetrics::new(shared.name.as_ref());
+            shared.record(metrics);
         }
+        let shared = Arc::new(shared);
+        #[cfg(feature = "metrics")]
+        crate::metrics::register(Arc::downgrade(&shared) as _);
+        OperationQueue { shared }
     }
 
     /// Queues `operation`, waiting for a free place while the queue is full, and returns its
@@ -304,9 +312,19 @@ impl Clone for OperationQueue {
     }
 }
 
+#[cfg(feature = "metrics")]
+impl crate::metrics::Source for Shared<dyn SendJob, Handle> {
+    fn publish(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.publish(&self.stats());
+        }
+    }
+}
+
 impl fmt::Debug for OperationQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OperationQueue")
+            .field("name", &self.shared.name)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }

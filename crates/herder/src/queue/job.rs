@@ -42,6 +42,9 @@ pub(crate) trait Job {
     fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
     /// The operation gave no output (it panicked or timed out): keeps why, for the handle.
     fn fail(self: Pin<&mut Self>, error: OperationError);
+    /// When the job was queued.
+    #[cfg(feature = "metrics")]
+    fn queued_at(&self) -> tokio::time::Instant;
 }
 
 /// A [`Job`] that can move between threads: what `OperationQueue` holds.
@@ -125,7 +128,20 @@ pin_project! {
         #[pin]
         fut: F,
         reply: Reply<F::Output>,
+        queued: Queued,
     }
+}
+
+/// When a job was queued, kept for the `metrics` feature's wait histogram (nothing without it:
+/// pin-project-lite takes no `cfg` on a field).
+#[cfg(feature = "metrics")]
+type Queued = tokio::time::Instant;
+#[cfg(not(feature = "metrics"))]
+type Queued = ();
+
+fn queued_now() -> Queued {
+    #[cfg(feature = "metrics")]
+    return tokio::time::Instant::now();
 }
 
 impl<F: Future> Op<F> {
@@ -135,12 +151,17 @@ impl<F: Future> Op<F> {
             slot: Some(slot.clone()),
             result: None,
         };
-        (Op { fut, reply }, slot)
+        let op = Op {
+            fut,
+            reply,
+            queued: queued_now(),
+        };
+        (op, slot)
     }
 
     /// The caller's future, for a submission that was refused.
     pub(crate) fn into_future(self) -> F {
-        let Op { fut, mut reply } = self;
+        let Op { fut, mut reply, .. } = self;
         reply.slot = None;
         fut
     }
@@ -168,6 +189,11 @@ impl<F: Future> Job for Op<F> {
 
     fn fail(self: Pin<&mut Self>, error: OperationError) {
         self.project().reply.result = Some(Err(error));
+    }
+
+    #[cfg(feature = "metrics")]
+    fn queued_at(&self) -> tokio::time::Instant {
+        self.queued
     }
 }
 

@@ -281,6 +281,7 @@ impl Clone for LocalOperationQueue {
 impl fmt::Debug for LocalOperationQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalOperationQueue")
+            .field("name", &self.shared.name)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }

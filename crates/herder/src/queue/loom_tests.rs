@@ -29,6 +29,7 @@ fn queue() -> (Arc<Queue>, NewRunner) {
         capacity: None,
         timeout: None,
         gates: Vec::new(),
+        name: None,
     });
     (Arc::new(core), new.pop().unwrap())
 }

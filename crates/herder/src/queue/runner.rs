@@ -91,7 +91,11 @@ pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<No
                 if std::mem::take(&mut woken) {
                     core.chain();
                 }
+                #[cfg(feature = "metrics")]
+                let started = core.job_started(&*job);
                 let end = execute(job.as_mut(), core.timeout).await;
+                #[cfg(feature = "metrics")]
+                core.job_ended(started);
                 core.finished(&counts, end);
                 // Dropped once counted: this hands its result to its handle.
                 drop_quietly(job);

@@ -30,6 +30,10 @@ pub(crate) enum Rejected<F> {
 pub(crate) struct Shared<J: ?Sized, S> {
     core: Arc<Core<J>>,
     spawner: S,
+    pub(crate) name: Option<Arc<str>>,
+    /// Set by the flavours that record metrics.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<crate::metrics::QueueMetrics>,
 }
 
 impl<J: ?Sized, S> Drop for Shared<J, S> {
@@ -43,10 +47,17 @@ impl<J: ?Sized, S> Drop for Shared<J, S> {
 impl<J: ?Sized + Job, S: Spawn<J>> Shared<J, S> {
     /// The queue, its runners spawned.
     pub(crate) fn new(config: Config, spawner: S) -> Self {
+        let name = config.name.clone();
         let (core, new) = Core::new(config);
         let core = Arc::new(core);
         start(&core, &spawner, new);
-        Shared { core, spawner }
+        Shared {
+            core,
+            spawner,
+            name,
+            #[cfg(feature = "metrics")]
+            metrics: None,
+        }
     }
 
     /// Waits for a free place, then queues `operation`.
@@ -73,7 +84,13 @@ impl<J: ?Sized + Job, S: Spawn<J>> Shared<J, S> {
     ) -> Result<Receipt<F::Output, J>, Rejected<F>> {
         match self.core.try_reserve() {
             Ok(()) => self.enqueue(operation, erase).map_err(Rejected::Closed),
-            Err(Refused::Full) => Err(Rejected::Full(operation)),
+            Err(Refused::Full) => {
+                #[cfg(feature = "metrics")]
+                if let Some(metrics) = &self.metrics {
+                    metrics.rejected();
+                }
+                Err(Rejected::Full(operation))
+            }
             Err(Refused::Closed) => Err(Rejected::Closed(operation)),
         }
     }
@@ -100,6 +117,13 @@ impl<J: ?Sized + Job, S: Spawn<J>> Shared<J, S> {
 }
 
 impl<J: ?Sized + Job, S> Shared<J, S> {
+    /// Records this queue's metrics with `metrics` (the flavours that can: `OperationQueue`).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn record(&mut self, metrics: crate::metrics::QueueMetrics) {
+        let _ = self.core.histograms.set(metrics.histograms());
+        self.metrics = Some(metrics);
+    }
+
     pub(crate) fn runners(&self) -> usize {
         self.core.target()
     }

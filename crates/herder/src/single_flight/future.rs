@@ -69,7 +69,11 @@ where
                 Counters::bump(&inner.counters.started);
                 let id = ticket.id();
                 let owner = inner.clone();
+                #[cfg(feature = "metrics")]
+                let started = tokio::time::Instant::now();
                 let handle = task::spawn(&runtime, work, move |outcome: Result<V, Failure>| {
+                    #[cfg(feature = "metrics")]
+                    owner.metrics.ran(started.elapsed());
                     match &outcome {
                         Err(Failure::Panicked(_)) => Counters::bump(&owner.counters.panicked),
                         Err(Failure::Cancelled) => Counters::bump(&owner.counters.cancelled),

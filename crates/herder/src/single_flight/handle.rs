@@ -37,6 +37,21 @@ pub(super) struct Inner<K, V> {
     pub(super) flights: Flights<K, V>,
     pub(super) abort_unused: bool,
     pub(super) counters: Counters,
+    pub(super) name: Option<Arc<str>>,
+    #[cfg(feature = "metrics")]
+    pub(super) metrics: crate::metrics::FlightMetrics,
+}
+
+#[cfg(feature = "metrics")]
+impl<K, V> crate::metrics::Source for Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + 'static,
+{
+    fn publish(&self) {
+        self.metrics
+            .publish(&self.counters.snapshot(self.flights.len()));
+    }
 }
 
 impl<K, V> SingleFlight<K, V>
@@ -64,13 +79,17 @@ where
     }
 
     pub(super) fn from_builder(builder: Builder<K, V>) -> Self {
-        SingleFlight {
-            inner: Arc::new(Inner {
-                flights: Flights::new(Flights::<K, V>::default_shards()),
-                abort_unused: builder.abort_unused,
-                counters: Counters::default(),
-            }),
-        }
+        let inner = Arc::new(Inner {
+            flights: Flights::new(Flights::<K, V>::default_shards()),
+            abort_unused: builder.abort_unused,
+            counters: Counters::default(),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::FlightMetrics::new(builder.name.as_ref()),
+            name: builder.name,
+        });
+        #[cfg(feature = "metrics")]
+        crate::metrics::register(Arc::downgrade(&inner) as _);
+        SingleFlight { inner }
     }
 
     /// Runs `work()` for `key`, or joins the run already under way for it, and returns the
@@ -189,6 +208,7 @@ impl<K, V> Clone for SingleFlight<K, V> {
 impl<K, V> fmt::Debug for SingleFlight<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SingleFlight")
+            .field("name", &self.inner.name)
             .field("abort_unused", &self.inner.abort_unused)
             .finish_non_exhaustive()
     }
