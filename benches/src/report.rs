@@ -3,6 +3,23 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// The number after `name` in `args` (`--seconds 10`), if `name` is there.
+///
+/// # Panics
+///
+/// If the value is missing or not a number: these are the benchmark binaries' command lines.
+pub fn arg(args: &[String], name: &str) -> Option<u64> {
+    let at = args.iter().position(|a| a == name)?;
+    let value = args
+        .get(at + 1)
+        .unwrap_or_else(|| panic!("{name} needs a value"));
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: not a number: {value}")),
+    )
+}
+
 /// The `q` quantile (0.0..=1.0) of `samples`, nearest rank.
 pub fn quantile(samples: &[Duration], q: f64) -> Duration {
     let mut sorted = samples.to_vec();

@@ -16,22 +16,11 @@
 //! (`herder_benches::contract`).
 
 use herder_benches::contract as fleet;
+use herder_benches::report::arg;
 
 use std::time::Duration;
 
 use herder_testkit::{Bounds, RedisServer};
-
-fn arg(args: &[String], name: &str) -> Option<u64> {
-    let at = args.iter().position(|a| a == name)?;
-    let value = args
-        .get(at + 1)
-        .unwrap_or_else(|| panic!("{name} needs a value"));
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: not a number: {value}")),
-    )
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

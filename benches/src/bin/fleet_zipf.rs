@@ -16,20 +16,9 @@
 
 use std::time::Duration;
 
+use herder_benches::report::arg;
 use herder_benches::zipf::{self, Mode, Redis, Setup};
 use herder_testkit::{RedisCluster, RedisServer};
-
-fn arg(args: &[String], name: &str) -> Option<u64> {
-    let at = args.iter().position(|a| a == name)?;
-    let value = args
-        .get(at + 1)
-        .unwrap_or_else(|| panic!("{name} needs a value"));
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: not a number: {value}")),
-    )
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
