@@ -23,7 +23,7 @@ use crate::layout::Keys;
 use crate::nodes::Route;
 use crate::scripts::{ACQUIRE_MANY, ACQUIRE_MANY_CROSS};
 use crate::stats::bump;
-use crate::tier::{Reply, Shared, WaitGuard, batch_keys, loaded, lock, parse};
+use crate::tier::{Reply, Shared, WaitGuard, answers_of, batch_keys, loaded, lock, parse};
 
 /// A key still to be answered.
 struct Ask {
@@ -276,9 +276,10 @@ impl<K, V> Shared<K, V> {
             invocation.arg(ignore);
             batch_keys(&mut invocation, cross, &names, 3);
             async move {
-                let replies = match self.run::<Value>(invocation).await {
-                    Some(Value::Array(replies)) if replies.len() == members.len() => replies,
-                    _ => {
+                let reply = self.run::<Value>(invocation).await;
+                let replies = match reply.and_then(|r| answers_of(r, token, members.len())) {
+                    Some(replies) => replies,
+                    None => {
                         if cross {
                             // The slots may have moved: read the map again next time.
                             self.nodes.failed();

@@ -79,8 +79,9 @@ return 0
     )
 });
 
-/// INVALIDATE(KEYS value, lease, epoch; ARGV epoch_ttl_ms, channel, message): drops the value
-/// and the lease, bumps the key's epoch, and tells every instance.
+/// INVALIDATE(KEYS value, lease, epoch; ARGV epoch_ttl_ms, channel, message) → the message:
+/// drops the value and the lease, bumps the key's epoch, and tells every instance. Answering
+/// with its own message, it cannot be taken as applied on a reply meant for another command.
 pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -88,7 +89,7 @@ redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('INCR', KEYS[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
+return ARGV[3]
 ",
     )
 });
@@ -111,10 +112,13 @@ for i = tonumber(ARGV[#ARGV]), #ARGV - 1 do K[#K + 1] = ARGV[i] end
 ";
 
 /// ACQUIRE_MANY(KEYS gen, value, lease, epoch of each key; ARGV token, lease_ms, ignore_value
-/// flags, one character per key) → one answer per key, in order (a single key's acquire is this
-/// script with one key): `{1, body, fresh_left_ms}` a fresh value; `{2, epoch, gen, corrupt}`
+/// flags, one character per key) → one answer per key, in order, then the token (a single key's
+/// acquire is this script with one key): `{1, body, fresh_left_ms}` a fresh value; `{2, epoch, gen, corrupt}`
 /// the lease (`corrupt` is 1 when the stored value was unreadable and was dropped); `{3, body}`
-/// a stale value while another instance holds the lease; `{4, lease_pttl}` wait. A batch's
+/// a stale value while another instance holds the lease; `{4, lease_pttl}` wait. The token
+/// at the end ties the answer to its call: a reply that is not this call's (a connection
+/// whose replies got out of step with its requests) is no answer, never another key's value.
+/// A batch's
 /// keys in one atomic step (on a single server, all of them): a batch waits only for leases
 /// granted before its own.
 ///
@@ -169,6 +173,7 @@ for i = 1, math.floor(#K / 4) do
   local k = 4 * i - 3
   out[i] = one(K[k], K[k + 1], K[k + 2], K[k + 3], string.sub(ARGV[3], i, i))
 end
+out[#out + 1] = ARGV[1]
 return out
 "
     )

@@ -404,12 +404,23 @@ impl<K, V> Drop for WaitGuard<K, V> {
     }
 }
 
-/// The one answer of an ACQUIRE_MANY of one key.
-fn parse_one(value: Value) -> Option<Reply> {
-    match value {
-        Value::Array(mut items) if items.len() == 1 => items.pop().and_then(parse),
-        _ => None,
+/// The one answer of an ACQUIRE_MANY of one key made with `token`.
+fn parse_one(value: Value, token: &str) -> Option<Reply> {
+    let mut answers = answers_of(value, token, 1)?;
+    answers.pop().and_then(parse)
+}
+
+/// The `count` answers of an ACQUIRE_MANY made with `token`, if `value` is that call's reply:
+/// the answers, then the token (see the script).
+pub(crate) fn answers_of(value: Value, token: &str, count: usize) -> Option<Vec<Value>> {
+    let Value::Array(mut items) = value else {
+        return None;
+    };
+    if items.len() != count + 1 {
+        return None;
     }
+    let echoed = items.pop().and_then(|t| String::from_redis_value(t).ok())?;
+    (echoed == token).then_some(items)
 }
 
 pub(crate) fn parse(value: Value) -> Option<Reply> {
@@ -474,7 +485,8 @@ where
                 .arg(&token)
                 .arg(&lease_ms)
                 .arg(if ignore_value { "1" } else { "0" });
-            let Some(reply) = self.run::<Value>(script).await.and_then(parse_one) else {
+            let reply = self.run::<Value>(script).await;
+            let Some(reply) = reply.and_then(|reply| parse_one(reply, &token)) else {
                 return Acquired::Unavailable;
             };
             match reply {
@@ -590,4 +602,43 @@ pub(crate) fn batch_keys(
         invocation.arg(*name);
     }
     invocation.arg(args + 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::{Reply, answers_of, parse_one};
+
+    fn fresh(body: &[u8]) -> Value {
+        Value::Array(vec![
+            Value::Int(1),
+            Value::BulkString(body.to_vec()),
+            Value::Int(500),
+        ])
+    }
+
+    fn reply(answers: Vec<Value>, token: &str) -> Value {
+        let mut items = answers;
+        items.push(Value::BulkString(token.as_bytes().to_vec()));
+        Value::Array(items)
+    }
+
+    #[test]
+    fn an_acquire_reply_is_taken_only_from_the_call_that_made_it() {
+        let ours = reply(vec![fresh(b"v31")], "token-a");
+        assert!(matches!(
+            parse_one(ours.clone(), "token-a"),
+            Some(Reply::Fresh(body, 500)) if body == b"v31"
+        ));
+        // Another call's reply (replies out of step with requests): no answer, not its value.
+        assert!(parse_one(ours, "token-b").is_none());
+        // The token missing, or a reply of another shape.
+        assert!(parse_one(Value::Array(vec![fresh(b"v31")]), "token-a").is_none());
+        assert!(parse_one(Value::Int(1), "token-a").is_none());
+        // A batch's reply must carry one answer per key.
+        let two = reply(vec![fresh(b"a"), fresh(b"b")], "t");
+        assert_eq!(answers_of(two.clone(), "t", 2).map(|a| a.len()), Some(2));
+        assert!(answers_of(two, "t", 3).is_none());
+    }
 }

@@ -192,6 +192,7 @@ where
         match job {
             Job::Key(key, _) => {
                 let keys = self.layout.keys(key);
+                let message = self.message(Kind::Invalidated, key);
                 let mut script = INVALIDATE.prepare_invoke();
                 script
                     .key(&keys.value)
@@ -199,8 +200,9 @@ where
                     .key(&keys.epoch)
                     .arg(EPOCH_TTL_MS)
                     .arg(&self.channel)
-                    .arg(self.message(Kind::Invalidated, key));
-                self.run_unguarded::<i64>(script).await.is_some()
+                    .arg(&message);
+                // Applied only on its own answer (see INVALIDATE).
+                self.run_unguarded::<Vec<u8>>(script).await.as_deref() == Some(&message[..])
             }
             Job::All(_) => {
                 // A new generation in every bucket (one on a single server; see `layout.rs`),
