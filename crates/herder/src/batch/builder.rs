@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::handle::DataLoader;
 use super::loader::Loader;
 use super::state::{Config, Window};
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheFront};
 use crate::error::BuildError;
 
 /// Configures a [`DataLoader`]; made by [`DataLoader::builder`].
@@ -218,7 +218,7 @@ impl<L: Loader> Builder<L> {
         // With a cache in front, the cache holds the values: a memo would keep serving a value
         // the cache has invalidated.
         config.memo &= self.cache.is_none();
-        let cache = self.cache.map(|cache| cache.inner);
+        let cache = self.cache.as_ref().map(CacheFront::new);
         Ok(DataLoader::from_parts(
             self.loader,
             config,

@@ -5,7 +5,6 @@
 //! goes to, when a batch closes and runs) and `dispatch` (the tasks that carry batches).
 
 mod builder;
-mod cached;
 mod dispatch;
 mod error;
 mod future;
