@@ -260,7 +260,11 @@ async fn a_load_that_joined_a_read_failing_with_another_error_type_loads_the_key
     assert!(poll_once(&mut read).await);
     let mut load = Box::pin(loader.load(5));
     assert!(poll_once(&mut load).await);
-    assert_eq!(loader.stats().joined, 1, "the load joined the read's flight");
+    assert_eq!(
+        loader.stats().joined,
+        1,
+        "the load joined the read's flight"
+    );
     fail.send(()).unwrap();
     let err = read.await.unwrap_err();
     assert_eq!(err.loader_error().unwrap().to_string(), "down");
@@ -268,7 +272,11 @@ async fn a_load_that_joined_a_read_failing_with_another_error_type_loads_the_key
     // cache's flight for it, instead of reporting an error it cannot name.
     assert_eq!(load.await.unwrap(), Some(50));
     assert_eq!(backend.calls(), 1);
-    assert_eq!(cache.get(&5), Some(50), "the loader's batch filled the cache");
+    assert_eq!(
+        cache.get(&5),
+        Some(50),
+        "the loader's batch filled the cache"
+    );
     let stats = loader.stats();
     assert_eq!((stats.requests, stats.batches), (1, 1));
 }

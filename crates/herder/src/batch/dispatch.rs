@@ -25,8 +25,8 @@ use tokio::runtime::Handle;
 use super::handle::Shared;
 use super::loader::Loader;
 use super::state::{
-    Actions, BatchSlot, Closed, Landed, PARKED_OPENER_TIMEOUT, Pass, Window,
-    WindowEnd, batch_outcome,
+    Actions, BatchSlot, Closed, Landed, PARKED_OPENER_TIMEOUT, Pass, Window, WindowEnd,
+    batch_outcome,
 };
 use super::window::WindowCtl;
 use crate::cache::{BatchEnd, Ttls};

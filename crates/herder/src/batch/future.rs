@@ -40,7 +40,10 @@ enum Joined<L: Loader> {
 }
 
 /// Polls a cache load this call joined.
-fn poll_flight<L: Loader>(flight: &mut JoinedLoad<L::Value>, cx: &mut Context<'_>) -> Poll<Joined<L>> {
+fn poll_flight<L: Loader>(
+    flight: &mut JoinedLoad<L::Value>,
+    cx: &mut Context<'_>,
+) -> Poll<Joined<L>> {
     flight.poll_joined::<L::Error>(cx).map(|joined| {
         Joined::Answer(match joined {
             Ok(value) => Ok(value),
@@ -184,9 +187,9 @@ impl<L: Loader> Future for Load<'_, L> {
             let again = matches!(this.state, LoadState::Again(_));
             if let LoadState::Start(key) | LoadState::Again(key) = &this.state {
                 let mut found = None;
-                let driving =
-                    this.loader
-                        .find_all(std::iter::once(key), again, |_, f| found = Some(f));
+                let driving = this
+                    .loader
+                    .find_all(std::iter::once(key), again, |_, f| found = Some(f));
                 // A key looked up again had no batch of its own before (it waited for a load).
                 this.driving = driving.or(this.driving.take());
                 this.state = match found.expect("one key looked up") {
@@ -301,20 +304,22 @@ impl<'a, L: Loader> LoadMany<'a, L> {
         let mut values = HashMap::new();
         let mut slots: Vec<(SlotOf<L>, Positions<L>)> = Vec::new();
         let mut flights = Vec::new();
-        let opened = self.loader.find_all(keys.iter(), false, |key, found| match found {
-            Found::Flight(waiter) => flights.push((key.clone(), Some(waiter))),
-            Found::Memo(Some(value)) => {
-                values.insert(key.clone(), value);
-            }
-            Found::Memo(None) => {}
-            Found::Batch(slot, position) => {
-                // Keys tend to arrive batch by batch: look at the latest group first.
-                match slots.iter_mut().rev().find(|(s, _)| Arc::ptr_eq(s, &slot)) {
-                    Some((_, group)) => group.push((key.clone(), position)),
-                    None => slots.push((slot, vec![(key.clone(), position)])),
+        let opened = self
+            .loader
+            .find_all(keys.iter(), false, |key, found| match found {
+                Found::Flight(waiter) => flights.push((key.clone(), Some(waiter))),
+                Found::Memo(Some(value)) => {
+                    values.insert(key.clone(), value);
                 }
-            }
-        });
+                Found::Memo(None) => {}
+                Found::Batch(slot, position) => {
+                    // Keys tend to arrive batch by batch: look at the latest group first.
+                    match slots.iter_mut().rev().find(|(s, _)| Arc::ptr_eq(s, &slot)) {
+                        Some((_, group)) => group.push((key.clone(), position)),
+                        None => slots.push((slot, vec![(key.clone(), position)])),
+                    }
+                }
+            });
         let groups: Vec<Group<L>> = slots
             .into_iter()
             .map(|(slot, keys)| (Some(Waiter::new(slot)), keys))
@@ -412,20 +417,22 @@ impl<L: Loader> Future for LoadMany<'_, L> {
             }
             // Keys whose joined load failed with another call site's error: this loader loads
             // them itself (see `State::find`), then the new waits are polled.
-            let opened = this.loader.find_all(again.iter(), true, |key, found| match found {
-                Found::Memo(Some(value)) => {
-                    values.insert(key.clone(), value);
-                }
-                Found::Memo(None) => {}
-                Found::Batch(slot, position) => {
-                    groups.push((Some(Waiter::new(slot)), vec![(key.clone(), position)]));
-                    *left += 1;
-                }
-                Found::Flight(waiter) => {
-                    flights.push((key.clone(), Some(waiter)));
-                    *left += 1;
-                }
-            });
+            let opened = this
+                .loader
+                .find_all(again.iter(), true, |key, found| match found {
+                    Found::Memo(Some(value)) => {
+                        values.insert(key.clone(), value);
+                    }
+                    Found::Memo(None) => {}
+                    Found::Batch(slot, position) => {
+                        groups.push((Some(Waiter::new(slot)), vec![(key.clone(), position)]));
+                        *left += 1;
+                    }
+                    Found::Flight(waiter) => {
+                        flights.push((key.clone(), Some(waiter)));
+                        *left += 1;
+                    }
+                });
             // Driving a window already: the new one closes at once (dropped), its batch runs.
             if this.driving.is_none() {
                 this.driving = opened;

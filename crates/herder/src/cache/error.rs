@@ -53,7 +53,9 @@ impl<E: Send + Sync + 'static> CacheError<E> {
                 Ok(error) => Repr::Failed(LoadFailure::Loader(error)),
                 Err(other) => Repr::OtherLoader(other),
             },
-            Cause::Panicked(message) => Repr::Failed(LoadFailure::failed(Failure::Panicked(message))),
+            Cause::Panicked(message) => {
+                Repr::Failed(LoadFailure::failed(Failure::Panicked(message)))
+            }
             Cause::TimedOut(after) => Repr::Failed(LoadFailure::timed_out(after)),
         };
         CacheError { repr }

@@ -198,7 +198,8 @@ where
     /// waits for them.
     pub(crate) fn abandon(&self, tickets: Vec<(usize, LoadTicket<K, V>)>) {
         for (_, LoadTicket(ticket)) in tickets {
-            self.inner.finish_load(ticket, Err(Failure::Cancelled), None);
+            self.inner
+                .finish_load(ticket, Err(Failure::Cancelled), None);
         }
     }
 

@@ -26,7 +26,9 @@ mod tier;
 mod tiered;
 mod write;
 
-pub(crate) use front::{BatchEnd, CacheFront, Consult, JoinedFailure, JoinedLoad, LoadTicket, Ttls};
+pub(crate) use front::{
+    BatchEnd, CacheFront, Consult, JoinedFailure, JoinedLoad, LoadTicket, Ttls,
+};
 
 pub use builder::Builder;
 pub use config::EarlyRefresh;
