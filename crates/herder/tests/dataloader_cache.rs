@@ -229,3 +229,105 @@ async fn prime_fills_the_cache_and_clear_reaches_it() {
     loader.clear_all();
     assert_eq!(cache.stats().entries, 0, "clear_all reached the cache");
 }
+
+/// A cache read with its own error type (not the loader's), whose load fails when `gate` opens.
+fn failing_read(
+    cache: &Cache<u64, u64>,
+    key: u64,
+    gate: tokio::sync::oneshot::Receiver<()>,
+) -> impl std::future::Future<Output = Result<u64, herder::CacheError<std::io::Error>>> + use<> {
+    let cache = cache.clone();
+    async move {
+        cache
+            .try_get_with(key, || async move {
+                let _ = gate.await;
+                Err::<u64, _>(std::io::Error::other("down"))
+            })
+            .await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_that_joined_a_read_failing_with_another_error_type_loads_the_key_itself() {
+    let cache = cache(60 * SECOND);
+    let backend = Instant::default();
+    let loader = DataLoader::builder(backend.clone())
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    let (fail, gate) = tokio::sync::oneshot::channel();
+    let mut read = Box::pin(failing_read(&cache, 5, gate));
+    assert!(poll_once(&mut read).await);
+    let mut load = Box::pin(loader.load(5));
+    assert!(poll_once(&mut load).await);
+    assert_eq!(
+        loader.stats().joined,
+        1,
+        "the load joined the read's flight"
+    );
+    fail.send(()).unwrap();
+    let err = read.await.unwrap_err();
+    assert_eq!(err.loader_error().unwrap().to_string(), "down");
+    // The read's error is not the loader's type: the loader loads the key itself, leading the
+    // cache's flight for it, instead of reporting an error it cannot name.
+    assert_eq!(load.await.unwrap(), Some(50));
+    assert_eq!(backend.calls(), 1);
+    assert_eq!(
+        cache.get(&5),
+        Some(50),
+        "the loader's batch filled the cache"
+    );
+    let stats = loader.stats();
+    assert_eq!((stats.requests, stats.batches), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_many_that_joined_a_read_failing_with_another_error_type_loads_the_key_itself() {
+    let cache = cache(60 * SECOND);
+    let backend = Instant::default();
+    let loader = DataLoader::builder(backend.clone())
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    let (fail, gate) = tokio::sync::oneshot::channel();
+    let mut read = Box::pin(failing_read(&cache, 5, gate));
+    assert!(poll_once(&mut read).await);
+    let mut load = Box::pin(loader.load_many([5, 6]));
+    assert!(poll_once(&mut load).await);
+    fail.send(()).unwrap();
+    assert!(read.await.is_err());
+    let values = load.await.unwrap();
+    assert_eq!((values.get(&5), values.get(&6)), (Some(&50), Some(&60)));
+    assert_eq!(cache.get(&5), Some(50));
+    let mut sent: Vec<u64> = backend.batches.lock().unwrap().concat();
+    sent.sort_unstable();
+    assert_eq!(sent, [5, 6], "each key to the loader once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_whose_joined_read_failed_while_another_read_started_loads_without_joining_it() {
+    let cache = cache(60 * SECOND);
+    let backend = Instant::default();
+    let loader = DataLoader::builder(backend.clone())
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    let (fail, gate) = tokio::sync::oneshot::channel();
+    let mut first = Box::pin(failing_read(&cache, 5, gate));
+    assert!(poll_once(&mut first).await);
+    let mut load = Box::pin(loader.load(5));
+    assert!(poll_once(&mut load).await);
+    fail.send(()).unwrap();
+    assert!(first.await.is_err());
+    // Before the load looks again, another read of the other error type leads a new flight.
+    let (fail_second, gate) = tokio::sync::oneshot::channel();
+    let mut second = Box::pin(failing_read(&cache, 5, gate));
+    assert!(poll_once(&mut second).await);
+    // The load does not join that one (it could fail the same way): it loads the key itself.
+    assert_eq!(load.await.unwrap(), Some(50));
+    assert_eq!(backend.calls(), 1);
+    // The cache's flight for the key is the second read's: the batch's value does not fill it.
+    fail_second.send(()).unwrap();
+    assert!(second.await.is_err());
+    assert_eq!(cache.get(&5), None);
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::handle::DataLoader;
 use super::loader::Loader;
 use super::state::{Config, Window};
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheFront};
 use crate::error::BuildError;
 
 /// Configures a [`DataLoader`]; made by [`DataLoader::builder`].
@@ -166,6 +166,14 @@ impl<L: Loader> Builder<L> {
     /// The loader's keys the batch leaves out are cached as absent when the cache has a
     /// `negative_ttl`. Fail-safe does not apply to batches (a failed batch fails its callers).
     ///
+    /// A load that finds its key being loaded by another reader of the cache waits for that
+    /// load and shares its outcome: its value, or its failure when the other reader's loader
+    /// has this loader's error type (or panicked, or timed out). When that loader failed with an
+    /// error of another type, which a [`LoadError`](crate::LoadError) cannot carry, this loader
+    /// loads the key itself instead: in a batch that leads the cache's next flight for the key
+    /// (and fills the cache), or, if yet another reader's load of the key is under way by then,
+    /// in a batch of its own that answers this loader's callers only.
+    ///
     /// ```
     /// # use herder::{Cache, DataLoader, Loader};
     /// # use std::collections::HashMap;
@@ -218,7 +226,7 @@ impl<L: Loader> Builder<L> {
         // With a cache in front, the cache holds the values: a memo would keep serving a value
         // the cache has invalidated.
         config.memo &= self.cache.is_none();
-        let cache = self.cache.map(|cache| cache.inner);
+        let cache = self.cache.as_ref().map(CacheFront::new);
         Ok(DataLoader::from_parts(
             self.loader,
             config,

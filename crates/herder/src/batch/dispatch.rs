@@ -15,7 +15,6 @@
 //! (polled once, never again), the window task's fallback timer closes the batch; a dropped
 //! opener closes it at once.
 
-use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,16 +22,15 @@ use std::time::Duration;
 use futures_util::future::Either;
 use tokio::runtime::Handle;
 
-use super::cached;
 use super::handle::Shared;
 use super::loader::Loader;
 use super::state::{
-    Actions, BatchResult, BatchSlot, Closed, Landed, PARKED_OPENER_TIMEOUT, Pass, Window,
-    WindowEnd, batch_outcome,
+    Actions, BatchSlot, Closed, Landed, PARKED_OPENER_TIMEOUT, Pass, Window, WindowEnd,
+    batch_outcome,
 };
 use super::window::WindowCtl;
-use crate::cache::Calls;
-use crate::flight::{Failure, Outcome, task};
+use crate::cache::{BatchEnd, Ttls};
+use crate::flight::{Failure, task};
 use crate::sync::{Arc as SyncArc, lock};
 
 pub(crate) type SlotOf<L> = BatchSlot<<L as Loader>::Value, <L as Loader>::Error>;
@@ -151,7 +149,7 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
         let keys = &closed.keys;
         // With a tiered cache in front: the batch asks the tier for all its keys at once and
         // loads only what no instance has (the TTLs the tier's answers carry go to the cache).
-        let mut ttls = HashMap::new();
+        let mut ttls = Ttls::default();
         let tiered = shared.cache.as_ref().filter(|cache| cache.has_tier());
         let loader = &shared.loader;
         let load = async {
@@ -159,10 +157,7 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
                 None => loader.load(keys).await,
                 Some(cache) => {
                     let load = |missing: Vec<L::Key>| async move { loader.load(&missing).await };
-                    let found = cache
-                        .load_through_tier(keys.clone(), load, Calls::PerRound)
-                        .await?;
-                    Ok(cached::split(found, &mut ttls))
+                    cache.load_through_tier(keys.clone(), load, &mut ttls).await
                 }
             }
         };
@@ -211,23 +206,26 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
         }
         if let Some(cache) = &shared.cache {
             let tickets = std::mem::take(&mut closed.tickets);
-            match &landed {
-                Ok(Landed::Done(result)) => {
-                    cached::finish(cache, tickets, &Ok(result.clone()), &ttls, took)
-                }
+            let end = match &landed {
+                Ok(Landed::Done(Ok(values))) => BatchEnd::Loaded {
+                    values: &values[..],
+                    took,
+                },
+                Ok(Landed::Done(Err(error))) => BatchEnd::Error(error),
                 // The cache's own contract for a timed-out batch is the cache side's to settle;
                 // until then its flights end as cancelled, so that no reader waits for them.
-                Ok(Landed::TimedOut(_)) => cached::abandon(cache, tickets),
-                Err(failure) => {
-                    let outcome: Outcome<BatchResult<_, L::Error>> = Err(failure.clone());
-                    cached::finish(cache, tickets, &outcome, &ttls, took)
-                }
-            }
+                Ok(Landed::TimedOut(_)) => BatchEnd::Failed(&CANCELLED),
+                Err(failure) => BatchEnd::Failed(failure),
+            };
+            cache.finish(tickets, end, &ttls);
         }
         closed.slot.complete(landed);
         guard.closed = next;
     }
 }
+
+/// How the cache's flights of a timed-out batch end (see [`run`]).
+const CANCELLED: Failure = Failure::Cancelled;
 
 /// Fails the running batch, and the batches queued behind it, if its task is dropped first.
 struct RunGuard<L: Loader> {
@@ -251,7 +249,7 @@ impl<L: Loader> Shared<L> {
     /// Fails a batch that will never run: its callers, and the cache flights it leads.
     fn fail(&self, closed: ClosedOf<L>) {
         if let Some(cache) = &self.cache {
-            cached::abandon(cache, closed.tickets);
+            cache.abandon(closed.tickets);
         }
         closed.slot.complete(Err(Failure::Cancelled));
     }

@@ -3,7 +3,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::Cause;
 use crate::error::{LoadFailure, TaskError};
 use crate::flight::Failure;
 
@@ -45,15 +44,6 @@ use crate::flight::Failure;
 /// ```
 pub struct LoadError<E> {
     failure: LoadFailure<E>,
-}
-
-impl<E: Send + Sync + 'static> LoadError<E> {
-    /// The failure of a cache load this call joined.
-    pub(crate) fn from_cause(cause: Cause) -> Self {
-        LoadError {
-            failure: LoadFailure::from_cause(cause),
-        }
-    }
 }
 
 impl<E> LoadError<E> {

@@ -11,7 +11,7 @@ use super::handle::{DataLoader, Shared};
 use super::loader::Loader;
 use super::state::{Found, Landed, Pass};
 use super::window::WindowCtl;
-use crate::cache::Landing;
+use crate::cache::{JoinedFailure, JoinedLoad};
 use crate::flight::{Outcome, Waiter};
 use crate::sync::Arc;
 
@@ -30,23 +30,29 @@ fn read<L: Loader>(
     }
 }
 
-/// Reads the answer of a cache load this call joined (with a cache in front).
-fn read_flight<L: Loader>(
-    outcome: Outcome<Landing<L::Value>>,
-) -> Result<Option<L::Value>, LoadError<L::Error>> {
-    match outcome {
-        Ok(Landing::Loaded { value, .. }) => Ok(value),
-        Ok(Landing::Failed {
-            fallback: Some(value),
-            ..
-        }) => Ok(Some(value)),
-        Ok(Landing::Failed {
-            cause,
-            fallback: None,
-            ..
-        }) => Err(LoadError::from_cause(cause)),
-        Err(failure) => Err(LoadError::failed(failure)),
-    }
+/// What a caller makes of a cache load it joined (with a cache in front).
+enum Joined<L: Loader> {
+    /// The answer: the value, the absence, or this loader's kind of error.
+    Answer(Result<Option<L::Value>, LoadError<L::Error>>),
+    /// The load failed with another call site's error, which a `LoadError` cannot carry: this
+    /// loader loads the key itself (see `State::find`).
+    Again,
+}
+
+/// Polls a cache load this call joined.
+fn poll_flight<L: Loader>(
+    flight: &mut JoinedLoad<L::Value>,
+    cx: &mut Context<'_>,
+) -> Poll<Joined<L>> {
+    flight.poll_joined::<L::Error>(cx).map(|joined| {
+        Joined::Answer(match joined {
+            Ok(value) => Ok(value),
+            Err(JoinedFailure::Loader(error)) => Err(LoadError::loader(error)),
+            Err(JoinedFailure::Failed(failure)) => Err(LoadError::failed(failure)),
+            Err(JoinedFailure::TimedOut(after)) => Err(LoadError::timed_out(after)),
+            Err(JoinedFailure::Foreign) => return Joined::Again,
+        })
+    })
 }
 
 /// One scheduler pass: `tokio::task::yield_now`, boxed because its type cannot be named.
@@ -152,8 +158,10 @@ enum LoadState<L: Loader> {
     Start(L::Key),
     /// The key's position in its batch, and the wait for the batch.
     Wait(usize, Waiter<ResultOf<L>>),
-    /// The wait for a cache load another reader started.
-    Flight(Waiter<Landing<L::Value>>),
+    /// The wait for a cache load another reader started, for the key.
+    Flight(L::Key, JoinedLoad<L::Value>),
+    /// That load failed with another call site's error: look the key up again.
+    Again(L::Key),
     Done,
 }
 
@@ -175,41 +183,61 @@ impl<L: Loader> Future for Load<'_, L> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let LoadState::Start(key) = &this.state {
-            let mut found = None;
-            this.driving = this
-                .loader
-                .find_all(std::iter::once(key), |_, f| found = Some(f));
-            match found.expect("one key looked up") {
-                Found::Memo(value) => {
-                    this.state = LoadState::Done;
-                    return Poll::Ready(Ok(value));
-                }
-                Found::Batch(slot, position) => {
-                    this.state = LoadState::Wait(position, Waiter::new(slot));
-                }
-                Found::Flight(waiter) => this.state = LoadState::Flight(waiter),
+        loop {
+            let again = matches!(this.state, LoadState::Again(_));
+            if let LoadState::Start(key) | LoadState::Again(key) = &this.state {
+                let mut found = None;
+                let driving = this
+                    .loader
+                    .find_all(std::iter::once(key), again, |_, f| found = Some(f));
+                // A key looked up again had no batch of its own before (it waited for a load).
+                this.driving = driving.or(this.driving.take());
+                this.state = match found.expect("one key looked up") {
+                    Found::Memo(value) => {
+                        this.state = LoadState::Done;
+                        return Poll::Ready(Ok(value));
+                    }
+                    Found::Batch(slot, position) => LoadState::Wait(position, Waiter::new(slot)),
+                    Found::Flight(waiter) => {
+                        let (LoadState::Start(key) | LoadState::Again(key)) =
+                            mem::replace(&mut this.state, LoadState::Done)
+                        else {
+                            unreachable!("matched above")
+                        };
+                        LoadState::Flight(key, waiter)
+                    }
+                };
             }
-        }
-        drive(&this.loader.shared, &mut this.driving, cx);
-        match &mut this.state {
-            LoadState::Wait(position, waiter) => match Pin::new(waiter).poll(cx) {
-                Poll::Ready(outcome) => {
-                    let result = read::<L>(outcome, *position);
-                    this.state = LoadState::Done;
-                    Poll::Ready(result)
+            drive(&this.loader.shared, &mut this.driving, cx);
+            match &mut this.state {
+                LoadState::Wait(position, waiter) => {
+                    return match Pin::new(waiter).poll(cx) {
+                        Poll::Ready(outcome) => {
+                            let result = read::<L>(outcome, *position);
+                            this.state = LoadState::Done;
+                            Poll::Ready(result)
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
                 }
-                Poll::Pending => Poll::Pending,
-            },
-            LoadState::Flight(waiter) => match Pin::new(waiter).poll(cx) {
-                Poll::Ready(outcome) => {
-                    this.state = LoadState::Done;
-                    Poll::Ready(read_flight::<L>(outcome))
-                }
-                Poll::Pending => Poll::Pending,
-            },
-            LoadState::Start(_) => unreachable!("started above"),
-            LoadState::Done => panic!("`Load` polled after completion"),
+                LoadState::Flight(_, waiter) => match poll_flight::<L>(waiter, cx) {
+                    Poll::Ready(Joined::Answer(result)) => {
+                        this.state = LoadState::Done;
+                        return Poll::Ready(result);
+                    }
+                    Poll::Ready(Joined::Again) => {
+                        let LoadState::Flight(key, _) =
+                            mem::replace(&mut this.state, LoadState::Done)
+                        else {
+                            unreachable!("matched above")
+                        };
+                        this.state = LoadState::Again(key);
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                LoadState::Start(_) | LoadState::Again(_) => unreachable!("looked up above"),
+                LoadState::Done => panic!("`Load` polled after completion"),
+            }
         }
     }
 }
@@ -217,8 +245,8 @@ impl<L: Loader> Future for Load<'_, L> {
 impl<L: Loader> fmt::Debug for Load<'_, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
-            LoadState::Start(_) => "start",
-            LoadState::Wait(..) | LoadState::Flight(_) => "waiting",
+            LoadState::Start(_) | LoadState::Again(_) => "start",
+            LoadState::Wait(..) | LoadState::Flight(..) => "waiting",
             LoadState::Done => "done",
         };
         f.debug_struct("Load")
@@ -240,10 +268,7 @@ pub struct LoadMany<'a, L: Loader> {
 type Positions<L> = Vec<(<L as Loader>::Key, usize)>;
 
 /// A key waiting for another reader's cache load (`None` once read).
-type FlightWait<L> = (
-    <L as Loader>::Key,
-    Option<Waiter<Landing<<L as Loader>::Value>>>,
-);
+type FlightWait<L> = (<L as Loader>::Key, Option<JoinedLoad<<L as Loader>::Value>>);
 
 /// The keys that went to one batch, and the wait for it (`None` once read).
 type Group<L> = (Option<Waiter<ResultOf<L>>>, Positions<L>);
@@ -279,20 +304,22 @@ impl<'a, L: Loader> LoadMany<'a, L> {
         let mut values = HashMap::new();
         let mut slots: Vec<(SlotOf<L>, Positions<L>)> = Vec::new();
         let mut flights = Vec::new();
-        let opened = self.loader.find_all(keys.iter(), |key, found| match found {
-            Found::Flight(waiter) => flights.push((key.clone(), Some(waiter))),
-            Found::Memo(Some(value)) => {
-                values.insert(key.clone(), value);
-            }
-            Found::Memo(None) => {}
-            Found::Batch(slot, position) => {
-                // Keys tend to arrive batch by batch: look at the latest group first.
-                match slots.iter_mut().rev().find(|(s, _)| Arc::ptr_eq(s, &slot)) {
-                    Some((_, group)) => group.push((key.clone(), position)),
-                    None => slots.push((slot, vec![(key.clone(), position)])),
+        let opened = self
+            .loader
+            .find_all(keys.iter(), false, |key, found| match found {
+                Found::Flight(waiter) => flights.push((key.clone(), Some(waiter))),
+                Found::Memo(Some(value)) => {
+                    values.insert(key.clone(), value);
                 }
-            }
-        });
+                Found::Memo(None) => {}
+                Found::Batch(slot, position) => {
+                    // Keys tend to arrive batch by batch: look at the latest group first.
+                    match slots.iter_mut().rev().find(|(s, _)| Arc::ptr_eq(s, &slot)) {
+                        Some((_, group)) => group.push((key.clone(), position)),
+                        None => slots.push((slot, vec![(key.clone(), position)])),
+                    }
+                }
+            });
         let groups: Vec<Group<L>> = slots
             .into_iter()
             .map(|(slot, keys)| (Some(Waiter::new(slot)), keys))
@@ -320,69 +347,97 @@ impl<L: Loader> Future for LoadMany<'_, L> {
             this.state = wait;
             this.driving = opened;
         }
-        drive(&this.loader.shared, &mut this.driving, cx);
-        let ManyState::Wait {
-            values,
-            groups,
-            flights,
-            left,
-        } = &mut this.state
-        else {
-            panic!("`LoadMany` polled after completion");
-        };
-        for (waiter, keys) in groups.iter_mut() {
-            let Some(w) = waiter else { continue };
-            let Poll::Ready(outcome) = Pin::new(w).poll(cx) else {
-                continue;
+        loop {
+            drive(&this.loader.shared, &mut this.driving, cx);
+            let ManyState::Wait {
+                values,
+                groups,
+                flights,
+                left,
+            } = &mut this.state
+            else {
+                panic!("`LoadMany` polled after completion");
             };
-            *waiter = None;
-            *left -= 1;
-            match outcome {
-                Ok(Landed::Done(Ok(found))) => {
-                    for (key, position) in keys.drain(..) {
-                        if let Some(value) = &found[position] {
-                            values.insert(key, value.clone());
+            for (waiter, keys) in groups.iter_mut() {
+                let Some(w) = waiter else { continue };
+                let Poll::Ready(outcome) = Pin::new(w).poll(cx) else {
+                    continue;
+                };
+                *waiter = None;
+                *left -= 1;
+                match outcome {
+                    Ok(Landed::Done(Ok(found))) => {
+                        for (key, position) in keys.drain(..) {
+                            if let Some(value) = &found[position] {
+                                values.insert(key, value.clone());
+                            }
                         }
                     }
-                }
-                Ok(Landed::Done(Err(error))) => {
-                    this.state = ManyState::Done;
-                    return Poll::Ready(Err(LoadError::loader(error)));
-                }
-                Ok(Landed::TimedOut(after)) => {
-                    this.state = ManyState::Done;
-                    return Poll::Ready(Err(LoadError::timed_out(after)));
-                }
-                Err(failure) => {
-                    this.state = ManyState::Done;
-                    return Poll::Ready(Err(LoadError::failed(failure)));
-                }
-            }
-        }
-        for (key, waiter) in flights.iter_mut() {
-            let Some(w) = waiter else { continue };
-            let Poll::Ready(outcome) = Pin::new(w).poll(cx) else {
-                continue;
-            };
-            *waiter = None;
-            *left -= 1;
-            match read_flight::<L>(outcome) {
-                Ok(Some(value)) => {
-                    values.insert(key.clone(), value);
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    this.state = ManyState::Done;
-                    return Poll::Ready(Err(error));
+                    Ok(Landed::Done(Err(error))) => {
+                        this.state = ManyState::Done;
+                        return Poll::Ready(Err(LoadError::loader(error)));
+                    }
+                    Ok(Landed::TimedOut(after)) => {
+                        this.state = ManyState::Done;
+                        return Poll::Ready(Err(LoadError::timed_out(after)));
+                    }
+                    Err(failure) => {
+                        this.state = ManyState::Done;
+                        return Poll::Ready(Err(LoadError::failed(failure)));
+                    }
                 }
             }
+            let mut again = Vec::new();
+            for (key, waiter) in flights.iter_mut() {
+                let Some(w) = waiter else { continue };
+                let Poll::Ready(joined) = poll_flight::<L>(w, cx) else {
+                    continue;
+                };
+                *waiter = None;
+                *left -= 1;
+                match joined {
+                    Joined::Answer(Ok(Some(value))) => {
+                        values.insert(key.clone(), value);
+                    }
+                    Joined::Answer(Ok(None)) => {}
+                    Joined::Answer(Err(error)) => {
+                        this.state = ManyState::Done;
+                        return Poll::Ready(Err(error));
+                    }
+                    Joined::Again => again.push(key.clone()),
+                }
+            }
+            if again.is_empty() {
+                if *left > 0 {
+                    return Poll::Pending;
+                }
+                let values = mem::take(values);
+                this.state = ManyState::Done;
+                return Poll::Ready(Ok(values));
+            }
+            // Keys whose joined load failed with another call site's error: this loader loads
+            // them itself (see `State::find`), then the new waits are polled.
+            let opened = this
+                .loader
+                .find_all(again.iter(), true, |key, found| match found {
+                    Found::Memo(Some(value)) => {
+                        values.insert(key.clone(), value);
+                    }
+                    Found::Memo(None) => {}
+                    Found::Batch(slot, position) => {
+                        groups.push((Some(Waiter::new(slot)), vec![(key.clone(), position)]));
+                        *left += 1;
+                    }
+                    Found::Flight(waiter) => {
+                        flights.push((key.clone(), Some(waiter)));
+                        *left += 1;
+                    }
+                });
+            // Driving a window already: the new one closes at once (dropped), its batch runs.
+            if this.driving.is_none() {
+                this.driving = opened;
+            }
         }
-        if *left > 0 {
-            return Poll::Pending;
-        }
-        let values = mem::take(values);
-        this.state = ManyState::Done;
-        Poll::Ready(Ok(values))
     }
 }
 

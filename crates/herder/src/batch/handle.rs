@@ -7,7 +7,7 @@ use super::future::{Driving, Load, LoadMany};
 use super::loader::Loader;
 use super::state::{Config, Found, State, Window};
 use super::stats::DataLoaderStats;
-use crate::cache::Inner as CacheInner;
+use crate::cache::CacheFront;
 use crate::flight::task;
 use crate::sync::{Mutex, lock};
 
@@ -69,7 +69,7 @@ pub(crate) struct Shared<L: Loader> {
     pub(crate) loader: L,
     pub(crate) config: Config,
     /// The cache in front, if any.
-    pub(crate) cache: Option<Arc<CacheInner<L::Key, L::Value>>>,
+    pub(crate) cache: Option<CacheFront<L::Key, L::Value>>,
     pub(crate) state: Mutex<State<L::Key, L::Value, L::Error>>,
     pub(crate) name: Option<Arc<str>>,
     #[cfg(feature = "metrics")]
@@ -139,7 +139,7 @@ impl<L: Loader> DataLoader<L> {
     pub(super) fn from_parts(
         loader: L,
         config: Config,
-        cache: Option<Arc<CacheInner<L::Key, L::Value>>>,
+        cache: Option<CacheFront<L::Key, L::Value>>,
         name: Option<Arc<str>>,
     ) -> Self {
         let shared = Arc::new(Shared {
@@ -260,7 +260,7 @@ impl<L: Loader> DataLoader<L> {
     pub fn prime(&self, key: L::Key, value: L::Value) {
         match &self.shared.cache {
             // The cache is the memo: the value fills it (an explicit write, as `Cache::insert`).
-            Some(cache) => cache.insert(key, Some(value), None),
+            Some(cache) => cache.insert(key, value),
             None => lock(&self.shared.state).prime(key, value),
         }
     }
@@ -379,10 +379,13 @@ impl<L: Loader> DataLoader<L> {
 
     /// Looks up keys under one lock, then dispatches whatever that opened or closed. Returns the
     /// batch this call opened, if it opened a yield window that is still open: the caller then
-    /// drives that window from its own task (see `future::Driving`).
+    /// drives that window from its own task (see `future::Driving`). `again`: the keys are
+    /// looked up again after the cache load they joined failed with another call site's error
+    /// (see `State::find`).
     pub(super) fn find_all<'k>(
         &self,
         keys: impl Iterator<Item = &'k L::Key>,
+        again: bool,
         mut each: impl FnMut(&'k L::Key, FoundOf<L>),
     ) -> Option<Driving<L>> {
         let shared = &self.shared;
@@ -392,7 +395,13 @@ impl<L: Loader> DataLoader<L> {
         {
             let mut state = lock(&shared.state);
             for key in keys {
-                let found = state.find(key, &shared.config, shared.cache.as_deref(), &mut actions);
+                let found = state.find(
+                    key,
+                    &shared.config,
+                    shared.cache.as_ref(),
+                    again,
+                    &mut actions,
+                );
                 each(key, found);
             }
             if let Some((slot, _)) = &actions.window {

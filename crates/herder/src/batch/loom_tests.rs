@@ -58,7 +58,7 @@ fn closes_from_two_threads_wake_the_window_task_once_it_waits() {
 fn find(state: &Mutex<St>, config: &Config, key: u8) -> (Found<u8, ()>, Actions<u8, u8, ()>) {
     let mut actions = Actions::default();
     let mut state = lock(state);
-    let found = state.find(&key, config, None, &mut actions);
+    let found = state.find(&key, config, None, false, &mut actions);
     if let Some((slot, _)) = &actions.window {
         state.window_opened(slot);
     }

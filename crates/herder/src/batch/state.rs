@@ -14,11 +14,10 @@ use std::hash::Hash;
 use std::sync::Arc as StdArc;
 use std::time::Duration;
 
-use super::cached::{self, Consult};
 use super::stats::{Counters, DataLoaderStats};
 use super::window::WindowCtl;
-use crate::cache::{CacheTicket, Inner as CacheInner, Landing};
-use crate::flight::{Failure, Outcome, Slot, Waiter};
+use crate::cache::{CacheFront, Consult, JoinedLoad, LoadTicket};
+use crate::flight::{Failure, Outcome, Slot};
 use crate::sync::Arc;
 
 /// What a batch's waiters receive: the values in the order of the batch's keys (`None` where the
@@ -76,7 +75,7 @@ pub(crate) struct Closed<K, V, E> {
     pub(crate) slot: BatchSlot<V, E>,
     pub(crate) keys: Vec<K>,
     /// Cache flights to finish when the batch ends, with their key's position.
-    pub(crate) tickets: Vec<(usize, CacheTicket<K, V>)>,
+    pub(crate) tickets: Vec<(usize, LoadTicket<K, V>)>,
 }
 
 impl<K, V, E> std::fmt::Debug for Closed<K, V, E> {
@@ -105,7 +104,7 @@ pub(crate) enum Found<V, E> {
     /// The batch, and the key's position in it.
     Batch(BatchSlot<V, E>, usize),
     /// A load of the cache in front (another caller's) has it.
-    Flight(Waiter<Landing<V>>),
+    Flight(JoinedLoad<V>),
 }
 
 /// Work for the caller to do after releasing the lock.
@@ -186,14 +185,23 @@ where
 
     /// Finds where `key`'s value comes from: the memo, a batch already holding it, the cache in
     /// front (if any), or, for a new key, the open batch.
+    ///
+    /// `again`: the cache load this caller joined for `key` failed with an error of another
+    /// call site's type, which this loader cannot report: the key is looked up again (not
+    /// counted as a new request), and if another reader's load of it is under way by now, this
+    /// loader does not join it but loads the key in its own batch (whose value then reaches its
+    /// own callers only: the cache's flight for the key is that other reader's).
     pub(crate) fn find(
         &mut self,
         key: &K,
         config: &Config,
-        cache: Option<&CacheInner<K, V>>,
+        cache: Option<&CacheFront<K, V>>,
+        again: bool,
         actions: &mut Actions<K, V, E>,
     ) -> Found<V, E> {
-        self.counters.requests += 1;
+        if !again {
+            self.counters.requests += 1;
+        }
         if let Some(value) = self.memo.as_ref().and_then(|memo| memo.get(key)) {
             self.counters.memo_hits += 1;
             return Found::Memo(value.clone());
@@ -208,7 +216,7 @@ where
                 return Found::Batch(slot.clone(), *position);
             }
         }
-        let ticket = match cache.map(|cache| cached::consult(cache, key)) {
+        let ticket = match cache.map(|cache| cache.consult(key)) {
             None => None,
             Some(Consult::Hit(value)) => {
                 self.counters.cache_hits += 1;
@@ -219,6 +227,7 @@ where
                 self.enqueue(key, Some(ticket), config, actions);
                 return Found::Memo(value);
             }
+            Some(Consult::Wait(_)) if again => None,
             Some(Consult::Wait(waiter)) => {
                 self.counters.joined += 1;
                 return Found::Flight(waiter);
@@ -233,7 +242,7 @@ where
     fn enqueue(
         &mut self,
         key: &K,
-        ticket: Option<CacheTicket<K, V>>,
+        ticket: Option<LoadTicket<K, V>>,
         config: &Config,
         actions: &mut Actions<K, V, E>,
     ) -> (BatchSlot<V, E>, usize) {

@@ -1,3 +1,4 @@
+use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
@@ -38,14 +39,26 @@ pub struct CacheError<E> {
 
 enum Repr<E> {
     Failed(LoadFailure<E>),
+    /// The load this call joined was started by a call site with another error type, and its
+    /// loader failed.
+    OtherLoader(Arc<dyn Any + Send + Sync>),
     NotFound,
 }
 
 impl<E: Send + Sync + 'static> CacheError<E> {
+    /// The failure of a load this call led or joined.
     pub(crate) fn from_cause(cause: Cause) -> Self {
-        CacheError {
-            repr: Repr::Failed(LoadFailure::from_cause(cause)),
-        }
+        let repr = match cause {
+            Cause::Error(error) => match error.downcast::<E>() {
+                Ok(error) => Repr::Failed(LoadFailure::Loader(error)),
+                Err(other) => Repr::OtherLoader(other),
+            },
+            Cause::Panicked(message) => {
+                Repr::Failed(LoadFailure::failed(Failure::Panicked(message)))
+            }
+            Cause::TimedOut(after) => Repr::Failed(LoadFailure::timed_out(after)),
+        };
+        CacheError { repr }
     }
 }
 
@@ -71,7 +84,7 @@ impl<E> CacheError<E> {
     fn failure(&self) -> Option<&LoadFailure<E>> {
         match &self.repr {
             Repr::Failed(failure) => Some(failure),
-            Repr::NotFound => None,
+            Repr::OtherLoader(_) | Repr::NotFound => None,
         }
     }
 
@@ -84,14 +97,15 @@ impl<E> CacheError<E> {
     pub fn into_loader_error(self) -> Option<Arc<E>> {
         match self.repr {
             Repr::Failed(failure) => failure.into_loader_error(),
-            Repr::NotFound => None,
+            Repr::OtherLoader(_) | Repr::NotFound => None,
         }
     }
 
     /// `true` if a loader returned an error, including a loader of another call site (with
     /// another error type) whose load this call joined.
     pub fn is_loader_error(&self) -> bool {
-        self.failure().is_some_and(LoadFailure::is_loader_error)
+        matches!(self.repr, Repr::OtherLoader(_))
+            || self.failure().is_some_and(LoadFailure::is_loader_error)
     }
 
     /// How the load (or the wait for it) failed to finish: the loader panicked, the load or the
@@ -131,6 +145,7 @@ impl<E> Clone for CacheError<E> {
     fn clone(&self) -> Self {
         let repr = match &self.repr {
             Repr::Failed(failure) => Repr::Failed(failure.clone()),
+            Repr::OtherLoader(error) => Repr::OtherLoader(error.clone()),
             Repr::NotFound => Repr::NotFound,
         };
         CacheError { repr }
@@ -141,6 +156,7 @@ impl<E: fmt::Debug> fmt::Debug for CacheError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
             Repr::Failed(failure) => failure.fmt_debug("CacheError", f),
+            Repr::OtherLoader(_) => f.debug_tuple("CacheError").field(&"other loader").finish(),
             Repr::NotFound => f.write_str("CacheError::NotFound"),
         }
     }
@@ -150,6 +166,9 @@ impl<E: fmt::Display> fmt::Display for CacheError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
             Repr::Failed(failure) => fmt::Display::fmt(failure, f),
+            Repr::OtherLoader(_) => f.write_str(
+                "loader failed: the joined load (from a call site with another error type) failed",
+            ),
             Repr::NotFound => f.write_str("key is cached as not found"),
         }
     }

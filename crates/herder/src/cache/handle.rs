@@ -59,21 +59,23 @@ use crate::flight::Flights;
 /// # }
 /// ```
 pub struct Cache<K, V> {
-    pub(crate) inner: Arc<Inner<K, V>>,
+    pub(super) inner: Arc<Inner<K, V>>,
 }
 
-pub(crate) struct Inner<K, V> {
-    pub(crate) storage: Storage<K, V>,
-    pub(crate) flights: Flights<K, Landing<V>>,
-    pub(crate) config: Config,
+/// The cache's state, shared by its handles. Its fields are the cache module's own: the rest
+/// of the crate reaches a cache through [`Cache`]'s methods or its front (`front.rs`).
+pub(super) struct Inner<K, V> {
+    pub(super) storage: Storage<K, V>,
+    pub(super) flights: Flights<K, Landing<V>>,
+    pub(super) config: Config,
     /// The shared second level, if any.
-    pub(crate) tier: Option<Arc<dyn Tier<K, V>>>,
-    pub(crate) clock: Clock,
-    pub(crate) stats: Counters,
-    pub(crate) listener: Option<Listener<K, V>>,
-    pub(crate) name: Option<Arc<str>>,
+    pub(super) tier: Option<Arc<dyn Tier<K, V>>>,
+    pub(super) clock: Clock,
+    pub(super) stats: Counters,
+    pub(super) listener: Option<Listener<K, V>>,
+    pub(super) name: Option<Arc<str>>,
     #[cfg(feature = "metrics")]
-    pub(crate) metrics: crate::metrics::CacheMetrics,
+    pub(super) metrics: crate::metrics::CacheMetrics,
 }
 
 impl<K, V> Cache<K, V>

@@ -3,7 +3,8 @@
 //!
 //! Layout: [`Cache`] (the handle), [`Builder`] (settings), `fetch` (the read path), `load` (a
 //! load as its own task, its timeouts and its store step), `bulk` (`get_many_with`), `tiered` (a
-//! batch of misses through the shared tier, for `bulk` and the DataLoader), `entry`
+//! batch of misses through the shared tier, for `bulk` and the DataLoader), `front` (the narrow
+//! interface a DataLoader in front of the cache goes through), `entry`
 //! (the fresh → stale → kept → gone timeline), `storage` (quick_cache underneath).
 
 mod builder;
@@ -13,6 +14,7 @@ mod config;
 mod entry;
 mod error;
 mod fetch;
+mod front;
 mod handle;
 mod listener;
 mod load;
@@ -24,10 +26,9 @@ mod tier;
 mod tiered;
 mod write;
 
-pub(crate) use fetch::Lookup;
-pub(crate) use handle::Inner;
-pub(crate) use load::{CacheTicket, Cause, Landing};
-pub(crate) use tiered::{Calls, Found};
+pub(crate) use front::{
+    BatchEnd, CacheFront, Consult, JoinedFailure, JoinedLoad, LoadTicket, Ttls,
+};
 
 pub use builder::Builder;
 pub use config::EarlyRefresh;

@@ -138,7 +138,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    pub(crate) fn new(inner: &Arc<Inner<K, V>>) -> Self {
+    pub(super) fn new(inner: &Arc<Inner<K, V>>) -> Self {
         LocalCache {
             inner: Arc::downgrade(inner),
         }

@@ -1,40 +1,21 @@
 //! What [`LoadError`](crate::LoadError) and [`CacheError`](crate::CacheError) share: a load
-//! failed because the loader returned an error, or because its task failed to finish.
+//! failed because the loader returned an error, or because its task failed to finish. What only
+//! a cache can see (a joined load from a call site with another error type) is the cache's own
+//! (`cache/error.rs`).
 
-use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
 
 use super::task::{Origin, TaskError};
-use crate::cache::Cause;
 use crate::flight::Failure;
 
 /// A failed load, as every waiter of it sees it.
 pub(crate) enum LoadFailure<E> {
     /// The loader's error, shared by every waiter.
     Loader(Arc<E>),
-    /// Through a cache: the load this call joined was started by a call site with another error
-    /// type, and its loader failed.
-    OtherLoader(Arc<dyn Any + Send + Sync>),
     /// The load panicked, was cancelled or timed out.
     Task(TaskError),
-}
-
-impl<E: Send + Sync + 'static> LoadFailure<E> {
-    /// The failure of a cache load this call joined.
-    pub(crate) fn from_cause(cause: Cause) -> Self {
-        match cause {
-            Cause::Error(error) => match error.downcast::<E>() {
-                Ok(error) => LoadFailure::Loader(error),
-                Err(other) => LoadFailure::OtherLoader(other),
-            },
-            Cause::Panicked(message) => {
-                LoadFailure::Task(TaskError::panicked(Origin::Load, message))
-            }
-            Cause::TimedOut(after) => LoadFailure::Task(TaskError::timed_out(Origin::Load, after)),
-        }
-    }
 }
 
 impl<E> LoadFailure<E> {
@@ -61,7 +42,7 @@ impl<E> LoadFailure<E> {
     }
 
     pub(crate) fn is_loader_error(&self) -> bool {
-        matches!(self, LoadFailure::Loader(_) | LoadFailure::OtherLoader(_))
+        matches!(self, LoadFailure::Loader(_))
     }
 
     pub(crate) fn task_error(&self) -> Option<&TaskError> {
@@ -78,7 +59,6 @@ impl<E> LoadFailure<E> {
     {
         match self {
             LoadFailure::Loader(error) => f.debug_tuple(name).field(error).finish(),
-            LoadFailure::OtherLoader(_) => f.debug_tuple(name).field(&"other loader").finish(),
             LoadFailure::Task(error) => f.debug_tuple(name).field(error).finish(),
         }
     }
@@ -91,7 +71,7 @@ impl<E> LoadFailure<E> {
     {
         match self {
             LoadFailure::Loader(error) => Some(&**error),
-            _ => None,
+            LoadFailure::Task(_) => None,
         }
     }
 }
@@ -100,7 +80,6 @@ impl<E> Clone for LoadFailure<E> {
     fn clone(&self) -> Self {
         match self {
             LoadFailure::Loader(error) => LoadFailure::Loader(error.clone()),
-            LoadFailure::OtherLoader(error) => LoadFailure::OtherLoader(error.clone()),
             LoadFailure::Task(error) => LoadFailure::Task(error.clone()),
         }
     }
@@ -110,9 +89,6 @@ impl<E: fmt::Display> fmt::Display for LoadFailure<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadFailure::Loader(error) => write!(f, "loader failed: {error}"),
-            LoadFailure::OtherLoader(_) => f.write_str(
-                "loader failed: the joined load (from a call site with another error type) failed",
-            ),
             LoadFailure::Task(error) => fmt::Display::fmt(error, f),
         }
     }

@@ -317,7 +317,7 @@ impl Harness {
         match step {
             Step::Find(key) => {
                 let mut actions = Actions::default();
-                let found = self.state.find(&key, &config, None, &mut actions);
+                let found = self.state.find(&key, &config, None, false, &mut actions);
                 if let Some((slot, _)) = &actions.window {
                     self.state.window_opened(slot);
                 }
