@@ -40,9 +40,48 @@ where
     where
         K: Borrow<Q>,
     {
-        let Some(entry) = self.storage.get(key) else {
-            return Lookup::Miss(None);
-        };
+        match self.storage.get(key) {
+            Some(entry) => self.classify(key, entry),
+            None => Lookup::Miss(None),
+        }
+    }
+
+    /// [`Cache::get`](crate::Cache::get): the value of a hit, without building a [`Lookup`]
+    /// for the common cases (an entry that never expires, or a fresh one on a cache without
+    /// early refresh or time to idle).
+    #[inline]
+    pub(crate) fn get_value<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        let entry = self.storage.get(key)?;
+        // Never expires; or fresh, with nothing to do on a hit (no early refresh, no idle
+        // timer to push back). Anything else takes the full classification.
+        if !entry.needs_clock()
+            || (self.config.tti.is_none()
+                && matches!(self.config.early_refresh, EarlyRefresh::Off)
+                && !entry.is_degraded()
+                && self.clock.now_on_hit() < entry.fresh_until)
+        {
+            let value = entry.into_value();
+            self.stats.bump(match value {
+                Some(_) => Counter::Hit,
+                None => Counter::NegativeHit,
+            });
+            return value;
+        }
+        match self.classify(key, entry) {
+            Lookup::Serve { fetched, .. } => fetched.value,
+            Lookup::Miss(_) => None,
+        }
+    }
+
+    /// What a stored entry means now: served (fresh, stale or re-served by fail-safe, maybe
+    /// with a refresh due), or a miss (expired, maybe with a fallback).
+    fn classify<Q: Hash + Eq + ?Sized>(&self, key: &Q, entry: Entry<V>) -> Lookup<V>
+    where
+        K: Borrow<Q>,
+    {
         let now = if entry.needs_clock() {
             let now = self.clock.now_on_hit();
             if now < entry.fresh_until

@@ -158,10 +158,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        match self.inner.lookup(key) {
-            Lookup::Serve { fetched, .. } => fetched.value,
-            Lookup::Miss(_) => None,
-        }
+        self.inner.get_value(key)
     }
 
     /// The value of `key`, loaded with `init` on a miss. Concurrent misses share one load.
