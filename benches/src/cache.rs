@@ -111,12 +111,39 @@ impl HitPath for Moka {
     }
 }
 
-/// quick_cache's `sync::Cache::get`: no expiry, the raw storage herder builds on.
-pub struct QuickCache(pub quick_cache::sync::Cache<u64, u64>);
+/// quick_cache's `sync::Cache::get`: no expiry, the raw storage herder builds on; at its own
+/// defaults, or (`tuned`) with the shard count herder gives it (16 per core, at least 64).
+pub struct QuickCache(pub quick_cache::sync::Cache<u64, u64>, pub bool);
+
+impl QuickCache {
+    /// With herder's shard count (see `herder`'s `cache/storage.rs`).
+    pub fn tuned(capacity: u64) -> Self {
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let options = quick_cache::OptionsBuilder::new()
+            .shards((cores * 16).max(64))
+            .estimated_items_capacity(capacity as usize)
+            .weight_capacity(capacity)
+            .build()
+            .expect("valid options");
+        QuickCache(
+            quick_cache::sync::Cache::with_options(
+                options,
+                quick_cache::UnitWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
+            true,
+        )
+    }
+}
 
 impl HitPath for QuickCache {
     fn name(&self) -> &'static str {
-        "quick_cache 0.7 sync::Cache::get (no TTL)"
+        if self.1 {
+            "quick_cache 0.7 sync::Cache::get (no TTL), herder's shard count (tuned)"
+        } else {
+            "quick_cache 0.7 sync::Cache::get (no TTL)"
+        }
     }
     fn insert(&self, key: u64, value: u64) {
         self.0.insert(key, value);
@@ -155,7 +182,11 @@ pub fn hit_path_peers(capacity: u64) -> Vec<Arc<dyn HitPath>> {
                 .unwrap(),
         )),
         Arc::new(Moka::new(capacity)),
-        Arc::new(QuickCache(quick_cache::sync::Cache::new(capacity as usize))),
+        Arc::new(QuickCache(
+            quick_cache::sync::Cache::new(capacity as usize),
+            false,
+        )),
+        Arc::new(QuickCache::tuned(capacity)),
         Arc::new(Pingora(pingora_memory_cache::MemoryCache::new(
             capacity as usize,
         ))),
