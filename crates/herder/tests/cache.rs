@@ -952,24 +952,34 @@ fn hits_on_a_multi_thread_runtime_expire_entries_within_the_resolution() {
         .enable_time()
         .build()
         .unwrap();
+    // Real time (a multi-thread runtime cannot pause its clock), with wide margins: a loaded
+    // machine may deschedule any thread for tens of milliseconds.
+    let ttl = Duration::from_millis(300);
     let cache: Cache<u32, u32> = Cache::builder()
         .max_capacity(1)
-        .time_to_live(Duration::from_millis(20))
+        .time_to_live(ttl)
         .build()
         .unwrap();
     runtime.block_on(async {
         cache.insert(1, 1);
         assert_eq!(cache.get(&1), Some(1)); // starts the ticker
-        // Real time (a multi-thread runtime cannot pause its clock): the ticker moves the
-        // cache's clock, so the hot entry expires although no hit reads the OS clock.
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        assert_eq!(cache.get(&1), None);
+        // The ticker moves the cache's clock, so the hot entry expires although no hit reads
+        // the OS clock: within a few ticks of its deadline (bounded here by 3 s).
+        tokio::time::sleep(ttl).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while cache.get(&1).is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the ticker's clock stopped: the entry never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     });
     // The ticker's runtime is gone: hits read the clock again rather than a time that stopped.
     cache.insert(2, 2);
     assert_eq!(cache.get(&2), Some(2));
     drop(runtime);
-    std::thread::sleep(Duration::from_millis(40));
+    std::thread::sleep(ttl + Duration::from_millis(10));
     assert_eq!(cache.get(&2), None);
 }
 
