@@ -24,61 +24,6 @@ local function now_ms()
 end
 ";
 
-/// FILL(KEYS gen, value, lease, epoch; ARGV lease, epoch, gen, fresh_ms, body, px_ms, channel,
-/// message) → 1 stored, 0 the lease was lost (expired and taken over, or revoked by an
-/// invalidation).
-pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{NOW}
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[3] then return 0 end
-if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[2] then
-  redis.call('DEL', KEYS[3])
-  return 0
-end
-if ARGV[5] ~= '' then
-  local v = ARGV[3] .. '|' .. tostring(now_ms() + tonumber(ARGV[4])) .. '|' .. ARGV[5]
-  if tonumber(ARGV[6]) > 0 then
-    redis.call('SET', KEYS[2], v, 'PX', ARGV[6])
-  else
-    redis.call('SET', KEYS[2], v)
-  end
-end
-redis.call('DEL', KEYS[3])
-redis.call('PUBLISH', ARGV[7], ARGV[8])
-return 1
-"
-    ))
-});
-
-/// EXTEND(KEYS lease; ARGV lease, lease_ms) → 1 extended, 0 the lease is gone.
-pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-",
-    )
-});
-
-/// RELEASE(KEYS lease; ARGV lease, channel, message): gives up a lease (the load failed) and
-/// wakes the instances waiting for it.
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return 1
-end
-return 0
-",
-    )
-});
-
 /// INVALIDATE(KEYS value, lease, epoch; ARGV epoch_ttl_ms, channel, message) → the message:
 /// drops the value and the lease, bumps the key's epoch, and tells every instance. Answering
 /// with its own message, it cannot be taken as applied on a reply meant for another command.
@@ -185,8 +130,12 @@ pub(crate) static ACQUIRE_MANY_CROSS: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{CROSS_SLOT}{}", acquire_many())));
 
 /// FILL_MANY(K gen, value, lease, epoch of each key; ARGV channel, then for each key mode
-/// (`f` fill, `r` release), lease, epoch, gen, fresh_ms, body, px_ms, message) → one FILL (or
-/// RELEASE) answer per key, in order, each with exactly FILL's (or RELEASE's) checks.
+/// (`f` fill, `r` release), lease, epoch, gen, fresh_ms, body, px_ms, message) → per key, in
+/// order, 1 or 0. A fill stores the value only while this instance still holds the lease, of
+/// the current generation, and no invalidation bumped the key's epoch since the lease was
+/// granted (an invalidated fill drops the lease instead): 1 stored, 0 the lease was lost. A
+/// release drops a lease still held and wakes its waiters. A single key's fill is this script
+/// with one key.
 fn fill_many() -> String {
     format!(
         r"{NOW}

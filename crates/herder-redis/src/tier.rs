@@ -2,7 +2,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::pin::pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -11,19 +10,16 @@ use redis::{FromRedisValue, ScriptInvocation, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::breaker::Breaker;
 use crate::builder::{Builder, Config, Source};
-use crate::codec::{self, Codec};
+use crate::codec::Codec;
 use crate::connection::RedisConnection;
 use crate::error::Error;
 use crate::events::{self, Kind};
 use crate::layout::Layout;
-use crate::lease::RedisLease;
 use crate::nodes::{Nodes, Route};
 use crate::pending::{Added, Pending};
-use crate::scripts::ACQUIRE_MANY;
 use crate::stats::{Counters, RedisStats, bump};
 
 /// A Redis tier under a [`herder::Cache`]: give it to
@@ -404,12 +400,6 @@ impl<K, V> Drop for WaitGuard<K, V> {
     }
 }
 
-/// The one answer of an ACQUIRE_MANY of one key made with `token`.
-fn parse_one(value: Value, token: &str) -> Option<Reply> {
-    let mut answers = answers_of(value, token, 1)?;
-    answers.pop().and_then(parse)
-}
-
 /// The `count` answers of an ACQUIRE_MANY made with `token`, if `value` is that call's reply:
 /// the answers, then the token (see the script).
 pub(crate) fn answers_of(value: Value, token: &str, count: usize) -> Option<Vec<Value>> {
@@ -453,91 +443,17 @@ where
     K: Serialize + DeserializeOwned + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// The acquire protocol (see [`RedisTier`]).
+    /// The acquire protocol (see [`RedisTier`]): a batch of one key, so that both paths run
+    /// one protocol (`many.rs`): the answer of its first round that has one.
     async fn acquire(self: &Arc<Self>, key: &K) -> Acquired<V> {
-        let Ok(key) = postcard::to_stdvec(key) else {
-            return Acquired::Unavailable;
-        };
-        if lock(&self.pending).covers(&key) {
-            // This instance invalidated the key and Redis has not applied it yet: the shared
-            // copy may be the old value. Load locally, and fill nothing.
-            bump(&self.stats.l2_skipped_pending);
-            return Acquired::Unavailable;
-        }
-        let keys = self.layout.keys(&key);
-        let token = format!("{:016x}{:016x}", self.instance, fastrand::u64(..));
-        let lease_ms = self.config.lease_ttl.as_millis().to_string();
-        let started = Instant::now();
-        let waiter = self.waiter(&key);
-        let mut waited = false;
-        let mut ignore_value = false;
-        let mut backoff = Duration::from_millis(5);
+        let mut round = self.acquire_many(std::slice::from_ref(key)).await;
         loop {
-            let mut woken = pin!(waiter.notify.notified());
-            woken.as_mut().enable();
-            // The batch script with one key: the same protocol, one copy of it.
-            let mut script = ACQUIRE_MANY.prepare_invoke();
-            script
-                .key(&keys.generation)
-                .key(&keys.value)
-                .key(&keys.lease)
-                .key(&keys.epoch)
-                .arg(&token)
-                .arg(&lease_ms)
-                .arg(if ignore_value { "1" } else { "0" });
-            let reply = self.run::<Value>(script).await;
-            let Some(reply) = reply.and_then(|reply| parse_one(reply, &token)) else {
-                return Acquired::Unavailable;
-            };
-            match reply {
-                Reply::Fresh(body, left_ms) => match codec::open(&*self.codec, &body) {
-                    Some(value) => {
-                        bump(&self.stats.l2_hits);
-                        return Acquired::Hit(loaded(value, Duration::from_millis(left_ms)));
-                    }
-                    None => {
-                        bump(&self.stats.decode_failures);
-                        ignore_value = true;
-                    }
-                },
-                Reply::Lease(epoch, generation, corrupt) => {
-                    if corrupt {
-                        bump(&self.stats.decode_failures);
-                    }
-                    bump(&self.stats.leases);
-                    if waited {
-                        bump(&self.stats.takeovers);
-                    }
-                    let lease =
-                        RedisLease::grant(self.clone(), key, keys, &token, epoch, generation);
-                    return Acquired::Lead(Box::new(lease));
-                }
-                Reply::Stale(body) => match codec::open(&*self.codec, &body) {
-                    // Another instance refreshes it: serve it stale meanwhile.
-                    Some(value) => {
-                        bump(&self.stats.l2_stale_hits);
-                        return Acquired::Hit(loaded(value, Duration::ZERO));
-                    }
-                    None => {
-                        bump(&self.stats.decode_failures);
-                        ignore_value = true;
-                    }
-                },
-                Reply::Wait(lease_left_ms) => {
-                    if !waited {
-                        waited = true;
-                        bump(&self.stats.lease_waits);
-                    }
-                    if started.elapsed() >= self.config.max_wait {
-                        bump(&self.stats.skipped);
-                        return Acquired::Unavailable;
-                    }
-                    // A fill or release wakes us; otherwise poll, in case the message was lost
-                    // or the holder died (its lease then expires and the next try takes it).
-                    let poll = backoff.min(Duration::from_millis(lease_left_ms.max(1)));
-                    let _ = tokio::time::timeout(poll, woken).await;
-                    backoff = (backoff * 2).min(self.config.lease_ttl / 4);
-                }
+            if let Some((_, answer)) = round.answers.pop() {
+                return answer;
+            }
+            match round.later {
+                Some(later) => round = later.await,
+                None => return Acquired::Unavailable,
             }
         }
     }
@@ -608,7 +524,12 @@ pub(crate) fn batch_keys(
 mod tests {
     use redis::Value;
 
-    use super::{Reply, answers_of, parse_one};
+    use super::{Reply, answers_of, parse};
+
+    /// The answer of an ACQUIRE_MANY of one key made with `token`, as `many.rs` reads it.
+    fn parse_one(value: Value, token: &str) -> Option<Reply> {
+        answers_of(value, token, 1)?.pop().and_then(parse)
+    }
 
     fn fresh(body: &[u8]) -> Value {
         Value::Array(vec![
