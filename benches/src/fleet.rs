@@ -68,15 +68,24 @@ async fn subscribed(fleet: &[(Cache<u64, u64>, Option<RedisTier<u64, u64>>)]) {
     }
 }
 
-async fn redis_commands(url: &str) -> u64 {
-    let client = redis::Client::open(url).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
+/// One section of `INFO` from the Redis at `url`, on a connection of its own.
+pub async fn redis_info(url: &str, section: &str) -> String {
+    let client = redis::Client::open(url).expect("a Redis URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    redis::cmd("INFO")
+        .arg(section)
         .query_async(&mut connection)
         .await
-        .unwrap();
-    info.lines()
+        .expect("INFO")
+}
+
+async fn redis_commands(url: &str) -> u64 {
+    redis_info(url, "stats")
+        .await
+        .lines()
         .find_map(|line| line.strip_prefix("total_commands_processed:"))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
@@ -188,24 +197,7 @@ pub struct BatchRun {
 
 /// Script calls Redis has processed so far (`INFO commandstats`).
 async fn redis_scripts(url: &str) -> u64 {
-    let client = redis::Client::open(url).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    info.lines()
-        .filter(|line| {
-            ["cmdstat_eval:", "cmdstat_evalsha:", "cmdstat_script"]
-                .iter()
-                .any(|name| line.starts_with(name))
-        })
-        .flat_map(|line| line.split([':', ',']))
-        .filter_map(|field| field.split_once('='))
-        .filter(|(name, _)| name.ends_with("calls"))
-        .filter_map(|(_, n)| n.parse::<u64>().ok())
-        .sum()
+    herder_testkit::script_calls(&redis_info(url, "commandstats").await)
 }
 
 /// The backend of [`batches`]: counts keys and calls, takes `latency` per call.

@@ -174,25 +174,10 @@ const INSIDE_SCRIPTS: &[&str] = &[
 pub async fn redis_round_trips(urls: &[String]) -> u64 {
     let mut total = 0;
     for url in urls {
-        let client = redis::Client::open(url.as_str()).expect("a Redis URL");
-        let mut connection = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("Redis answers");
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut connection)
-            .await
-            .expect("INFO");
-        total += info
-            .lines()
-            .filter_map(|line| line.strip_prefix("cmdstat_"))
-            .filter_map(|line| {
-                let (name, rest) = line.split_once(':')?;
-                let calls = rest.strip_prefix("calls=")?.split(',').next()?;
-                let counted = name != "info" && !INSIDE_SCRIPTS.contains(&name);
-                counted.then(|| calls.parse::<u64>().ok()).flatten()
-            })
+        let info = crate::fleet::redis_info(url, "commandstats").await;
+        total += herder_testkit::command_calls(&info)
+            .filter(|(name, _)| *name != "info" && !INSIDE_SCRIPTS.contains(name))
+            .map(|(_, calls)| calls)
             .sum::<u64>();
     }
     total

@@ -15,25 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet::{Check, Member, NAMESPACE};
-use herder_testkit::{Database, RedisServer, seed};
+use herder_testkit::{Database, RedisServer, eventually, seed};
 use redis::AsyncCommands;
 
 /// A plain connection, to look at or tamper with what the tier stored.
 async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(redis.url()).unwrap();
     client.get_multiplexed_async_connection().await.unwrap()
-}
-
-/// Polls `condition` every 5 ms for up to `within`; the real clock, since Redis is real.
-async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    condition()
 }
 
 /// The Redis key of `key`'s value in the fleet's namespace (single server; see `layout.rs`).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use herder::Cache;
 use herder_redis::{RedisConnection, RedisTier};
 use support::eventually;
-use support::servers::RedisCluster;
+use support::servers::{self, RedisCluster};
 
 struct Instance {
     cache: Cache<u64, String>,
@@ -303,18 +303,7 @@ async fn script_calls(cluster: &RedisCluster) -> u64 {
             .query_async(&mut connection)
             .await
             .unwrap();
-        calls += stats
-            .lines()
-            .filter(|line| {
-                ["cmdstat_eval:", "cmdstat_evalsha:", "cmdstat_script"]
-                    .iter()
-                    .any(|name| line.starts_with(name))
-            })
-            .flat_map(|line| line.split([':', ',']))
-            .filter_map(|field| field.split_once('='))
-            .filter(|(name, _)| name.ends_with("calls"))
-            .map(|(_, n)| n.parse::<u64>().unwrap())
-            .sum::<u64>();
+        calls += servers::script_calls(&stats);
     }
     calls
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use herder::{Cache, DataLoader, Loader};
 use herder_redis::RedisTier;
 use redis::AsyncCommands;
-use support::servers::RedisServer;
+use support::servers::{self, RedisServer};
 use support::{eventually, raw};
 use tokio::time::Instant;
 
@@ -142,22 +142,7 @@ async fn commands(redis: &RedisServer) -> (u64, u64) {
         .query_async(&mut raw)
         .await
         .unwrap();
-    let scripts = stats
-        .lines()
-        .filter(|line| {
-            ["cmdstat_eval:", "cmdstat_evalsha:", "cmdstat_script"]
-                .iter()
-                .any(|name| line.starts_with(name))
-        })
-        .map(|line| {
-            // cmdstat_evalsha:calls=3,usec=...,rejected_calls=0,failed_calls=1
-            line.split([':', ','])
-                .filter_map(|field| field.split_once('='))
-                .filter(|(name, _)| name.ends_with("calls"))
-                .map(|(_, n)| n.parse::<u64>().unwrap())
-                .sum::<u64>()
-        })
-        .sum();
+    let scripts = servers::script_calls(&stats);
     let stats: String = redis::cmd("INFO")
         .arg("stats")
         .query_async(&mut raw)

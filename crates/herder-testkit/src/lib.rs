@@ -41,4 +41,6 @@ pub fn seed() -> u64 {
 #[path = "../../herder-redis/tests/support/servers.rs"]
 mod servers;
 
-pub use servers::{ConfiguredRedis, RedisCluster, RedisServer};
+pub use servers::{
+    ConfiguredRedis, RedisCluster, RedisServer, command_calls, eventually, script_calls,
+};

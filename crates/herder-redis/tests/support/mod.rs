@@ -3,7 +3,7 @@
 
 pub mod servers;
 
-use std::time::Duration;
+pub use servers::eventually;
 
 use servers::RedisServer;
 
@@ -11,16 +11,4 @@ use servers::RedisServer;
 pub async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(redis.url()).unwrap();
     client.get_multiplexed_async_connection().await.unwrap()
-}
-
-/// Polls `condition` every 5 ms for up to `within`; the real clock, since Redis is real.
-pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    condition()
 }

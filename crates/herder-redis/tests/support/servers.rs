@@ -1,7 +1,8 @@
 //! The Redis servers the tests start: a plain `redis-server` (which a test can pause, kill and
 //! restart), one with a password, one that speaks only TLS, and a 3-master cluster. Each runs on
 //! free loopback ports and is killed on drop; without the binaries each returns `None` (the test
-//! skips), unless `HERDER_REQUIRE_REDIS=1` (set by `.ci/run`), in which case it panics.
+//! skips), unless `HERDER_REQUIRE_REDIS=1` (set by `.ci/run`), in which case it panics. Also what
+//! tests read off them: a poll on the real clock, and the calls of `INFO commandstats`.
 //!
 //! Part of the packaged crate (its tests must build from the `.crate`), and the source of
 //! `herder-testkit`'s `ConfiguredRedis` and `RedisCluster` (unpublished, which includes this
@@ -12,6 +13,37 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Polls `condition` every 5 ms for up to `within`; the real clock, since Redis is real.
+pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    condition()
+}
+
+/// The calls of each command in the text of `INFO commandstats`
+/// (`cmdstat_evalsha:calls=3,usec=…`), by command name (`evalsha`, `script|load`). Redis counts
+/// the commands a script runs inside it as calls of their own.
+pub fn command_calls(info: &str) -> impl Iterator<Item = (&str, u64)> + '_ {
+    info.lines().filter_map(|line| {
+        let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+        let calls = fields.strip_prefix("calls=")?.split(',').next()?;
+        Some((name, calls.parse().ok()?))
+    })
+}
+
+/// Script round trips (`EVAL`, `EVALSHA`, `SCRIPT …`) in the text of `INFO commandstats`.
+pub fn script_calls(info: &str) -> u64 {
+    command_calls(info)
+        .filter(|(name, _)| name.starts_with("eval") || name.starts_with("script"))
+        .map(|(_, calls)| calls)
+        .sum()
+}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
