@@ -11,14 +11,21 @@ pub trait Batcher: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// Loads one key.
     fn load(&self, key: u64) -> impl Future<Output = Option<u64>> + Send;
+    /// What its loader counts (`None`: a floor, which has no loader).
+    fn counter(&self) -> Option<&Counter>;
     /// Loader calls so far.
-    fn calls(&self) -> usize;
+    fn calls(&self) -> usize {
+        self.counter().map_or(0, |c| c.calls.load(Relaxed))
+    }
     /// Keys sent to the loader so far.
-    fn keys(&self) -> usize;
+    fn keys(&self) -> usize {
+        self.counter().map_or(0, |c| c.keys.load(Relaxed))
+    }
 }
 
+/// A peer loader's calls and the keys sent to it.
 #[derive(Clone, Default)]
-struct Counter {
+pub struct Counter {
     calls: Arc<AtomicUsize>,
     keys: Arc<AtomicUsize>,
 }
@@ -83,12 +90,8 @@ impl Batcher for Herder {
         self.loader.load(key).await.unwrap()
     }
 
-    fn calls(&self) -> usize {
-        self.loader.loader().0.calls.load(Relaxed)
-    }
-
-    fn keys(&self) -> usize {
-        self.loader.loader().0.keys.load(Relaxed)
+    fn counter(&self) -> Option<&Counter> {
+        Some(&self.loader.loader().0)
     }
 }
 
@@ -162,12 +165,8 @@ impl Batcher for AsyncGraphqlCached {
         self.loader.load_one(key).await.unwrap()
     }
 
-    fn calls(&self) -> usize {
-        self.counter.calls.load(Relaxed)
-    }
-
-    fn keys(&self) -> usize {
-        self.counter.keys.load(Relaxed)
+    fn counter(&self) -> Option<&Counter> {
+        Some(&self.counter)
     }
 }
 
@@ -184,12 +183,8 @@ impl Batcher for AsyncGraphql {
         self.loader.load_one(key).await.unwrap()
     }
 
-    fn calls(&self) -> usize {
-        self.counter.calls.load(Relaxed)
-    }
-
-    fn keys(&self) -> usize {
-        self.counter.keys.load(Relaxed)
+    fn counter(&self) -> Option<&Counter> {
+        Some(&self.counter)
     }
 }
 
@@ -234,12 +229,8 @@ impl Batcher for Cksac {
         self.loader.try_load(key).await.ok()
     }
 
-    fn calls(&self) -> usize {
-        self.counter.calls.load(Relaxed)
-    }
-
-    fn keys(&self) -> usize {
-        self.counter.keys.load(Relaxed)
+    fn counter(&self) -> Option<&Counter> {
+        Some(&self.counter)
     }
 }
 
@@ -273,12 +264,8 @@ impl Batcher for CksacCached {
         self.loader.try_load(key).await.ok()
     }
 
-    fn calls(&self) -> usize {
-        self.counter.calls.load(Relaxed)
-    }
-
-    fn keys(&self) -> usize {
-        self.counter.keys.load(Relaxed)
+    fn counter(&self) -> Option<&Counter> {
+        Some(&self.counter)
     }
 }
 
@@ -305,12 +292,8 @@ impl Batcher for MapFloor {
         self.map.get(&key).copied()
     }
 
-    fn calls(&self) -> usize {
-        0
-    }
-
-    fn keys(&self) -> usize {
-        0
+    fn counter(&self) -> Option<&Counter> {
+        None
     }
 }
 
@@ -326,12 +309,8 @@ impl Batcher for SpawnFloor {
         tokio::spawn(async move { key * 2 }).await.ok()
     }
 
-    fn calls(&self) -> usize {
-        0
-    }
-
-    fn keys(&self) -> usize {
-        0
+    fn counter(&self) -> Option<&Counter> {
+        None
     }
 }
 
