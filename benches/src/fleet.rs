@@ -61,9 +61,8 @@ fn instance(
 
 /// Waits until every instance with a tier has subscribed to its invalidation channel (polling:
 /// the subscriber's connection is real and has no event to wait on).
-async fn subscribed(fleet: &[(Cache<u64, u64>, Option<RedisTier<u64, u64>>)]) {
-    let tiers = || fleet.iter().filter_map(|(_, tier)| tier.as_ref());
-    while tiers().any(|tier| tier.stats().subscriptions == 0) {
+pub(crate) async fn subscribed<'a>(tiers: impl Iterator<Item = &'a RedisTier<u64, u64>> + Clone) {
+    while tiers.clone().any(|tier| tier.stats().subscriptions == 0) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -104,7 +103,7 @@ pub async fn stampede(
         .map(|_| instance(url, namespace, mode))
         .collect();
     // Wait for the subscribers, so that their commands are not counted as the stampede's.
-    subscribed(&fleet).await;
+    subscribed(fleet.iter().filter_map(|(_, tier)| tier.as_ref())).await;
     let calls = Arc::new(AtomicUsize::new(0));
     let before = redis_commands(url).await;
     let gate = Arc::new(tokio::sync::Barrier::new(instances * per_instance));
@@ -152,7 +151,7 @@ pub async fn invalidation_latency(
     let fleet: Vec<_> = (0..instances)
         .map(|_| instance(url, namespace, Mode::Fleet))
         .collect();
-    subscribed(&fleet).await;
+    subscribed(fleet.iter().filter_map(|(_, tier)| tier.as_ref())).await;
     let mut samples = Vec::new();
     for round in 0..rounds as u64 {
         // Read-through, so every instance holds the key (the first loads it, the others read
@@ -233,7 +232,7 @@ pub async fn batches(
     let fleet: Vec<_> = (0..instances)
         .map(|_| instance(url, namespace, mode))
         .collect();
-    subscribed(&fleet).await;
+    subscribed(fleet.iter().filter_map(|(_, tier)| tier.as_ref())).await;
     let (loaded, calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let before = redis_scripts(url).await;
     let gate = Arc::new(tokio::sync::Barrier::new(instances));

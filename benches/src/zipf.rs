@@ -133,16 +133,21 @@ impl Zipf {
 
 struct Instance {
     cache: Option<Cache<u64, u64>>,
+    tier: Option<RedisTier<u64, u64>>,
 }
 
 async fn instance(mode: Mode, redis: &Redis, setup: &Setup, namespace: &str) -> Instance {
     if mode == Mode::NoCache {
-        return Instance { cache: None };
+        return Instance {
+            cache: None,
+            tier: None,
+        };
     }
     let mut builder = Cache::builder()
         .max_capacity(setup.l1_capacity)
         .time_to_live(setup.ttl)
         .wait_timeout(Duration::from_secs(10));
+    let mut shared = None;
     if mode == Mode::Tier {
         let connection = match redis {
             Redis::Single(url) => RedisConnection::open(url),
@@ -154,10 +159,12 @@ async fn instance(mode: Mode, redis: &Redis, setup: &Setup, namespace: &str) -> 
             .namespace(namespace)
             .build()
             .expect("the tier builds");
-        builder = builder.tier(Arc::new(tier));
+        builder = builder.tier(Arc::new(tier.clone()));
+        shared = Some(tier);
     }
     Instance {
         cache: Some(builder.build().expect("the cache builds")),
+        tier: shared,
     }
 }
 
@@ -212,8 +219,8 @@ pub async fn run(mode: Mode, redis: &Redis, setup: Setup, namespace: &str) -> Ou
     for _ in 0..setup.instances {
         fleet.push(Arc::new(instance(mode, redis, &setup, namespace).await));
     }
-    // Let the subscribers connect (their commands are not the run's).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The subscribers connected (their commands are not the run's).
+    crate::fleet::subscribed(fleet.iter().filter_map(|node| node.tier.as_ref())).await;
     let urls = redis.urls();
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
