@@ -330,3 +330,77 @@ async fn semaphore(ops: u64, runners: usize) -> Duration {
     })
     .await
 }
+
+/// Submission alone: `ops` submissions, timed, to a queue whose runners cannot run meanwhile
+/// (they belong to a current-thread runtime that is not driven until the submissions are done),
+/// so that only the submitter's cost is measured: what `submit` costs a caller when the runners
+/// are busy elsewhere. The queue then runs everything, untimed, and the results are checked.
+/// `None` for the peers without a submission of their own (the `Semaphore` baseline spawns a
+/// task per operation; `LocalOperationQueue` needs a `LocalSet`).
+pub fn submit_only(peer: QueuePeer, ops: u64, runners: usize) -> Option<Duration> {
+    let home = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let caller = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let progress = Progress::new(ops);
+    match peer {
+        QueuePeer::Herder | QueuePeer::HerderDetached | QueuePeer::HerderBounded => {
+            let queue = home.block_on(async {
+                let mut builder = herder::OperationQueue::builder().runners(runners);
+                if peer == QueuePeer::HerderBounded {
+                    // Room for every submission: the submitter never waits for the runners.
+                    builder = builder.capacity(ops as usize);
+                }
+                builder.build().expect("valid settings")
+            });
+            let (elapsed, handles) = caller.block_on(async {
+                let start = Instant::now();
+                let mut handles = Vec::with_capacity(ops as usize);
+                for i in 0..ops {
+                    let handle = queue.submit(progress.op(i)).await.unwrap();
+                    if peer == QueuePeer::HerderDetached {
+                        handle.detach();
+                    } else {
+                        handles.push(handle);
+                    }
+                }
+                (start.elapsed(), handles)
+            });
+            home.block_on(async {
+                let mut sum = 0;
+                for handle in handles {
+                    sum += handle.await.unwrap();
+                }
+                progress.finished().await;
+                if peer != QueuePeer::HerderDetached {
+                    assert_eq!(sum, expected(ops), "wrong or missing results");
+                }
+                queue.drain().await;
+            });
+            Some(elapsed)
+        }
+        QueuePeer::OperationQueue => {
+            let queue = home.block_on(async { operation_queue_with(runners) });
+            let elapsed = caller.block_on(async {
+                let start = Instant::now();
+                for _ in 0..ops {
+                    let op = Bump {
+                        progress: progress.clone(),
+                    };
+                    queue.enqueue(Box::new(op)).await.unwrap();
+                }
+                start.elapsed()
+            });
+            home.block_on(async {
+                progress.finished().await;
+                queue.stop().await;
+            });
+            Some(elapsed)
+        }
+        QueuePeer::HerderLocal | QueuePeer::OperationQueueOneshot | QueuePeer::Semaphore => None,
+    }
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use herder_benches::on_peer;
 use herder_benches::peers::Peer;
-use herder_benches::queue::QueuePeer;
+use herder_benches::queue::{QueuePeer, submit_only};
 use herder_benches::report::{Table, human, median, median_count, quantile, ratio};
 use herder_benches::workloads::{self, Sample};
 use tokio::runtime::{Builder, Runtime};
@@ -582,6 +582,58 @@ fn queue(rounds: usize, only: Option<&str>) {
             table.markdown()
         );
     }
+    // Submission alone, the runners not running meanwhile (`queue::submit_only`).
+    let peers: Vec<QueuePeer> = [
+        QueuePeer::OperationQueue,
+        QueuePeer::Herder,
+        QueuePeer::HerderDetached,
+        QueuePeer::HerderBounded,
+    ]
+    .into_iter()
+    .filter(|peer| only.is_none_or(|only| peer.name().contains(only)))
+    .collect();
+    if peers.is_empty()
+        || runtime_filter
+            .as_deref()
+            .is_some_and(|f| !"submit".contains(f))
+    {
+        return;
+    }
+    for peer in &peers {
+        submit_only(*peer, OPS, RUNNERS);
+    }
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); peers.len()];
+    for round in 0..rounds {
+        for offset in 0..peers.len() {
+            let i = (round + offset) % peers.len();
+            samples[i].push(submit_only(peers[i], OPS, RUNNERS).expect("a peer that submits"));
+        }
+    }
+    let base = median(&samples[0]);
+    let mut table = Table::new(&[
+        "implementation",
+        "median per submission",
+        "fastest",
+        "slowest",
+        "samples",
+        "cost vs operation-queue",
+    ]);
+    for (peer, t) in peers.iter().zip(&samples) {
+        let m = median(t);
+        let per = |d: Duration| format!("{:.0} ns", d.as_nanos() as f64 / OPS as f64);
+        table.row(vec![
+            peer.name().to_owned(),
+            per(m),
+            per(quantile(t, 0.0)),
+            per(quantile(t, 1.0)),
+            t.len().to_string(),
+            format!("{:.2}×", m.as_secs_f64() / base.as_secs_f64()),
+        ]);
+    }
+    println!(
+        "### Submission alone: {OPS} submissions while the runners cannot run (current-thread runtimes)\n\n{}",
+        table.markdown()
+    );
 }
 
 fn main() {

@@ -26,6 +26,7 @@ on_both_runtimes!(
     drain_awaits_queued_work,
     many_submitters_all_get_their_results,
     runners_can_be_added_and_removed_while_running,
+    every_operation_s_future_is_dropped_exactly_once,
 );
 
 /// Operations that wait for the test: each takes one permit of `gate` before it ends, and
@@ -849,4 +850,77 @@ async fn shutdown_returns_after_concurrent_set_runners() {
         assert!(err.is_aborted() || err.is_cancelled());
     }
     assert_eq!(queue.stats().runners, 0);
+}
+
+/// Counts the futures dropped.
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+/// Every way an operation can end (completed, panicked, timed out, cancelled by its dropped
+/// handle, cancelled by a shutdown, aborted by a shutdown, detached) drops its future exactly
+/// once and tells its handle, on both runtimes.
+async fn every_operation_s_future_is_dropped_exactly_once() {
+    let queue = OperationQueue::builder()
+        .runners(1)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let guard = || DropCount(drops.clone());
+    let blocker = Arc::new(Semaphore::new(0));
+    let op = |kind: &'static str| {
+        let guard = guard();
+        let blocker = blocker.clone();
+        async move {
+            let _guard = guard;
+            match kind {
+                "panic" => panic!("boom"),
+                "hang" => std::future::pending::<()>().await,
+                "wait" => drop(blocker.acquire().await.unwrap()),
+                _ => {}
+            }
+            kind
+        }
+    };
+    let completed = queue.submit(op("ok")).await.unwrap();
+    let panicked = queue.submit(op("panic")).await.unwrap();
+    let detached = queue.submit(op("ok")).await.unwrap();
+    detached.detach();
+    assert_eq!(completed.await.unwrap(), "ok");
+    assert!(panicked.await.unwrap_err().is_panic());
+    queue.wait_idle().await;
+    assert_eq!(drops.load(SeqCst), 3);
+    // One runs and hangs; behind it, one handle is dropped and two wait for the shutdown.
+    let hung = queue.submit(op("hang")).await.unwrap();
+    let dropped = queue.submit(op("ok")).await.unwrap();
+    let queued = queue.submit(op("ok")).await.unwrap();
+    let also_queued = queue.submit(op("wait")).await.unwrap();
+    until("the runner is busy", || queue.stats().running == 1).await;
+    drop(dropped);
+    assert_eq!(queue.stats().cancelled, 1);
+    let report = queue
+        .shutdown(Instant::now() + Duration::from_millis(10))
+        .await;
+    assert_eq!((report.aborted, report.cancelled), (1, 2));
+    assert!(hung.await.unwrap_err().is_aborted());
+    assert!(queued.await.unwrap_err().is_cancelled());
+    assert!(also_queued.await.unwrap_err().is_cancelled());
+    // Seven futures, seven drops: none leaked, none dropped twice.
+    assert_eq!(drops.load(SeqCst), 7);
+    let stats = queue.stats();
+    assert_eq!(
+        (
+            stats.completed,
+            stats.panicked,
+            stats.aborted,
+            stats.cancelled,
+            stats.queued
+        ),
+        (2, 1, 1, 3, 0)
+    );
 }

@@ -2,6 +2,10 @@
 //! `crate::sync` does for the other primitives).
 
 #[cfg(herder_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst, fence};
+pub(crate) use loom::sync::atomic::{
+    AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst, fence,
+};
 #[cfg(not(herder_loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst, fence};
+pub(crate) use std::sync::atomic::{
+    AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst, fence,
+};

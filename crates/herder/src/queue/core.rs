@@ -23,9 +23,9 @@ use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::atomics::{AtomicU64, AtomicUsize, SeqCst, fence};
+use super::atomics::{AtomicU64, AtomicUsize, Relaxed, Release, SeqCst, fence};
 use super::fifo::Fifo;
-use super::job::Job;
+use super::job::{Entry, Job};
 use super::state::{Attach, End, RunnerKey, State};
 use super::stats::{self, OperationQueueStats, ShutdownReport};
 use crate::line::Gate;
@@ -50,9 +50,14 @@ pub(crate) struct Runner {
 /// A runner to spawn: its key, its wake-up signal and its counts.
 pub(crate) type NewRunner = (RunnerKey, Arc<Notify>, Arc<RunnerCounts>);
 
-/// The bit of [`Front::gate`] that says the queue is closed; the other bits count the pushes
-/// under way.
-const CLOSED: usize = 1 << (usize::BITS - 1);
+/// [`Front::gate`]'s layout: the pushes under way in the low bits, then [`CLOSED`], then the
+/// jobs ever pushed (counted with the push's announcement, so one atomic operation does both;
+/// the count wraps at the top, harmlessly: `stats` reads it modulo its width).
+const IN_FLIGHT: u64 = (1 << 24) - 1;
+/// The bit of [`Front::gate`] that says the queue is closed.
+const CLOSED: u64 = 1 << 24;
+/// One job pushed, in [`Front::gate`].
+const PUSHED_ONE: u64 = 1 << 25;
 
 /// What a runner that found the FIFO empty does.
 pub(crate) enum Idle {
@@ -82,10 +87,9 @@ pub(crate) struct RunnerCounts {
 #[derive(Default)]
 #[repr(align(128))]
 struct Front {
-    /// [`CLOSED`], and the pushes under way: a runner does not exit while one may still land.
-    gate: AtomicUsize,
-    /// Jobs ever pushed.
-    pushed: AtomicU64,
+    /// The pushes under way (a runner does not exit while one may still land), [`CLOSED`], and
+    /// the jobs ever pushed.
+    gate: AtomicU64,
 }
 
 /// Read on every job, written rarely (under the lock, but for `watchers`).
@@ -112,8 +116,8 @@ struct Totals {
     timed_out: AtomicU64,
 }
 
-pub(crate) struct Core<J: ?Sized> {
-    fifo: Padded<Fifo<Pin<Box<J>>>>,
+pub(crate) struct Core<J: ?Sized + Job> {
+    fifo: Padded<Fifo<Entry<J>>>,
     front: Front,
     hints: Hints,
     totals: Totals,
@@ -142,13 +146,20 @@ impl<T> std::ops::Deref for Padded<T> {
     }
 }
 
+/// A job a runner has taken: the started operation, and when it was queued.
+pub(crate) struct Started<J: ?Sized + Job> {
+    pub(crate) run: Pin<Box<J::Run>>,
+    #[cfg(feature = "metrics")]
+    queued_at: Option<Instant>,
+}
+
 /// Why a submission without waiting was refused.
 pub(crate) enum Refused {
     Full,
     Closed,
 }
 
-impl<J: ?Sized> Core<J> {
+impl<J: ?Sized + Job> Core<J> {
     /// The core, and the runners to spawn.
     pub(crate) fn new(config: Config) -> (Self, Vec<NewRunner>) {
         let mut state = State::new(config.runners);
@@ -217,28 +228,24 @@ impl<J: ?Sized> Core<J> {
         }
     }
 
-    /// Queues `op` (for which a place was reserved) at the back and wakes a parked runner if
-    /// needed. A closed queue hands `op` back, and the place is released.
-    pub(crate) fn push<O>(
-        &self,
-        op: Box<O>,
-        erase: impl FnOnce(Box<O>) -> Pin<Box<J>>,
-    ) -> Result<(), Box<O>> {
+    /// Queues the job `make` makes of `op` (for which a place was reserved) at the back and
+    /// wakes a parked runner if needed. A closed queue hands `op` back, and the place is
+    /// released.
+    pub(crate) fn push<O>(&self, op: O, make: impl FnOnce(O) -> Arc<J>) -> Result<(), O> {
         let front = &self.front;
         // Announced before it is pushed, so that no runner takes the queue for closed and empty
         // and exits while the job is on its way.
         let open = front
             .gate
             .fetch_update(SeqCst, SeqCst, |gate| {
-                (gate & CLOSED == 0).then_some(gate + 1)
+                (gate & CLOSED == 0).then_some(gate.wrapping_add(PUSHED_ONE + 1))
             })
             .is_ok();
         if !open {
             self.release(1);
             return Err(op);
         }
-        front.pushed.fetch_add(1, SeqCst);
-        self.fifo.push(erase(op));
+        self.fifo.push(Entry::new(make(op)));
         front.gate.fetch_sub(1, SeqCst);
         fence(SeqCst);
         self.wake_if_parked();
@@ -275,21 +282,23 @@ impl<J: ?Sized> Core<J> {
 
     /// The next job for a runner, if one is queued, counted as taken and running. Jobs
     /// cancelled while queued are dropped on the way (their handles counted them).
-    pub(crate) fn next_job(&self, counts: &RunnerCounts) -> Option<Pin<Box<J>>>
-    where
-        J: Job,
-    {
+    pub(crate) fn next_job(&self, counts: &RunnerCounts) -> Option<Started<J>> {
         loop {
-            let job = self.fifo.pop()?;
-            if job.start() {
+            let entry = self.fifo.pop()?;
+            #[cfg(feature = "metrics")]
+            let queued_at = entry.queued_at();
+            if let Some(run) = entry.start() {
                 // Running before it counts as taken, so that the queue never looks idle while
                 // the job is on its way to its runner.
-                counts.running.store(1, SeqCst);
-                counts.taken.fetch_add(1, SeqCst);
+                counts.running.store(1, Relaxed);
+                bump(&counts.taken);
                 self.release(1);
-                return Some(job);
+                return Some(Started {
+                    run,
+                    #[cfg(feature = "metrics")]
+                    queued_at,
+                });
             }
-            drop_quietly(job);
         }
     }
 
@@ -300,7 +309,9 @@ impl<J: ?Sized> Core<J> {
             End::Panicked => &counts.panicked,
             End::TimedOut => &counts.timed_out,
         };
-        counter.fetch_add(1, SeqCst);
+        bump(counter);
+        // `SeqCst`: ordered before the look at `watchers` below, against a watcher that
+        // registers, then reads the counts.
         counts.running.store(0, SeqCst);
         self.notify_watchers();
     }
@@ -383,7 +394,7 @@ impl<J: ?Sized> Core<J> {
             self.publish(&state);
             return Idle::Retry;
         }
-        if gate == CLOSED {
+        if gate & CLOSED != 0 && gate & IN_FLIGHT == 0 {
             // Closed, nothing queued, no push under way: nothing will come.
             self.retire(state.exit(id));
             self.publish(&state);
@@ -465,13 +476,12 @@ impl<J: ?Sized> Core<J> {
 
     /// A runner took `job`: records how long it waited; the start, to time its run.
     #[cfg(feature = "metrics")]
-    pub(crate) fn job_started(&self, job: &J) -> Option<Instant>
-    where
-        J: Job,
-    {
+    pub(crate) fn job_started(&self, job: &Started<J>) -> Option<Instant> {
         let histograms = self.histograms.get()?;
         let now = Instant::now();
-        histograms.waited(now.saturating_duration_since(job.queued_at()));
+        if let Some(queued_at) = job.queued_at {
+            histograms.waited(now.saturating_duration_since(queued_at));
+        }
         Some(now)
     }
 
@@ -507,8 +517,8 @@ impl<J: ?Sized> Core<J> {
             counters.timed_out += counts.timed_out.load(SeqCst);
         }
         // Last: a job is counted as pushed before any runner can take it.
-        let pushed = self.front.pushed.load(SeqCst);
-        let queued = pushed.saturating_sub(taken + counters.cancelled);
+        let pushed = self.front.gate.load(SeqCst) / PUSHED_ONE;
+        let queued = pushed.wrapping_sub(taken + counters.cancelled) & (u64::MAX / PUSHED_ONE);
         (queued as usize, running, state.runners(), counters)
     }
 
@@ -557,10 +567,7 @@ impl<J: ?Sized> Core<J> {
         self.wait_until(Self::is_drained).await;
     }
 
-    pub(crate) async fn shutdown(&self, deadline: Instant) -> ShutdownReport
-    where
-        J: Job,
-    {
+    pub(crate) async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
         self.close();
         if tokio::time::timeout_at(deadline, self.wait_until(Self::is_drained))
             .await
@@ -586,10 +593,7 @@ impl<J: ?Sized> Core<J> {
     }
 
     /// Cancels every job still queued; returns how many.
-    fn cancel_queued(&self) -> usize
-    where
-        J: Job,
-    {
+    fn cancel_queued(&self) -> usize {
         let mut jobs = Vec::new();
         while let Some(job) = self.fifo.pop() {
             jobs.push(job);
@@ -605,10 +609,7 @@ impl<J: ?Sized> Core<J> {
     /// Runner `id`'s task is gone before it exited (aborted, or dropped with its runtime). The
     /// job it was running counts as aborted. If it was the last runner, nothing will run jobs
     /// any more: the queue closes and what is queued is cancelled.
-    pub(crate) fn lost(&self, id: usize)
-    where
-        J: Job,
-    {
+    pub(crate) fn lost(&self, id: usize) {
         let last = {
             let mut state = lock(&self.state);
             let Some((runner, last)) = state.lost(id) else {
@@ -637,9 +638,9 @@ impl<J: ?Sized> Core<J> {
 }
 
 /// Unregisters a caller of `wait_until`, however its wait ends.
-struct Watching<'a, J: ?Sized>(&'a Core<J>);
+struct Watching<'a, J: ?Sized + Job>(&'a Core<J>);
 
-impl<J: ?Sized> Drop for Watching<'_, J> {
+impl<J: ?Sized + Job> Drop for Watching<'_, J> {
     fn drop(&mut self) {
         self.0.hints.watchers.fetch_sub(1, SeqCst);
     }
@@ -660,6 +661,12 @@ fn wakers(state: &State<Runner>, ids: Vec<usize>) -> Vec<Arc<Notify>> {
     ids.into_iter()
         .filter_map(|id| state.runner(id).map(|r| r.wake.clone()))
         .collect()
+}
+
+/// Adds one to a counter that only its runner writes: a plain store, no locked instruction.
+/// `Release`, so that whoever reads the new count (`Acquire`) sees what the runner did before.
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Relaxed) + 1, Release);
 }
 
 /// Drops `value`, ignoring a panic in its destructor (a user future's), so that a runner, or a

@@ -7,18 +7,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::core::Core;
-use super::job::{Output, Slot};
+use super::job::{Job, Outcome, Output};
 
 /// Awaits a job's result; if dropped first, cancels the job when it has not started (it will
 /// not run, and its place is free at once). Both handle types wrap one.
-pub(crate) struct Receipt<T, J: ?Sized> {
-    slot: Arc<Slot<T>>,
+pub(crate) struct Receipt<S: ?Sized + Outcome, J: ?Sized + Job> {
+    /// The operation's cell, as its handle reads it.
+    slot: Arc<S>,
     /// Set while the result has not arrived and the handle is attached.
     core: Option<Arc<Core<J>>>,
 }
 
-impl<T, J: ?Sized> Receipt<T, J> {
-    pub(crate) fn new(slot: Arc<Slot<T>>, core: Arc<Core<J>>) -> Self {
+impl<S: ?Sized + Outcome, J: ?Sized + Job> Receipt<S, J> {
+    pub(crate) fn new(slot: Arc<S>, core: Arc<Core<J>>) -> Self {
         Receipt {
             slot,
             core: Some(core),
@@ -35,17 +36,17 @@ impl<T, J: ?Sized> Receipt<T, J> {
     }
 }
 
-impl<T, J: ?Sized> Future for Receipt<T, J> {
-    type Output = Output<T>;
+impl<S: ?Sized + Outcome, J: ?Sized + Job> Future for Receipt<S, J> {
+    type Output = Output<S::Value>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Output<T>> {
-        let result = std::task::ready!(self.slot.poll(cx));
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(self.slot.poll_outcome(cx));
         self.core = None;
         Poll::Ready(result)
     }
 }
 
-impl<T, J: ?Sized> Drop for Receipt<T, J> {
+impl<S: ?Sized + Outcome, J: ?Sized + Job> Drop for Receipt<S, J> {
     fn drop(&mut self) {
         if let Some(core) = self.core.take()
             && self.slot.cancel()

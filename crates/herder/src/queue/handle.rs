@@ -13,7 +13,7 @@ use super::builder::Builder;
 use super::core::Config;
 use super::error::{OperationError, SubmitError, TrySubmitError};
 use super::future::Receipt;
-use super::job::SendJob;
+use super::job::{Cell, Outcome, SendJob, Sendable};
 use super::runner::{RunnerGuard, Spawn, run};
 use super::shared::{Rejected, Shared};
 use super::stats::{OperationQueueStats, ShutdownReport};
@@ -55,21 +55,25 @@ use crate::error::BuildError;
 /// # }
 /// ```
 pub struct OperationQueue {
-    shared: Arc<Shared<dyn SendJob, Handle>>,
+    shared: Arc<Shared<SendJob, Handle>>,
 }
 
 /// Runners of `Send` jobs are tasks of the queue's runtime.
-impl Spawn<dyn SendJob> for Handle {
-    fn spawn(&self, guard: RunnerGuard<dyn SendJob>, wake: Arc<Notify>) -> AbortHandle {
+impl Spawn<SendJob> for Handle {
+    fn spawn(&self, guard: RunnerGuard<SendJob>, wake: Arc<Notify>) -> AbortHandle {
         Handle::spawn(self, run(guard, wake)).abort_handle()
     }
 }
 
-fn erase<F>(op: Box<F>) -> Pin<Box<dyn SendJob>>
+/// What an operation's handle reads its result through.
+type SendOutcome<T> = dyn Outcome<Value = T> + Send + Sync;
+
+fn erase<F>(cell: Arc<Cell<F, Sendable>>) -> (Arc<SendJob>, Arc<SendOutcome<F::Output>>)
 where
-    F: SendJob + 'static,
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
 {
-    Box::into_pin(op)
+    (cell.clone(), cell)
 }
 
 impl OperationQueue {
@@ -313,7 +317,7 @@ impl Clone for OperationQueue {
 }
 
 #[cfg(feature = "metrics")]
-impl crate::metrics::Source for Shared<dyn SendJob, Handle> {
+impl crate::metrics::Source for Shared<SendJob, Handle> {
     fn publish(&self) {
         if let Some(metrics) = &self.metrics {
             metrics.publish(&self.stats());
@@ -353,7 +357,7 @@ impl fmt::Debug for OperationQueue {
 /// ```
 #[must_use = "dropping the handle of an operation that has not started removes it from the queue; use `detach` to let it run"]
 pub struct OperationHandle<T> {
-    receipt: Receipt<T, dyn SendJob>,
+    receipt: Receipt<SendOutcome<T>, SendJob>,
 }
 
 impl<T> OperationHandle<T> {

@@ -1,118 +1,261 @@
-//! An operation as the runners see it: the caller's future, type-erased behind [`Job`], and the
-//! [`Slot`] its handle reads the result from.
+//! An operation as the queue, its runners and its handle see it: one [`Cell`] per operation,
+//! shared by the FIFO (type-erased behind [`Job`]) and the handle (behind [`Outcome`]).
 //!
-//! Two allocations per operation: the boxed job (the caller's future, which a runner polls
-//! pinned) and the slot, shared with the handle. There is no channel: the slot is one state
-//! word, the result and the handle's waker. (Putting the future in the slot's allocation would
-//! need to pin it inside shared memory, which takes `unsafe`; the crate forbids it.)
+//! **One allocation per queued operation.** The cell holds the caller's future, unpolled, and
+//! later its result and the handle's waker: there is no channel, and no second allocation for
+//! the result. A future cannot be polled in place inside shared memory without `unsafe` (it
+//! would have to be pinned there, and the crate forbids `unsafe`), so the runner that starts an
+//! operation moves the future out of the cell into a [`Running`] box of its own: an allocation
+//! that lives only while the operation runs and is freed by the runner that made it, the same
+//! thread, right after (what operation-queue does when it performs an operation; it is hot in
+//! the allocator's per-thread cache). Queued operations, which can be many, cost one allocation
+//! each.
 //!
-//! The slot's state decides, exactly once, whether a queued job starts (a runner
+//! The cell's stage, under its lock, decides exactly once whether a queued job starts (a runner
 //! [starts](Job::start) it) or is cancelled (its handle was dropped, or a shutdown cancels it):
-//! whoever wins counts it. However an operation ends, its handle hears about it exactly once,
-//! when the job is dropped ([`Reply`]'s `Drop`): its output, the error given to [`Job::fail`],
-//! or, for a job dropped before either, why it has none (cancelled while queued, aborted while
-//! running). The runner drops a finished job only after counting its end, so a caller that has
-//! its result sees it counted in `stats`.
+//! whoever wins counts it. However an operation ends, its handle hears about it exactly once:
+//! its output, the error given to [`Run::fail`], or, for a job dropped before either, why it
+//! has none (cancelled while queued, aborted while running). A started operation delivers when
+//! its [`Running`] box is dropped, which the runner does only after counting its end, so a
+//! caller that has its result sees it counted in `stats`.
 
 use std::future::Future;
+use std::marker::PhantomData;
+use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
-use super::atomics::{AtomicUsize, SeqCst};
+use super::core::drop_quietly;
 use super::error::OperationError;
 use crate::sync::{Mutex, lock};
 
 /// What a handle receives.
 pub(crate) type Output<T> = Result<T, OperationError>;
 
-const QUEUED: usize = 0;
-const STARTED: usize = 1;
-const CANCELLED: usize = 2;
-
-/// A queued operation, as a runner drives it.
+/// A queued operation, as the FIFO holds it and a runner takes it.
 pub(crate) trait Job {
-    /// A runner takes the job: `false` if it was cancelled first (then it is only dropped).
-    fn start(&self) -> bool;
-    /// A shutdown cancels the job: `false` if it had started or was cancelled already.
+    /// The started operation, as its runner polls it (`Send` for `OperationQueue`).
+    type Run: ?Sized + Run;
+    /// A runner takes the job: the operation, moved out to be polled, or `None` if it was
+    /// cancelled first (then this reference is dropped, a panic in the future's destructor
+    /// ignored).
+    fn start(self: Arc<Self>) -> Option<Pin<Box<Self::Run>>>;
+    /// Cancels the job (a shutdown, or its FIFO entry dropped) and tells its handle: `false` if
+    /// it had started or was cancelled already.
     fn cancel(&self) -> bool;
-    /// Polls the operation; on completion its output is kept for the handle.
-    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
-    /// The operation gave no output (it panicked or timed out): keeps why, for the handle.
-    fn fail(self: Pin<&mut Self>, error: OperationError);
     /// When the job was queued.
     #[cfg(feature = "metrics")]
     fn queued_at(&self) -> tokio::time::Instant;
 }
 
-/// A [`Job`] that can move between threads: what `OperationQueue` holds.
-pub(crate) trait SendJob: Job + Send {}
-
-impl<T: Job + Send + ?Sized> SendJob for T {}
-
-/// Where a job's result waits for its handle.
-pub(crate) struct Slot<T> {
-    state: AtomicUsize,
-    inner: Mutex<Inner<T>>,
+/// A started operation, as its runner polls it.
+pub(crate) trait Run {
+    /// Polls the operation; on completion its output is kept for the handle.
+    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+    /// The operation gave no output (it panicked or timed out): keeps why, for the handle.
+    fn fail(self: Pin<&mut Self>, error: OperationError);
 }
 
-struct Inner<T> {
-    result: Option<Output<T>>,
-    /// The result has been delivered (and maybe taken).
-    done: bool,
+/// A [`Run`] that can move between threads: what an `OperationQueue`'s runner holds.
+pub(crate) trait SendRun: Run + Send {}
+
+impl<T: Run + Send + ?Sized> SendRun for T {}
+
+/// The jobs of an `OperationQueue`.
+pub(crate) type SendJob = dyn Job<Run = dyn SendRun> + Send + Sync;
+
+/// The jobs of a `LocalOperationQueue`.
+pub(crate) type LocalJob = dyn Job<Run = dyn Run>;
+
+/// An operation's result, as its handle reads it.
+pub(crate) trait Outcome {
+    type Value;
+    /// The result, once delivered; registers `cx`'s waker otherwise.
+    fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Output<Self::Value>>;
+    /// Cancels the job if it has not started: `true` if this call did.
+    fn cancel(&self) -> bool;
+}
+
+/// The [`Cell`] of an `OperationQueue`'s operation: its future and output are `Send`.
+pub(crate) enum Sendable {}
+
+/// The [`Cell`] of a `LocalOperationQueue`'s operation.
+pub(crate) enum Local {}
+
+/// One queued operation: its state, its future until a runner starts it, then its result and
+/// the handle's waker. `K` says which flavour's [`Job`] it is ([`Sendable`] or [`Local`]).
+pub(crate) struct Cell<F: Future, K> {
+    inner: Mutex<Inner<F>>,
+    /// When the job was queued, for the `metrics` feature's wait histogram.
+    #[cfg(feature = "metrics")]
+    queued: tokio::time::Instant,
+    kind: PhantomData<fn() -> K>,
+}
+
+struct Inner<F: Future> {
+    stage: Stage<F>,
     waker: Option<Waker>,
 }
 
-impl<T> Slot<T> {
-    fn new() -> Self {
-        Slot {
-            state: AtomicUsize::new(QUEUED),
+enum Stage<F: Future> {
+    /// Queued, not started: the caller's future, never polled.
+    Queued(F),
+    /// Its handle was dropped before it started: it will not run, and the future waits for the
+    /// runner that comes to it (which drops it).
+    Cancelled(F),
+    /// Moved out to its runner.
+    Gone,
+    /// The result, for the handle.
+    Done(Output<F::Output>),
+    /// The handle has taken the result.
+    Taken,
+}
+
+impl<F: Future, K> Cell<F, K> {
+    pub(crate) fn new(fut: F) -> Self {
+        Cell {
             inner: Mutex::new(Inner {
-                result: None,
-                done: false,
+                stage: Stage::Queued(fut),
                 waker: None,
             }),
+            #[cfg(feature = "metrics")]
+            queued: tokio::time::Instant::now(),
+            kind: PhantomData,
         }
     }
 
-    fn start(&self) -> bool {
-        self.state
-            .compare_exchange(QUEUED, STARTED, SeqCst, SeqCst)
-            .is_ok()
+    /// Its handle is dropped before the job started: `true` if this call cancelled it.
+    fn cancel_by_handle(&self) -> bool {
+        let mut inner = lock(&self.inner);
+        if !matches!(inner.stage, Stage::Queued(_)) {
+            return false;
+        }
+        if let Stage::Queued(fut) = mem::replace(&mut inner.stage, Stage::Gone) {
+            inner.stage = Stage::Cancelled(fut);
+        }
+        true
     }
 
-    /// Cancels the job if it has not started: `true` if this call did.
-    pub(crate) fn cancel(&self) -> bool {
-        self.state
-            .compare_exchange(QUEUED, CANCELLED, SeqCst, SeqCst)
-            .is_ok()
+    /// Cancels the job if it has not started and tells its handle; the future is dropped
+    /// after the lock is released.
+    fn cancel_and_tell(&self) -> bool {
+        let (stage, waker) = {
+            let mut inner = lock(&self.inner);
+            if !matches!(inner.stage, Stage::Queued(_)) {
+                return false;
+            }
+            let cancelled = Stage::Done(Err(OperationError::cancelled()));
+            (
+                mem::replace(&mut inner.stage, cancelled),
+                inner.waker.take(),
+            )
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        drop(stage);
+        true
     }
 
-    fn deliver(&self, result: Output<T>) {
+    /// Takes the job for a runner: its future, or `None` if it was cancelled first (then the
+    /// future, if this cell still held it, is dropped here, a panic in its destructor ignored).
+    fn begin(self: Arc<Self>) -> Option<Running<F, K>> {
+        let stage = {
+            let mut inner = lock(&self.inner);
+            if !matches!(inner.stage, Stage::Queued(_) | Stage::Cancelled(_)) {
+                // A shutdown cancelled it: its handle has been told.
+                return None;
+            }
+            mem::replace(&mut inner.stage, Stage::Gone)
+        };
+        match stage {
+            Stage::Queued(fut) => Some(Running {
+                fut,
+                reply: Reply {
+                    cell: self,
+                    result: None,
+                },
+            }),
+            other => {
+                // Cancelled by its handle, which is gone.
+                drop_quietly(other);
+                None
+            }
+        }
+    }
+
+    fn deliver(&self, result: Output<F::Output>) {
         let waker = {
             let mut inner = lock(&self.inner);
-            inner.result = Some(result);
-            inner.done = true;
+            inner.stage = Stage::Done(result);
             inner.waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
         }
     }
+}
 
-    /// The result, once delivered.
-    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Output<T>> {
+impl<F, K> Job for Cell<F, K>
+where
+    F: Future + 'static,
+    K: Kind<F>,
+{
+    type Run = K::Run;
+
+    fn start(self: Arc<Self>) -> Option<Pin<Box<K::Run>>> {
+        self.begin().map(K::boxed)
+    }
+
+    fn cancel(&self) -> bool {
+        self.cancel_and_tell()
+    }
+
+    #[cfg(feature = "metrics")]
+    fn queued_at(&self) -> tokio::time::Instant {
+        self.queued
+    }
+}
+
+/// What a flavour boxes a started operation as.
+pub(crate) trait Kind<F: Future>: Sized + 'static {
+    type Run: ?Sized + Run;
+    fn boxed(running: Running<F, Self>) -> Pin<Box<Self::Run>>;
+}
+
+impl<F> Kind<F> for Sendable
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    type Run = dyn SendRun;
+
+    fn boxed(running: Running<F, Self>) -> Pin<Box<dyn SendRun>> {
+        Box::pin(running)
+    }
+}
+
+impl<F: Future + 'static> Kind<F> for Local {
+    type Run = dyn Run;
+
+    fn boxed(running: Running<F, Self>) -> Pin<Box<dyn Run>> {
+        Box::pin(running)
+    }
+}
+
+impl<F: Future, K> Outcome for Cell<F, K> {
+    type Value = F::Output;
+
+    fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Output<F::Output>> {
         let mut inner = lock(&self.inner);
-        if inner.done {
+        match mem::replace(&mut inner.stage, Stage::Taken) {
+            Stage::Done(result) => return Poll::Ready(result),
             // Taken once: the handle stops polling after `Ready`.
-            return Poll::Ready(
-                inner
-                    .result
-                    .take()
-                    .unwrap_or_else(|| Err(OperationError::aborted())),
-            );
+            Stage::Taken => return Poll::Ready(Err(OperationError::aborted())),
+            pending => inner.stage = pending,
         }
         match &mut inner.waker {
             Some(waker) => waker.clone_from(cx.waker()),
@@ -120,62 +263,23 @@ impl<T> Slot<T> {
         }
         Poll::Pending
     }
+
+    fn cancel(&self) -> bool {
+        self.cancel_by_handle()
+    }
 }
 
 pin_project! {
-    /// The caller's future and the way back to its handle.
-    pub(crate) struct Op<F: Future> {
+    /// A started operation: the caller's future, moved out of its cell to be polled pinned, and
+    /// the way back to its handle.
+    pub(crate) struct Running<F: Future, K> {
         #[pin]
         fut: F,
-        reply: Reply<F::Output>,
-        queued: Queued,
+        reply: Reply<F, K>,
     }
 }
 
-/// When a job was queued, kept for the `metrics` feature's wait histogram (nothing without it:
-/// pin-project-lite takes no `cfg` on a field).
-#[cfg(feature = "metrics")]
-type Queued = tokio::time::Instant;
-#[cfg(not(feature = "metrics"))]
-type Queued = ();
-
-fn queued_now() -> Queued {
-    #[cfg(feature = "metrics")]
-    return tokio::time::Instant::now();
-}
-
-impl<F: Future> Op<F> {
-    pub(crate) fn new(fut: F) -> (Self, Arc<Slot<F::Output>>) {
-        let slot = Arc::new(Slot::new());
-        let reply = Reply {
-            slot: Some(slot.clone()),
-            result: None,
-        };
-        let op = Op {
-            fut,
-            reply,
-            queued: queued_now(),
-        };
-        (op, slot)
-    }
-
-    /// The caller's future, for a submission that was refused.
-    pub(crate) fn into_future(self) -> F {
-        let Op { fut, mut reply, .. } = self;
-        reply.slot = None;
-        fut
-    }
-}
-
-impl<F: Future> Job for Op<F> {
-    fn start(&self) -> bool {
-        self.reply.slot.as_ref().is_some_and(|slot| slot.start())
-    }
-
-    fn cancel(&self) -> bool {
-        self.reply.slot.as_ref().is_some_and(|slot| slot.cancel())
-    }
-
+impl<F: Future, K> Run for Running<F, K> {
     fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         match this.fut.poll(cx) {
@@ -190,41 +294,71 @@ impl<F: Future> Job for Op<F> {
     fn fail(self: Pin<&mut Self>, error: OperationError) {
         self.project().reply.result = Some(Err(error));
     }
-
-    #[cfg(feature = "metrics")]
-    fn queued_at(&self) -> tokio::time::Instant {
-        self.queued
-    }
 }
 
 /// Hands the handle its result when dropped, or why there is none. It is the last field of
-/// [`Op`], so the caller's future is dropped first.
-struct Reply<T> {
-    slot: Option<Arc<Slot<T>>>,
-    result: Option<Output<T>>,
+/// [`Running`], so the caller's future is dropped first.
+struct Reply<F: Future, K> {
+    cell: Arc<Cell<F, K>>,
+    result: Option<Output<F::Output>>,
 }
 
-impl<T> Drop for Reply<T> {
+impl<F: Future, K> Drop for Reply<F, K> {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            let result = self.result.take().unwrap_or_else(|| {
-                Err(if slot.state.load(SeqCst) == STARTED {
-                    OperationError::aborted()
-                } else {
-                    OperationError::cancelled()
-                })
-            });
-            // The handle may be gone (dropped, or detached): then nobody reads it.
-            slot.deliver(result);
+        if Arc::strong_count(&self.cell) == 1 {
+            // The handle is gone (dropped, or detached), and cells have no weak references: no
+            // one can read the result. (A load, where `Arc::get_mut` would take a lock-prefixed
+            // compare-and-swap.)
+            return;
+        }
+        let result = self
+            .result
+            .take()
+            .unwrap_or_else(|| Err(OperationError::aborted()));
+        self.cell.deliver(result);
+    }
+}
+
+/// A job in the FIFO. Dropped without being started (a shutdown cancelled it, or the queue
+/// itself was dropped with its runtime), it is cancelled, and its handle told.
+pub(crate) struct Entry<J: ?Sized + Job>(Option<Arc<J>>);
+
+impl<J: ?Sized + Job> Entry<J> {
+    pub(crate) fn new(job: Arc<J>) -> Self {
+        Entry(Some(job))
+    }
+
+    /// A runner takes the job: the started operation, or `None` if it was cancelled first
+    /// (then it is dropped here, a panic in the future's destructor ignored).
+    pub(crate) fn start(mut self) -> Option<Pin<Box<J::Run>>> {
+        self.0.take()?.start()
+    }
+
+    /// Cancels the job if it has not started: `true` if this call did.
+    pub(crate) fn cancel(&self) -> bool {
+        self.0.as_ref().is_some_and(|job| job.cancel())
+    }
+
+    /// When the job was queued.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn queued_at(&self) -> Option<tokio::time::Instant> {
+        self.0.as_ref().map(|job| job.queued_at())
+    }
+}
+
+impl<J: ?Sized + Job> Drop for Entry<J> {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            job.cancel();
         }
     }
 }
 
-/// Polls a job through a pinned reference, so that timeouts and panic catching can wrap it
-/// while the runner keeps the job (to fail it afterwards).
+/// Polls a started job through a pinned reference, so that timeouts and panic catching can wrap
+/// it while the runner keeps the job (to fail it afterwards).
 pub(crate) struct RunJob<'a, J: ?Sized>(pub(crate) Pin<&'a mut J>);
 
-impl<J: Job + ?Sized> Future for RunJob<'_, J> {
+impl<J: Run + ?Sized> Future for RunJob<'_, J> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

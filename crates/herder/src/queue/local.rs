@@ -18,7 +18,7 @@ use super::builder::Builder;
 use super::core::Config;
 use super::error::{OperationError, SubmitError, TrySubmitError};
 use super::future::Receipt;
-use super::job::Job;
+use super::job::{Cell, Local, LocalJob, Outcome};
 use super::runner::{RunnerGuard, Spawn, run};
 use super::shared::{Rejected, Shared};
 use super::stats::{OperationQueueStats, ShutdownReport};
@@ -51,20 +51,25 @@ use crate::error::BuildError;
 /// # }
 /// ```
 pub struct LocalOperationQueue {
-    shared: Rc<Shared<dyn Job, OnLocalSet>>,
+    shared: Rc<Shared<LocalJob, OnLocalSet>>,
 }
 
 /// Runners of jobs that are not `Send` are tasks of the current `LocalSet`.
 struct OnLocalSet;
 
-impl Spawn<dyn Job> for OnLocalSet {
-    fn spawn(&self, guard: RunnerGuard<dyn Job>, wake: Arc<Notify>) -> AbortHandle {
+impl Spawn<LocalJob> for OnLocalSet {
+    fn spawn(&self, guard: RunnerGuard<LocalJob>, wake: Arc<Notify>) -> AbortHandle {
         tokio::task::spawn_local(run(guard, wake)).abort_handle()
     }
 }
 
-fn erase<F: Job + 'static>(op: Box<F>) -> Pin<Box<dyn Job>> {
-    Box::into_pin(op)
+/// What an operation's handle reads its result through.
+type LocalOutcome<T> = dyn Outcome<Value = T>;
+
+fn erase<F: Future + 'static>(
+    cell: Arc<Cell<F, Local>>,
+) -> (Arc<LocalJob>, Arc<LocalOutcome<F::Output>>) {
+    (cell.clone(), cell)
 }
 
 impl LocalOperationQueue {
@@ -302,7 +307,7 @@ impl fmt::Debug for LocalOperationQueue {
 /// ```
 #[must_use = "dropping the handle of an operation that has not started removes it from the queue; use `detach` to let it run"]
 pub struct LocalOperationHandle<T> {
-    receipt: Receipt<T, dyn Job>,
+    receipt: Receipt<LocalOutcome<T>, LocalJob>,
 }
 
 impl<T> LocalOperationHandle<T> {

@@ -12,16 +12,15 @@
 //! Run with `RUSTFLAGS="--cfg herder_loom" cargo test -p herder --lib --release queue::loom`.
 
 use std::future::{Ready, ready};
-use std::pin::Pin;
 
 use loom::thread;
 
 use super::core::{Config, Core, Idle, NewRunner};
-use super::job::{Op, SendJob};
+use super::job::{Cell, SendJob, Sendable};
 use super::state::{Attach, RunnerKey, State};
 use crate::sync::{Arc, Mutex, lock};
 
-type Queue = Core<dyn SendJob>;
+type Queue = Core<SendJob>;
 
 fn queue() -> (Arc<Queue>, NewRunner) {
     let (core, mut new) = Core::new(Config {
@@ -34,12 +33,12 @@ fn queue() -> (Arc<Queue>, NewRunner) {
     (Arc::new(core), new.pop().unwrap())
 }
 
-fn job() -> Box<Op<Ready<()>>> {
-    Box::new(Op::new(ready(())).0)
+fn job() -> Ready<()> {
+    ready(())
 }
 
-fn erase(op: Box<Op<Ready<()>>>) -> Pin<Box<dyn SendJob>> {
-    Box::into_pin(op)
+fn erase(op: Ready<()>) -> std::sync::Arc<SendJob> {
+    std::sync::Arc::new(Cell::<_, Sendable>::new(op))
 }
 
 /// What a runner did in one pass: took the job, parked, or exited.

@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 
 use super::core::{Core, Idle, NewRunner, RunnerCounts, drop_quietly};
 use super::error::OperationError;
-use super::job::{Job, RunJob};
+use super::job::{Job, Run, RunJob};
 use super::state::{End, RunnerKey};
 use crate::flight::panic_message;
 
@@ -87,12 +87,13 @@ pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<No
             return;
         }
         match core.next_job(&counts) {
-            Some(mut job) => {
+            Some(job) => {
                 if std::mem::take(&mut woken) {
                     core.chain();
                 }
                 #[cfg(feature = "metrics")]
-                let started = core.job_started(&*job);
+                let started = core.job_started(&job);
+                let mut job = job.run;
                 let end = execute(job.as_mut(), core.timeout).await;
                 #[cfg(feature = "metrics")]
                 core.job_ended(started);
@@ -117,7 +118,7 @@ pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<No
 }
 
 /// Runs one job to its end: its output, its panic or its timeout reaches its handle.
-async fn execute<J: ?Sized + Job>(mut job: Pin<&mut J>, timeout: Option<Duration>) -> End {
+async fn execute<R: ?Sized + Run>(mut job: Pin<&mut R>, timeout: Option<Duration>) -> End {
     let run = RunJob(job.as_mut());
     let ended = match timeout {
         None => AssertUnwindSafe(run)

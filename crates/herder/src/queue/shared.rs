@@ -5,7 +5,6 @@
 //! jobs that are not `Send`.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -13,13 +12,14 @@ use tokio::time::Instant;
 use super::builder::check_runners;
 use super::core::{Config, Core, Refused};
 use super::future::Receipt;
-use super::job::{Job, Op};
+use super::job::{Cell, Job, Kind, Outcome};
 use super::runner::{Spawn, start};
 use super::stats::{OperationQueueStats, ShutdownReport};
 use crate::error::BuildError;
 
-/// Turns an operation into the job type of a flavour (a coercion to `dyn SendJob` or `dyn Job`).
-pub(crate) type Erase<F, J> = fn(Box<Op<F>>) -> Pin<Box<J>>;
+/// Turns an operation's cell into the job type and the handle's view of a flavour (coercions to
+/// `SendJob` or `LocalJob`, and to a `dyn Outcome`).
+pub(crate) type Erase<F, K, J, O> = fn(Arc<Cell<F, K>>) -> (Arc<J>, Arc<O>);
 
 /// Why a submission failed, with the operation handed back.
 pub(crate) enum Rejected<F> {
@@ -27,7 +27,7 @@ pub(crate) enum Rejected<F> {
     Closed(F),
 }
 
-pub(crate) struct Shared<J: ?Sized, S> {
+pub(crate) struct Shared<J: ?Sized + Job, S> {
     core: Arc<Core<J>>,
     spawner: S,
     pub(crate) name: Option<Arc<str>>,
@@ -36,7 +36,7 @@ pub(crate) struct Shared<J: ?Sized, S> {
     pub(crate) metrics: Option<crate::metrics::QueueMetrics>,
 }
 
-impl<J: ?Sized, S> Drop for Shared<J, S> {
+impl<J: ?Sized + Job, S> Drop for Shared<J, S> {
     fn drop(&mut self) {
         // The last clone of the queue is gone: nobody can submit any more. The runners finish
         // what is queued and exit, instead of waiting forever.
@@ -61,11 +61,11 @@ impl<J: ?Sized + Job, S: Spawn<J>> Shared<J, S> {
     }
 
     /// Waits for a free place, then queues `operation`.
-    pub(crate) async fn submit<F: Future>(
+    pub(crate) async fn submit<F: Future, K: Kind<F>, O: ?Sized + Outcome>(
         &self,
         operation: F,
-        erase: Erase<F, J>,
-    ) -> Result<Receipt<F::Output, J>, F> {
+        erase: Erase<F, K, J, O>,
+    ) -> Result<Receipt<O, J>, F> {
         // Cooperative, as tokio's channels are: a task submitting in a loop yields once its
         // budget is spent, so that runners on its thread run meanwhile (and the queue does
         // not grow to every operation the loop has at once).
@@ -77,11 +77,11 @@ impl<J: ?Sized + Job, S: Spawn<J>> Shared<J, S> {
     }
 
     /// Queues `operation` if there is a free place.
-    pub(crate) fn try_submit<F: Future>(
+    pub(crate) fn try_submit<F: Future, K: Kind<F>, O: ?Sized + Outcome>(
         &self,
         operation: F,
-        erase: Erase<F, J>,
-    ) -> Result<Receipt<F::Output, J>, Rejected<F>> {
+        erase: Erase<F, K, J, O>,
+    ) -> Result<Receipt<O, J>, Rejected<F>> {
         match self.core.try_reserve() {
             Ok(()) => self.enqueue(operation, erase).map_err(Rejected::Closed),
             Err(Refused::Full) => {
@@ -96,15 +96,21 @@ impl<J: ?Sized + Job, S: Spawn<J>> Shared<J, S> {
     }
 
     /// Queues `operation` in the place reserved for it; a closed queue hands it back.
-    fn enqueue<F: Future>(
+    fn enqueue<F: Future, K: Kind<F>, O: ?Sized + Outcome>(
         &self,
         operation: F,
-        erase: Erase<F, J>,
-    ) -> Result<Receipt<F::Output, J>, F> {
-        let (op, slot) = Op::new(operation);
-        match self.core.push(Box::new(op), erase) {
-            Ok(()) => Ok(Receipt::new(slot, self.core.clone())),
-            Err(op) => Err(op.into_future()),
+        erase: Erase<F, K, J, O>,
+    ) -> Result<Receipt<O, J>, F> {
+        let mut slot = None;
+        let pushed = self.core.push(operation, |operation| {
+            let (job, outcome) = erase(Arc::new(Cell::new(operation)));
+            slot = Some(outcome);
+            job
+        });
+        match (pushed, slot) {
+            (Ok(()), Some(slot)) => Ok(Receipt::new(slot, self.core.clone())),
+            (Ok(()), None) => unreachable!("a pushed operation has its cell"),
+            (Err(operation), _) => Err(operation),
         }
     }
 
