@@ -530,7 +530,8 @@ fn queue(rounds: usize, only: Option<&str>) {
             QueuePeer::all(),
         ),
     ];
-    // `QUEUE_RUNTIME=current` (or `multi`) keeps the runtimes whose description contains it.
+    // `QUEUE_RUNTIME=current` (or `multi`, or `submission`) keeps the runtimes whose description
+    // contains it (or the submission-alone table).
     let runtime_filter = std::env::var("QUEUE_RUNTIME").ok();
     for (runtime, rt, mut peers) in setups {
         if let Some(filter) = &runtime_filter
