@@ -27,6 +27,7 @@ on_both_runtimes!(
     many_submitters_all_get_their_results,
     runners_can_be_added_and_removed_while_running,
     every_operation_s_future_is_dropped_exactly_once,
+    a_waiting_handle_hears_that_a_shutdown_cancelled_its_operation,
 );
 
 /// Operations that wait for the test: each takes one permit of `gate` before it ends, and
@@ -861,15 +862,11 @@ impl Drop for DropCount {
     }
 }
 
-/// Every way an operation can end (completed, panicked, timed out, cancelled by its dropped
-/// handle, cancelled by a shutdown, aborted by a shutdown, detached) drops its future exactly
-/// once and tells its handle, on both runtimes.
+/// Every way an operation can end (completed, panicked, cancelled by its dropped handle,
+/// cancelled by a shutdown, aborted by a shutdown, detached) drops its future exactly once and
+/// tells its handle, on both runtimes.
 async fn every_operation_s_future_is_dropped_exactly_once() {
-    let queue = OperationQueue::builder()
-        .runners(1)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let queue = OperationQueue::new(1);
     let drops = Arc::new(AtomicUsize::new(0));
     let guard = || DropCount(drops.clone());
     let blocker = Arc::new(Semaphore::new(0));
@@ -923,4 +920,160 @@ async fn every_operation_s_future_is_dropped_exactly_once() {
         ),
         (2, 1, 1, 3, 0)
     );
+}
+
+/// A randomized storm on a multi-thread runtime: eight submitters queue operations that
+/// complete, panic, time out or wait, and drop, detach or await their handles (some awaits
+/// given up half-way) while another task resizes the queue; then, while they go on, a shutdown
+/// with a deadline.
+/// Nothing hangs, every future is dropped exactly once, every awaited handle gets the outcome
+/// its operation had, and the stats account for every accepted operation. The seed is printed
+/// on failure (`HERDER_STORM_SEED` replays it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_submissions_cancels_panics_and_resizes_keeps_every_account() {
+    let seed = std::env::var("HERDER_STORM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("storm seed {seed}");
+    let queue = OperationQueue::builder()
+        .runners(4)
+        .capacity(64)
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Semaphore::new(0));
+    let submitters: Vec<_> = (0..8u64)
+        .map(|t| {
+            let (queue, drops, release) = (queue.clone(), drops.clone(), release.clone());
+            let (accepted, refused) = (accepted.clone(), refused.clone());
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(seed ^ t);
+                let mut kept = Vec::new();
+                for i in 0..300u64 {
+                    // Mostly quick operations; a few panic (each prints its message), hang until
+                    // the timeout, or wait for the test to release them.
+                    let kind = match rng.u8(..40) {
+                        0 => 0,
+                        1 | 2 => 1,
+                        3..=8 => 2,
+                        9..=24 => 3,
+                        _ => 6,
+                    };
+                    let guard = DropCount(drops.clone());
+                    let release = release.clone();
+                    let op = async move {
+                        let _guard = guard;
+                        match kind {
+                            0 => panic!("storm panic"),
+                            1 => std::future::pending::<()>().await,
+                            2 => drop(release.acquire().await),
+                            3..=5 => tokio::task::yield_now().await,
+                            _ => {}
+                        }
+                        i
+                    };
+                    let Ok(handle) = queue.submit(op).await else {
+                        // Closed: the operation came back in the error, and is dropped.
+                        refused.fetch_add(1, SeqCst);
+                        break;
+                    };
+                    accepted.fetch_add(1, SeqCst);
+                    match rng.u8(..4) {
+                        0 => drop(handle),
+                        1 => handle.detach(),
+                        2 => {
+                            // An await given up after a moment: the handle is dropped.
+                            let _ = tokio::time::timeout(Duration::from_micros(50), handle).await;
+                        }
+                        _ => kept.push((kind, i, handle)),
+                    }
+                }
+                for (kind, i, handle) in kept {
+                    match (kind, handle.await) {
+                        (0, Err(err)) => assert!(err.is_panic() || err.is_cancelled(), "{err:?}"),
+                        (1, Err(err)) => {
+                            assert!(err.is_timeout() || err.is_aborted() || err.is_cancelled())
+                        }
+                        (2, Ok(v)) | (3.., Ok(v)) => assert_eq!(v, i),
+                        (2.., Err(err)) => assert!(
+                            err.is_timeout() || err.is_aborted() || err.is_cancelled(),
+                            "{err:?}"
+                        ),
+                        (kind, outcome) => panic!("kind {kind} ended {outcome:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    // Resizes and releases waiting operations until 1,500 operations were accepted.
+    let resizer = {
+        let (queue, release, accepted) = (queue.clone(), release.clone(), accepted.clone());
+        tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            while accepted.load(SeqCst) < 1_500 {
+                queue.set_runners(rng.usize(1..=6)).unwrap();
+                release.add_permits(rng.usize(0..3));
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    // The shutdown comes while the submitters still submit and await: queued operations are
+    // cancelled and running ones aborted under their feet.
+    let run = async {
+        resizer.await.unwrap();
+        queue
+            .shutdown(Instant::now() + Duration::from_millis(100))
+            .await;
+        for submitter in submitters {
+            submitter.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap_or_else(|_| panic!("the storm hung (seed {seed})"));
+    let accepted = accepted.load(SeqCst);
+    let stats = queue.stats();
+    let ended =
+        stats.completed + stats.panicked + stats.timed_out + stats.aborted + stats.cancelled;
+    assert_eq!(ended as usize, accepted, "seed {seed}: {stats:?}");
+    assert_eq!(
+        (stats.queued, stats.running, stats.runners),
+        (0, 0, 0),
+        "seed {seed}"
+    );
+    let refused = refused.load(SeqCst);
+    eprintln!("storm: {accepted} accepted, {refused} refused, {stats:?}");
+    assert_eq!(
+        drops.load(SeqCst),
+        accepted + refused,
+        "seed {seed}: futures dropped"
+    );
+}
+
+/// A handle already waiting (its waker registered) when a shutdown cancels its queued operation
+/// is woken with the cancellation; it does not wait forever.
+async fn a_waiting_handle_hears_that_a_shutdown_cancelled_its_operation() {
+    let queue = OperationQueue::new(1);
+    let stuck = queue.submit(std::future::pending::<()>()).await.unwrap();
+    let mut queued = queue.submit(async { 1 }).await.unwrap();
+    until("the runner is busy", || queue.stats().running == 1).await;
+    assert!(
+        poll_once(&mut queued).await,
+        "queued behind the stuck operation"
+    );
+    let waiting = tokio::spawn(queued);
+    let report = queue
+        .shutdown(Instant::now() + Duration::from_millis(10))
+        .await;
+    assert_eq!((report.cancelled, report.aborted), (1, 1));
+    let outcome = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting handle is woken")
+        .unwrap();
+    assert!(outcome.unwrap_err().is_cancelled());
+    assert!(stuck.await.unwrap_err().is_aborted());
 }
