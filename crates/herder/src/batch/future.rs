@@ -10,10 +10,11 @@ use super::error::LoadError;
 use super::handle::{DataLoader, Shared};
 use super::loader::Loader;
 use super::state::{Found, Landed, Pass};
-use super::window::WindowCtl;
 use crate::cache::{JoinedFailure, JoinedLoad};
 use crate::flight::{Outcome, Waiter};
-use crate::sync::Arc;
+use crate::sync::{Arc, lock};
+use std::sync::Arc as StdArc;
+use tokio::runtime::Handle;
 
 type ResultOf<L> = Landed<<L as Loader>::Value, <L as Loader>::Error>;
 
@@ -59,7 +60,9 @@ fn poll_flight<L: Loader>(
 type PassFuture = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 /// The yield window of a batch that a `load` or `load_many` opened, driven from the caller's
-/// own task: yield to the scheduler, look (`dispatch::look`), and again while keys arrive.
+/// own task: yield to the scheduler, look (`State::window_pass`), and again while keys arrive;
+/// at a quiet pass, close the window and start the batch, both from this poll
+/// (`dispatch::close`).
 ///
 /// The yield is `tokio::task::yield_now`: on a worker it comes back after the worker has run
 /// the tasks that were ready; on the `block_on` thread of a multi-thread runtime it wakes its
@@ -68,13 +71,17 @@ type PassFuture = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 ///
 /// A pass that added keys → one more pass. A quiet pass closes the window, unless the runtime's
 /// global queue still holds tasks it has not run (loads spawned faster than the workers run
-/// them): then up to [`QUIET_PASSES_WHILE_QUEUED`] more passes.
+/// them): then up to [`QUIET_PASSES_WHILE_QUEUED`] more passes. Dropped before that, it closes
+/// the window and spawns the batch; parked, the loader's janitor closes it (see `dispatch`).
 pub(crate) struct Driving<L: Loader> {
+    shared: StdArc<Shared<L>>,
+    runtime: Handle,
     slot: SlotOf<L>,
-    ctl: Arc<WindowCtl>,
     pass: PassFuture,
     /// Quiet passes in a row so far.
     quiet: u32,
+    /// The window is closed (by this opener or anyone else): nothing to do on drop.
+    done: bool,
 }
 
 /// How many quiet passes in a row a window waits while the runtime still has queued work.
@@ -90,26 +97,27 @@ enum Drive {
 }
 
 impl<L: Loader> Driving<L> {
-    pub(super) fn new(slot: SlotOf<L>, ctl: Arc<WindowCtl>) -> Self {
+    pub(super) fn new(shared: StdArc<Shared<L>>, runtime: Handle, slot: SlotOf<L>) -> Self {
         Driving {
+            shared,
+            runtime,
             slot,
-            ctl,
             pass: Box::pin(tokio::task::yield_now()),
             quiet: 0,
+            done: false,
         }
     }
 
     /// Polls the current pass; after each completed pass, looks. [`Drive::Done`] once the
     /// window is closed (by this look or by anyone else).
-    fn poll(&mut self, shared: &Shared<L>, cx: &mut Context<'_>) -> Drive {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Drive {
         loop {
-            if self.ctl.is_closed() {
-                return Drive::Done;
-            }
             if self.pass.as_mut().poll(cx).is_pending() {
                 return Drive::Again;
             }
-            match dispatch::look(shared, &self.slot, &self.ctl) {
+            // Bound first: the lock is released before a close takes it again.
+            let pass = lock(&self.shared.state).window_pass(&self.slot);
+            match pass {
                 Pass::Grew => self.quiet = 0,
                 Pass::Quiet
                     if self.quiet < QUIET_PASSES_WHILE_QUEUED
@@ -118,10 +126,14 @@ impl<L: Loader> Driving<L> {
                     self.quiet += 1;
                 }
                 Pass::Quiet => {
-                    self.ctl.close();
+                    self.done = true;
+                    dispatch::close(&self.shared, &self.runtime, &self.slot, Some(cx));
                     return Drive::Done;
                 }
-                Pass::Gone => return Drive::Done,
+                Pass::Gone => {
+                    self.done = true;
+                    return Drive::Done;
+                }
             }
             self.pass = Box::pin(tokio::task::yield_now());
         }
@@ -129,18 +141,20 @@ impl<L: Loader> Driving<L> {
 }
 
 impl<L: Loader> Drop for Driving<L> {
-    /// The caller dropped before its window closed: dispatch the batch now, for the others.
+    /// The caller dropped before its window closed: close it now and spawn the batch, for the
+    /// others.
     fn drop(&mut self) {
-        self.ctl.close();
+        if !self.done {
+            dispatch::close(&self.shared, &self.runtime, &self.slot, None);
+        }
     }
 }
 
 /// Drives the window a future opened, if any (see [`Driving`]).
-fn drive<L: Loader>(shared: &Shared<L>, driving: &mut Option<Driving<L>>, cx: &mut Context<'_>) {
+fn drive<L: Loader>(driving: &mut Option<Driving<L>>, cx: &mut Context<'_>) {
     if let Some(d) = driving
-        && d.poll(shared, cx) == Drive::Done
+        && d.poll(cx) == Drive::Done
     {
-        // Closed: dropping it closes again, which is idempotent.
         *driving = None;
     }
 }
@@ -208,7 +222,7 @@ impl<L: Loader> Future for Load<'_, L> {
                     }
                 };
             }
-            drive(&this.loader.shared, &mut this.driving, cx);
+            drive(&mut this.driving, cx);
             match &mut this.state {
                 LoadState::Wait(position, waiter) => {
                     return match Pin::new(waiter).poll(cx) {
@@ -348,7 +362,7 @@ impl<L: Loader> Future for LoadMany<'_, L> {
             this.driving = opened;
         }
         loop {
-            drive(&this.loader.shared, &mut this.driving, cx);
+            drive(&mut this.driving, cx);
             let ManyState::Wait {
                 values,
                 groups,

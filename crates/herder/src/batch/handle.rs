@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::builder::Builder;
-use super::dispatch::{ActionsOf, apply};
+use super::dispatch::{ActionsOf, apply, start_janitor};
 use super::future::{Driving, Load, LoadMany};
 use super::loader::Loader;
 use super::state::{Config, Found, State, Window};
@@ -392,7 +392,7 @@ impl<L: Loader> DataLoader<L> {
         // Before any state changes: without a runtime, nothing could carry the batches.
         let runtime = task::runtime("DataLoader::load");
         let mut actions = ActionsOf::<L>::default();
-        {
+        let opened = {
             let mut state = lock(&shared.state);
             for key in keys {
                 let found = state.find(
@@ -404,21 +404,28 @@ impl<L: Loader> DataLoader<L> {
                 );
                 each(key, found);
             }
-            if let Some((slot, _)) = &actions.window {
-                state.window_opened(slot);
-            }
-        }
-        let opened = match (shared.config.window, &actions.window) {
-            (Window::Yield, Some((slot, ctl))) => Some((slot.clone(), ctl.clone())),
-            _ => None,
+            let opened = match &actions.window {
+                Some((slot, _)) => state
+                    .window_opened(slot, Some(runtime.id()))
+                    .then(|| slot.clone()),
+                None => None,
+            };
+            (opened, state.needs_janitor())
         };
         if !actions.is_empty() {
             apply(shared, &runtime, actions);
         }
-        // Closed already: this call filled the batch it opened.
-        opened
-            .filter(|(_, ctl)| !ctl.is_closed())
-            .map(|(slot, ctl)| Driving::new(slot, ctl))
+        // A window still open (this very call did not fill it): with a yield window, this
+        // caller drives it, and the janitor (started if none is alive) backs it up.
+        let (opened, janitor) = opened;
+        if let Some(id) = janitor {
+            start_janitor(shared, &runtime, id);
+        }
+        let slot = opened?;
+        match shared.config.window {
+            Window::Yield => Some(Driving::new(shared.clone(), runtime, slot)),
+            Window::Delay(_) => None,
+        }
     }
 }
 
