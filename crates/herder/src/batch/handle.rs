@@ -19,13 +19,16 @@ type FoundOf<L> = Found<<L as Loader>::Value, <L as Loader>::Error>;
 /// is a round trip. A `DataLoader` collects the keys requested while the runtime runs what is
 /// ready, and calls the loader once for all of them. By default there is no timer: the caller
 /// that asked first yields to the scheduler and looks again, and the batch dispatches after the
-/// first pass that added no key. A single `load` adds microseconds, not a millisecond, and a
-/// resolver tree lands one batch per level, on any runtime flavour and from any thread (a worker
-/// or the `block_on` thread of `#[tokio::main]`).
+/// first pass that added no key. A single `load` adds about a microsecond, not a millisecond,
+/// and a resolver tree lands one batch per level, on any runtime flavour and from any thread (a
+/// worker or the `block_on` thread of `#[tokio::main]`).
 ///
 /// * Keys already in an open or running batch join it (in-flight dedup).
-/// * Batches run as their own tasks: dropping any caller, including the one whose key opened the
-///   batch, never strands the others.
+/// * A batch belongs to no caller: the caller that closes its window polls it once right away
+///   (a loader that answers at once costs no task and no thread hop), and a batch not done by
+///   then goes on as its own task. Dropping, parking or panicking any caller, including the one
+///   whose key opened the batch, never strands the others. (That first poll runs in the closing
+///   caller's task: a loader should not rely on task-local values.)
 /// * A loader error or panic reaches every caller of that batch and is never remembered.
 /// * A loader that panics, even while building its future, fails its own batch only, with
 ///   [`LoadError::is_panic`](crate::LoadError::is_panic).

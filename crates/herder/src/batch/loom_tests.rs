@@ -18,7 +18,9 @@ use std::future::poll_fn;
 use loom::future::block_on;
 use loom::thread;
 
-use super::state::{Actions, BatchSlot, Closed, Config, Found, Landed, Pass, State, Sweep, Window, WindowEnd};
+use super::state::{
+    Actions, BatchSlot, Closed, Config, Found, Landed, Pass, State, Sweep, Window, WindowEnd,
+};
 use super::window::WindowCtl;
 use crate::flight::Waiter;
 use crate::sync::{Arc, Mutex, lock};
@@ -108,7 +110,12 @@ fn run(state: &Mutex<St>, config: &Config, batch: Batch) -> Vec<Vec<u8>> {
 /// An opener's yield window, as `future::Driving` drives it: a look after each scheduler pass,
 /// one more pass while keys arrive, a close at the first quiet pass (or at once: the opener is
 /// dropped). Returns the keys of the batches it ran.
-fn drive(state: &Mutex<St>, config: &Config, slot: &BatchSlot<u8, ()>, dropped: bool) -> Vec<Vec<u8>> {
+fn drive(
+    state: &Mutex<St>,
+    config: &Config,
+    slot: &BatchSlot<u8, ()>,
+    dropped: bool,
+) -> Vec<Vec<u8>> {
     if !dropped {
         loop {
             let pass = lock(state).window_pass(slot);

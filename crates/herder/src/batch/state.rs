@@ -1,8 +1,8 @@
 //! The batch scheduler: which batch a key goes to, when a batch closes, when it runs.
 //!
 //! Pure state, no I/O: every method runs under the loader's lock and reports what must happen
-//! next (start a window task, run a batch, dismiss a window task) for the caller to do once the
-//! lock is released. `proptests` checks it against a plain model.
+//! next (run a batch, start a delay window's task or dismiss it, start the loader's janitor) for
+//! the caller to do once the lock is released. `proptests` checks it against a plain model.
 //!
 //! A key is looked up in the memo, then in the index of keys whose batch is open or running
 //! (in-flight dedup), and only then added to the open batch. The open batch closes when it is full
@@ -339,7 +339,11 @@ where
     /// Where the opener's looks start: the keys the batch holds when its opener's call is done
     /// looking its own keys up (one for a `load`, more for a `load_many`), and the runtime the
     /// opener runs on. `false` if the batch is no longer open (that very call filled it).
-    pub(crate) fn window_opened(&mut self, slot: &BatchSlot<V, E>, runtime: Option<RuntimeId>) -> bool {
+    pub(crate) fn window_opened(
+        &mut self,
+        slot: &BatchSlot<V, E>,
+        runtime: Option<RuntimeId>,
+    ) -> bool {
         let Some(open) = self
             .open
             .as_mut()

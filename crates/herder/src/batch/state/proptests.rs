@@ -360,7 +360,10 @@ impl Harness {
     }
 
     fn apply(&mut self, actions: Actions<u64, u64, ()>, still_open: bool) {
-        assert!(actions.dismiss.is_empty(), "a yield window has no task to dismiss");
+        assert!(
+            actions.dismiss.is_empty(),
+            "a yield window has no task to dismiss"
+        );
         if let Some((slot, ctl)) = actions.window {
             assert!(ctl.is_none(), "a yield window has no close signal");
             let id = self.model.batches.len() - 1;
@@ -465,7 +468,9 @@ impl Harness {
                 }
             }
             Step::LoseJanitor => {
-                let Some(janitor) = self.janitor.take() else { return };
+                let Some(janitor) = self.janitor.take() else {
+                    return;
+                };
                 let lost = self.state.janitor_lost(janitor, self.runtime);
                 let expected = self.model.janitor_lost(janitor);
                 assert_eq!(lost.as_ref().map(|c| self.id(&c.slot)), expected);
