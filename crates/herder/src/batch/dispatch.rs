@@ -90,16 +90,20 @@ async fn window<L: Loader>(mut guard: WindowGuard<L>, ctl: SyncArc<WindowCtl>) {
 }
 
 /// Closes the yield window of `slot`'s batch, by its opener (a quiet pass, or the opener is
-/// dropped): the batch starts now ([`start`]) if a slot is free, or waits for one.
+/// dropped): the batch starts now ([`start`]) if a slot is free, or waits for one. Outside a
+/// runtime (a future polled or dropped off any runtime after it opened the window), nothing
+/// could carry the batch: the window is left to the janitor.
 pub(crate) fn close<L: Loader>(
     shared: &Arc<Shared<L>>,
-    runtime: &Handle,
     slot: &SlotOf<L>,
     cx: Option<&mut Context<'_>>,
 ) {
+    let Ok(runtime) = Handle::try_current() else {
+        return;
+    };
     let end = lock(&shared.state).window_elapsed(slot, &shared.config, false);
     if let WindowEnd::Run(closed) = end {
-        start(shared, runtime, closed, cx);
+        start(shared, &runtime, closed, cx);
     }
 }
 

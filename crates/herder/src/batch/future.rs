@@ -14,7 +14,6 @@ use crate::cache::{JoinedFailure, JoinedLoad};
 use crate::flight::{Outcome, Waiter};
 use crate::sync::{Arc, lock};
 use std::sync::Arc as StdArc;
-use tokio::runtime::Handle;
 
 type ResultOf<L> = Landed<<L as Loader>::Value, <L as Loader>::Error>;
 
@@ -71,17 +70,17 @@ type PassFuture = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 ///
 /// A pass that added keys → one more pass. A quiet pass closes the window, unless the runtime's
 /// global queue still holds tasks it has not run (loads spawned faster than the workers run
-/// them): then up to [`QUIET_PASSES_WHILE_QUEUED`] more passes. Dropped before that, it closes
-/// the window and spawns the batch; parked, the loader's janitor closes it (see `dispatch`).
+/// them): then up to [`QUIET_PASSES_WHILE_QUEUED`] more passes. A future dropped before that
+/// closes the window and spawns the batch ([`Driving::close`], from the future's `Drop`);
+/// parked, the loader's janitor closes it (see `dispatch`).
+///
+/// Kept small (no handle to the loader or the runtime: the future has the one, the poll the
+/// other): it is part of every `Load`, and a spawned fan-out holds 100,000 of them.
 pub(crate) struct Driving<L: Loader> {
-    shared: StdArc<Shared<L>>,
-    runtime: Handle,
     slot: SlotOf<L>,
     pass: PassFuture,
     /// Quiet passes in a row so far.
     quiet: u32,
-    /// The window is closed (by this opener or anyone else): nothing to do on drop.
-    done: bool,
 }
 
 /// How many quiet passes in a row a window waits while the runtime still has queued work.
@@ -97,26 +96,23 @@ enum Drive {
 }
 
 impl<L: Loader> Driving<L> {
-    pub(super) fn new(shared: StdArc<Shared<L>>, runtime: Handle, slot: SlotOf<L>) -> Self {
+    pub(super) fn new(slot: SlotOf<L>) -> Self {
         Driving {
-            shared,
-            runtime,
             slot,
             pass: Box::pin(tokio::task::yield_now()),
             quiet: 0,
-            done: false,
         }
     }
 
     /// Polls the current pass; after each completed pass, looks. [`Drive::Done`] once the
     /// window is closed (by this look or by anyone else).
-    fn poll(&mut self, cx: &mut Context<'_>) -> Drive {
+    fn poll(&mut self, shared: &StdArc<Shared<L>>, cx: &mut Context<'_>) -> Drive {
         loop {
             if self.pass.as_mut().poll(cx).is_pending() {
                 return Drive::Again;
             }
             // Bound first: the lock is released before a close takes it again.
-            let pass = lock(&self.shared.state).window_pass(&self.slot);
+            let pass = lock(&shared.state).window_pass(&self.slot);
             match pass {
                 Pass::Grew => self.quiet = 0,
                 Pass::Quiet
@@ -126,34 +122,30 @@ impl<L: Loader> Driving<L> {
                     self.quiet += 1;
                 }
                 Pass::Quiet => {
-                    self.done = true;
-                    dispatch::close(&self.shared, &self.runtime, &self.slot, Some(cx));
+                    dispatch::close(shared, &self.slot, Some(cx));
                     return Drive::Done;
                 }
-                Pass::Gone => {
-                    self.done = true;
-                    return Drive::Done;
-                }
+                Pass::Gone => return Drive::Done,
             }
             self.pass = Box::pin(tokio::task::yield_now());
         }
     }
-}
 
-impl<L: Loader> Drop for Driving<L> {
-    /// The caller dropped before its window closed: close it now and spawn the batch, for the
-    /// others.
-    fn drop(&mut self) {
-        if !self.done {
-            dispatch::close(&self.shared, &self.runtime, &self.slot, None);
-        }
+    /// The future that drives this window is dropped before the window closed: close it now
+    /// and spawn the batch, for the others.
+    fn close(self, shared: &StdArc<Shared<L>>) {
+        dispatch::close(shared, &self.slot, None);
     }
 }
 
 /// Drives the window a future opened, if any (see [`Driving`]).
-fn drive<L: Loader>(driving: &mut Option<Driving<L>>, cx: &mut Context<'_>) {
+fn drive<L: Loader>(
+    shared: &StdArc<Shared<L>>,
+    driving: &mut Option<Driving<L>>,
+    cx: &mut Context<'_>,
+) {
     if let Some(d) = driving
-        && d.poll(cx) == Drive::Done
+        && d.poll(shared, cx) == Drive::Done
     {
         *driving = None;
     }
@@ -204,8 +196,15 @@ impl<L: Loader> Future for Load<'_, L> {
                 let driving = this
                     .loader
                     .find_all(std::iter::once(key), again, |_, f| found = Some(f));
-                // A key looked up again had no batch of its own before (it waited for a load).
-                this.driving = driving.or(this.driving.take());
+                // A key looked up again had no batch of its own before (it waited for a load);
+                // were it driving one still, that one closes now.
+                match (driving, this.driving.take()) {
+                    (Some(new), Some(old)) => {
+                        old.close(&this.loader.shared);
+                        this.driving = Some(new);
+                    }
+                    (new, old) => this.driving = new.or(old),
+                }
                 this.state = match found.expect("one key looked up") {
                     Found::Memo(value) => {
                         this.state = LoadState::Done;
@@ -222,7 +221,7 @@ impl<L: Loader> Future for Load<'_, L> {
                     }
                 };
             }
-            drive(&mut this.driving, cx);
+            drive(&this.loader.shared, &mut this.driving, cx);
             match &mut this.state {
                 LoadState::Wait(position, waiter) => {
                     return match Pin::new(waiter).poll(cx) {
@@ -252,6 +251,15 @@ impl<L: Loader> Future for Load<'_, L> {
                 LoadState::Start(_) | LoadState::Again(_) => unreachable!("looked up above"),
                 LoadState::Done => panic!("`Load` polled after completion"),
             }
+        }
+    }
+}
+
+impl<L: Loader> Drop for Load<'_, L> {
+    /// Dropped while driving the window it opened: the window closes, its batch runs.
+    fn drop(&mut self) {
+        if let Some(driving) = self.driving.take() {
+            driving.close(&self.loader.shared);
         }
     }
 }
@@ -362,7 +370,7 @@ impl<L: Loader> Future for LoadMany<'_, L> {
             this.driving = opened;
         }
         loop {
-            drive(&mut this.driving, cx);
+            drive(&this.loader.shared, &mut this.driving, cx);
             let ManyState::Wait {
                 values,
                 groups,
@@ -447,10 +455,21 @@ impl<L: Loader> Future for LoadMany<'_, L> {
                         *left += 1;
                     }
                 });
-            // Driving a window already: the new one closes at once (dropped), its batch runs.
-            if this.driving.is_none() {
-                this.driving = opened;
+            // Driving a window already: the new one closes at once, its batch runs.
+            match (&this.driving, opened) {
+                (None, opened) => this.driving = opened,
+                (Some(_), Some(opened)) => opened.close(&this.loader.shared),
+                (Some(_), None) => {}
             }
+        }
+    }
+}
+
+impl<L: Loader> Drop for LoadMany<'_, L> {
+    /// Dropped while driving the window it opened: the window closes, its batch runs.
+    fn drop(&mut self) {
+        if let Some(driving) = self.driving.take() {
+            driving.close(&self.loader.shared);
         }
     }
 }

@@ -426,7 +426,7 @@ impl<L: Loader> DataLoader<L> {
         }
         let slot = opened?;
         match shared.config.window {
-            Window::Yield => Some(Driving::new(shared.clone(), runtime, slot)),
+            Window::Yield => Some(Driving::new(slot)),
             Window::Delay(_) => None,
         }
     }
