@@ -12,9 +12,12 @@
 //! | [`OperationQueue`] | runs queued operations in FIFO order on N runners, hands each caller its result |
 //! | [`Line`] | when many requests hit the same failure, one recovers, the others wait and retry |
 //!
-//! All of them rest on one core: the work runs as its own task, never inside the caller that
-//! happened to start it, so a cancelled, timed-out or parked caller cannot stall, fail or poison
-//! the others, and a panic reaches every waiter as an error instead of a hang.
+//! All of them rest on one core: the work never belongs to the caller that happened to start
+//! it. It runs as its own task (a [`DataLoader`] batch is first polled in the poll of the caller
+//! that closes its window, so that a loader that answers at once costs no thread hop, and moves
+//! to its own task if that poll does not finish it), so a cancelled, timed-out or parked caller
+//! cannot stall, fail or poison the others, and a panic reaches every waiter as an error instead
+//! of a hang.
 //!
 //! # Quickstart
 //!

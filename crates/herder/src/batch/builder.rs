@@ -85,7 +85,8 @@ impl<L: Loader> Builder<L> {
     /// polled in one task (a GraphQL resolver tree) needs, on any runtime flavour and thread, and
     /// it adds microseconds; loads spread over many spawned tasks batch too, while the runtime
     /// keeps running tasks that add keys. If the opener is parked (polled once, never again), or
-    /// keys keep arriving for that long, a timer dispatches the batch after 200 ms (counted in
+    /// keys keep arriving for that long, the loader's fallback timer (one task per loader while
+    /// windows keep opening) dispatches the batch 100 to 200 ms after it opened (counted in
     /// `unattended_windows`). Any duration is accepted.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.config.window = if delay.is_zero() {

@@ -1,32 +1,36 @@
-//! The tasks that carry batches: a window task per open batch, a run task per running batch.
+//! The tasks that carry batches: a run task per running batch, a window task per open delay
+//! window, and a loader's janitor.
 //!
-//! Both own their batch, not any caller, and both hold a guard that fails the batch (and what
-//! depends on it) with `Cancelled` if the task is dropped before it is done, so that no caller
-//! ever waits for a batch that nobody will run.
+//! Each owns its batch, not any caller, and holds a guard that fails the batch (and what depends
+//! on it) with `Cancelled` if the task is dropped before it is done, so that no caller ever
+//! waits for a batch that nobody will run.
 //!
-//! With the default (yield) window, the caller that opened the batch decides when it closes, from
-//! its own task: it yields to the scheduler (`tokio::task::yield_now`, see `future::Driving`)
-//! and looks ([`look`]): keys arrived during that pass → one more pass; a quiet pass → it tells
-//! the window task to close ([`WindowCtl::close`]), and the window task runs the batch (a quiet
-//! pass while the runtime's global queue still holds tasks waits a few more passes). A yield
-//! is the opener's own wake-up: none can be lost, whichever thread polls it. On a worker it
-//! comes back after the worker has run the tasks that were ready (and tried to steal); on the
-//! `block_on` thread, after the sibling futures of the same poll. If the opener is parked
-//! (polled once, never again), the window task's fallback timer closes the batch; a dropped
-//! opener closes it at once.
+//! With the default (yield) window there is no window task: the caller that opened the batch
+//! drives the window from its own task (`future::Driving`). It yields to the scheduler
+//! (`tokio::task::yield_now`) and looks (`State::window_pass`): keys arrived during that pass →
+//! one more pass; a quiet pass → it closes the window itself ([`close`]) and starts the batch
+//! ([`start`]): polled once right there, in the opener's task, and handed to a task of its own
+//! if that poll did not finish it. A yield is the opener's own wake-up, and the close and the
+//! start happen inside its poll: no wake-up crosses threads until the batch's answer wakes its
+//! callers, so none can be lost, whichever thread polls the opener. A dropped opener closes its
+//! window and spawns the batch.
+//!
+//! An opener that is parked (polled once, never again) would keep its window open: the
+//! loader's janitor ([`janitor`], one task per busy period, started by the first window that
+//! finds none alive) looks at the open window every [`JANITOR_PERIOD`] and closes one it finds
+//! open at two looks in a row (`State::sweep`). It is woken by its timer only, never by a load,
+//! so it is on no load's critical path; it ends after a period in which no window opened.
 
-use std::future::poll_fn;
-use std::sync::Arc;
-use std::time::Duration;
+use std::future::{Future, poll_fn};
+use std::sync::{Arc, Weak};
+use std::task::Context;
 
-use futures_util::future::Either;
 use tokio::runtime::Handle;
 
 use super::handle::Shared;
 use super::loader::Loader;
 use super::state::{
-    Actions, BatchSlot, Closed, Landed, PARKED_OPENER_TIMEOUT, Pass, Window, WindowEnd,
-    batch_outcome,
+    Actions, BatchSlot, Closed, JANITOR_PERIOD, Landed, Sweep, Window, WindowEnd, batch_outcome,
 };
 use super::window::WindowCtl;
 use crate::cache::{BatchEnd, Ttls};
@@ -52,7 +56,8 @@ pub(crate) fn apply<L: Loader>(shared: &Arc<Shared<L>>, runtime: &Handle, action
             closed: Some(closed),
         }));
     }
-    if let Some((slot, ctl)) = actions.window {
+    // A yield window has no task: its opener drives it.
+    if let Some((slot, Some(ctl))) = actions.window {
         // Dismissed already: the call that opened the batch also filled it, and it runs above.
         if ctl.is_closed() {
             return;
@@ -65,38 +70,16 @@ pub(crate) fn apply<L: Loader>(shared: &Arc<Shared<L>>, runtime: &Handle, action
     }
 }
 
-/// Waits until `ctl` is closed (`true`) or `limit` has passed (`false`).
-async fn closed_within(ctl: &WindowCtl, limit: Duration) -> bool {
-    let closed = std::pin::pin!(poll_fn(|cx| ctl.poll_closed(cx)));
-    let timer = std::pin::pin!(tokio::time::sleep(limit));
-    matches!(
-        futures_util::future::select(closed, timer).await,
-        Either::Left(_)
-    )
-}
-
-/// Keeps a batch's window, then runs the batch if a slot is free.
-///
-/// A yield window ends when its opener closes it ([`look`], or the opener is dropped), or, if
-/// the opener is parked, at the fallback timer. A delay window ends at its timer. Either ends
-/// early when the batch fills up (the window task is dismissed and the batch runs elsewhere).
+/// Keeps a delay window until its timer, or until the batch fills up (the window task is
+/// dismissed and the batch runs elsewhere), then runs the batch if a slot is free.
 async fn window<L: Loader>(mut guard: WindowGuard<L>, ctl: SyncArc<WindowCtl>) {
-    let unattended = match guard.shared.config.window {
-        Window::Yield => {
-            // The opener usually looks within one scheduler pass: wait that pass out before
-            // arming the fallback timer, which a lone load then never pays for.
-            if !ctl.is_closed() {
-                tokio::task::yield_now().await;
-            }
-            !closed_within(&ctl, PARKED_OPENER_TIMEOUT).await
-        }
-        Window::Delay(delay) => {
-            closed_within(&ctl, delay).await;
-            false
-        }
-    };
+    if let Window::Delay(delay) = guard.shared.config.window {
+        let closed = std::pin::pin!(poll_fn(|cx| ctl.poll_closed(cx)));
+        let timer = std::pin::pin!(tokio::time::sleep(delay));
+        futures_util::future::select(closed, timer).await;
+    }
     let slot = guard.slot.take().expect("armed until the window ends");
-    let end = lock(&guard.shared.state).window_elapsed(&slot, &guard.shared.config, unattended);
+    let end = lock(&guard.shared.state).window_elapsed(&slot, &guard.shared.config, false);
     if let WindowEnd::Run(closed) = end {
         run(RunGuard {
             shared: guard.shared.clone(),
@@ -106,13 +89,46 @@ async fn window<L: Loader>(mut guard: WindowGuard<L>, ctl: SyncArc<WindowCtl>) {
     }
 }
 
-/// One look at a yield window by the caller that opened the batch, after a scheduler pass
-/// (see `future::Driving`, which decides what a quiet pass does).
-pub(crate) fn look<L: Loader>(shared: &Shared<L>, slot: &SlotOf<L>, ctl: &WindowCtl) -> Pass {
-    if ctl.is_closed() {
-        return Pass::Gone;
+/// Closes the yield window of `slot`'s batch, by its opener (a quiet pass, or the opener is
+/// dropped): the batch starts now ([`start`]) if a slot is free, or waits for one. Outside a
+/// runtime (a future polled or dropped off any runtime after it opened the window), nothing
+/// could carry the batch: the window is left to the janitor.
+pub(crate) fn close<L: Loader>(
+    shared: &Arc<Shared<L>>,
+    slot: &SlotOf<L>,
+    cx: Option<&mut Context<'_>>,
+) {
+    let Ok(runtime) = Handle::try_current() else {
+        return;
+    };
+    let end = lock(&shared.state).window_elapsed(slot, &shared.config, false);
+    if let WindowEnd::Run(closed) = end {
+        start(shared, &runtime, closed, cx);
     }
-    lock(&shared.state).window_pass(slot)
+}
+
+/// Starts a batch that its opener closed. With the opener's context (`cx`), the batch is
+/// polled once right here, in the opener's task: a loader that answers at once answers without
+/// a single cross-thread wake-up. If that poll does not finish it (or without `cx`: the opener
+/// is being dropped), the batch goes on as its own task, which owns it from then on: the
+/// opener's later fate (parked, dropped, panicking) cannot touch it. The batch's future is
+/// the same either way ([`run`], under its guard; a panicking loader is caught inside it).
+fn start<L: Loader>(
+    shared: &Arc<Shared<L>>,
+    runtime: &Handle,
+    closed: ClosedOf<L>,
+    cx: Option<&mut Context<'_>>,
+) {
+    let mut batch = Box::pin(run(RunGuard {
+        shared: shared.clone(),
+        closed: Some(closed),
+    }));
+    if let Some(cx) = cx
+        && batch.as_mut().poll(cx).is_ready()
+    {
+        return;
+    }
+    runtime.spawn(batch);
 }
 
 /// `true` while the runtime's global queue holds tasks it has not run yet (tasks spawned or woken
@@ -122,7 +138,66 @@ pub(crate) fn runtime_has_queued_work() -> bool {
     Handle::try_current().is_ok_and(|runtime| runtime.metrics().global_queue_depth() > 0)
 }
 
-/// Fails the open batch if its window task is dropped before the window ends.
+/// Starts the loader's janitor number `id` (see [`janitor`]).
+pub(crate) fn start_janitor<L: Loader>(shared: &Arc<Shared<L>>, runtime: &Handle, id: u64) {
+    let guard = JanitorGuard {
+        shared: Arc::downgrade(shared),
+        id: Some(id),
+        runtime: runtime.id(),
+    };
+    runtime.spawn(janitor(guard));
+}
+
+/// The fallback for yield windows whose opener does not come round: every [`JANITOR_PERIOD`],
+/// one look (`State::sweep`); a window open at two looks in a row is closed (counted in
+/// `unattended_windows`) and its batch spawned. Ends after a period in which no window opened,
+/// or when the loader is gone.
+async fn janitor<L: Loader>(mut guard: JanitorGuard<L>) {
+    let id = guard.id.expect("armed until the janitor ends");
+    loop {
+        tokio::time::sleep(JANITOR_PERIOD).await;
+        let Some(shared) = guard.shared.upgrade() else {
+            guard.id = None;
+            return;
+        };
+        let sweep = lock(&shared.state).sweep(id, &shared.config);
+        match sweep {
+            Sweep::Watch | Sweep::Parked => {}
+            Sweep::Run(closed) => {
+                tokio::spawn(run(RunGuard {
+                    shared: shared.clone(),
+                    closed: Some(closed),
+                }));
+            }
+            Sweep::Retire => {
+                guard.id = None;
+                return;
+            }
+        }
+    }
+}
+
+/// Tells the state its janitor is gone if the task is dropped without retiring (its runtime
+/// shut down), so that the next lookup starts another, and fails the open window if its
+/// opener ran on the same runtime (see `State::janitor_lost`).
+struct JanitorGuard<L: Loader> {
+    shared: Weak<Shared<L>>,
+    id: Option<u64>,
+    runtime: tokio::runtime::Id,
+}
+
+impl<L: Loader> Drop for JanitorGuard<L> {
+    fn drop(&mut self) {
+        if let (Some(id), Some(shared)) = (self.id.take(), self.shared.upgrade()) {
+            let lost = lock(&shared.state).janitor_lost(id, self.runtime);
+            if let Some(closed) = lost {
+                shared.fail(closed);
+            }
+        }
+    }
+}
+
+/// Fails the open batch if its (delay) window task is dropped before the window ends.
 struct WindowGuard<L: Loader> {
     shared: Arc<Shared<L>>,
     slot: Option<SlotOf<L>>,

@@ -10,10 +10,10 @@ use super::error::LoadError;
 use super::handle::{DataLoader, Shared};
 use super::loader::Loader;
 use super::state::{Found, Landed, Pass};
-use super::window::WindowCtl;
 use crate::cache::{JoinedFailure, JoinedLoad};
 use crate::flight::{Outcome, Waiter};
-use crate::sync::Arc;
+use crate::sync::{Arc, lock};
+use std::sync::Arc as StdArc;
 
 type ResultOf<L> = Landed<<L as Loader>::Value, <L as Loader>::Error>;
 
@@ -59,7 +59,9 @@ fn poll_flight<L: Loader>(
 type PassFuture = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 /// The yield window of a batch that a `load` or `load_many` opened, driven from the caller's
-/// own task: yield to the scheduler, look (`dispatch::look`), and again while keys arrive.
+/// own task: yield to the scheduler, look (`State::window_pass`), and again while keys arrive;
+/// at a quiet pass, close the window and start the batch, both from this poll
+/// (`dispatch::close`).
 ///
 /// The yield is `tokio::task::yield_now`: on a worker it comes back after the worker has run
 /// the tasks that were ready; on the `block_on` thread of a multi-thread runtime it wakes its
@@ -68,10 +70,14 @@ type PassFuture = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 ///
 /// A pass that added keys → one more pass. A quiet pass closes the window, unless the runtime's
 /// global queue still holds tasks it has not run (loads spawned faster than the workers run
-/// them): then up to [`QUIET_PASSES_WHILE_QUEUED`] more passes.
+/// them): then up to [`QUIET_PASSES_WHILE_QUEUED`] more passes. A future dropped before that
+/// closes the window and spawns the batch ([`Driving::close`], from the future's `Drop`);
+/// parked, the loader's janitor closes it (see `dispatch`).
+///
+/// Kept small (no handle to the loader or the runtime: the future has the one, the poll the
+/// other): it is part of every `Load`, and a spawned fan-out holds 100,000 of them.
 pub(crate) struct Driving<L: Loader> {
     slot: SlotOf<L>,
-    ctl: Arc<WindowCtl>,
     pass: PassFuture,
     /// Quiet passes in a row so far.
     quiet: u32,
@@ -90,10 +96,9 @@ enum Drive {
 }
 
 impl<L: Loader> Driving<L> {
-    pub(super) fn new(slot: SlotOf<L>, ctl: Arc<WindowCtl>) -> Self {
+    pub(super) fn new(slot: SlotOf<L>) -> Self {
         Driving {
             slot,
-            ctl,
             pass: Box::pin(tokio::task::yield_now()),
             quiet: 0,
         }
@@ -101,15 +106,14 @@ impl<L: Loader> Driving<L> {
 
     /// Polls the current pass; after each completed pass, looks. [`Drive::Done`] once the
     /// window is closed (by this look or by anyone else).
-    fn poll(&mut self, shared: &Shared<L>, cx: &mut Context<'_>) -> Drive {
+    fn poll(&mut self, shared: &StdArc<Shared<L>>, cx: &mut Context<'_>) -> Drive {
         loop {
-            if self.ctl.is_closed() {
-                return Drive::Done;
-            }
             if self.pass.as_mut().poll(cx).is_pending() {
                 return Drive::Again;
             }
-            match dispatch::look(shared, &self.slot, &self.ctl) {
+            // Bound first: the lock is released before a close takes it again.
+            let pass = lock(&shared.state).window_pass(&self.slot);
+            match pass {
                 Pass::Grew => self.quiet = 0,
                 Pass::Quiet
                     if self.quiet < QUIET_PASSES_WHILE_QUEUED
@@ -118,7 +122,7 @@ impl<L: Loader> Driving<L> {
                     self.quiet += 1;
                 }
                 Pass::Quiet => {
-                    self.ctl.close();
+                    dispatch::close(shared, &self.slot, Some(cx));
                     return Drive::Done;
                 }
                 Pass::Gone => return Drive::Done,
@@ -126,21 +130,23 @@ impl<L: Loader> Driving<L> {
             self.pass = Box::pin(tokio::task::yield_now());
         }
     }
-}
 
-impl<L: Loader> Drop for Driving<L> {
-    /// The caller dropped before its window closed: dispatch the batch now, for the others.
-    fn drop(&mut self) {
-        self.ctl.close();
+    /// The future that drives this window is dropped before the window closed: close it now
+    /// and spawn the batch, for the others.
+    fn close(self, shared: &StdArc<Shared<L>>) {
+        dispatch::close(shared, &self.slot, None);
     }
 }
 
 /// Drives the window a future opened, if any (see [`Driving`]).
-fn drive<L: Loader>(shared: &Shared<L>, driving: &mut Option<Driving<L>>, cx: &mut Context<'_>) {
+fn drive<L: Loader>(
+    shared: &StdArc<Shared<L>>,
+    driving: &mut Option<Driving<L>>,
+    cx: &mut Context<'_>,
+) {
     if let Some(d) = driving
         && d.poll(shared, cx) == Drive::Done
     {
-        // Closed: dropping it closes again, which is idempotent.
         *driving = None;
     }
 }
@@ -190,8 +196,15 @@ impl<L: Loader> Future for Load<'_, L> {
                 let driving = this
                     .loader
                     .find_all(std::iter::once(key), again, |_, f| found = Some(f));
-                // A key looked up again had no batch of its own before (it waited for a load).
-                this.driving = driving.or(this.driving.take());
+                // A key looked up again had no batch of its own before (it waited for a load);
+                // were it driving one still, that one closes now.
+                match (driving, this.driving.take()) {
+                    (Some(new), Some(old)) => {
+                        old.close(&this.loader.shared);
+                        this.driving = Some(new);
+                    }
+                    (new, old) => this.driving = new.or(old),
+                }
                 this.state = match found.expect("one key looked up") {
                     Found::Memo(value) => {
                         this.state = LoadState::Done;
@@ -238,6 +251,15 @@ impl<L: Loader> Future for Load<'_, L> {
                 LoadState::Start(_) | LoadState::Again(_) => unreachable!("looked up above"),
                 LoadState::Done => panic!("`Load` polled after completion"),
             }
+        }
+    }
+}
+
+impl<L: Loader> Drop for Load<'_, L> {
+    /// Dropped while driving the window it opened: the window closes, its batch runs.
+    fn drop(&mut self) {
+        if let Some(driving) = self.driving.take() {
+            driving.close(&self.loader.shared);
         }
     }
 }
@@ -433,10 +455,21 @@ impl<L: Loader> Future for LoadMany<'_, L> {
                         *left += 1;
                     }
                 });
-            // Driving a window already: the new one closes at once (dropped), its batch runs.
-            if this.driving.is_none() {
-                this.driving = opened;
+            // Driving a window already: the new one closes at once, its batch runs.
+            match (&this.driving, opened) {
+                (None, opened) => this.driving = opened,
+                (Some(_), Some(opened)) => opened.close(&this.loader.shared),
+                (Some(_), None) => {}
             }
+        }
+    }
+}
+
+impl<L: Loader> Drop for LoadMany<'_, L> {
+    /// Dropped while driving the window it opened: the window closes, its batch runs.
+    fn drop(&mut self) {
+        if let Some(driving) = self.driving.take() {
+            driving.close(&self.loader.shared);
         }
     }
 }

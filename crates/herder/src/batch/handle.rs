@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::builder::Builder;
-use super::dispatch::{ActionsOf, apply};
+use super::dispatch::{ActionsOf, apply, start_janitor};
 use super::future::{Driving, Load, LoadMany};
 use super::loader::Loader;
 use super::state::{Config, Found, State, Window};
@@ -19,13 +19,16 @@ type FoundOf<L> = Found<<L as Loader>::Value, <L as Loader>::Error>;
 /// is a round trip. A `DataLoader` collects the keys requested while the runtime runs what is
 /// ready, and calls the loader once for all of them. By default there is no timer: the caller
 /// that asked first yields to the scheduler and looks again, and the batch dispatches after the
-/// first pass that added no key. A single `load` adds microseconds, not a millisecond, and a
-/// resolver tree lands one batch per level, on any runtime flavour and from any thread (a worker
-/// or the `block_on` thread of `#[tokio::main]`).
+/// first pass that added no key. A single `load` adds about a microsecond, not a millisecond,
+/// and a resolver tree lands one batch per level, on any runtime flavour and from any thread (a
+/// worker or the `block_on` thread of `#[tokio::main]`).
 ///
 /// * Keys already in an open or running batch join it (in-flight dedup).
-/// * Batches run as their own tasks: dropping any caller, including the one whose key opened the
-///   batch, never strands the others.
+/// * A batch belongs to no caller: the caller that closes its window polls it once right away
+///   (a loader that answers at once costs no task and no thread hop), and a batch not done by
+///   then goes on as its own task. Dropping, parking or panicking any caller, including the one
+///   whose key opened the batch, never strands the others. (That first poll runs in the closing
+///   caller's task: a loader should not rely on task-local values.)
 /// * A loader error or panic reaches every caller of that batch and is never remembered.
 /// * A loader that panics, even while building its future, fails its own batch only, with
 ///   [`LoadError::is_panic`](crate::LoadError::is_panic).
@@ -392,7 +395,7 @@ impl<L: Loader> DataLoader<L> {
         // Before any state changes: without a runtime, nothing could carry the batches.
         let runtime = task::runtime("DataLoader::load");
         let mut actions = ActionsOf::<L>::default();
-        {
+        let opened = {
             let mut state = lock(&shared.state);
             for key in keys {
                 let found = state.find(
@@ -404,21 +407,28 @@ impl<L: Loader> DataLoader<L> {
                 );
                 each(key, found);
             }
-            if let Some((slot, _)) = &actions.window {
-                state.window_opened(slot);
-            }
-        }
-        let opened = match (shared.config.window, &actions.window) {
-            (Window::Yield, Some((slot, ctl))) => Some((slot.clone(), ctl.clone())),
-            _ => None,
+            let opened = match &actions.window {
+                Some((slot, _)) => state
+                    .window_opened(slot, Some(runtime.id()))
+                    .then(|| slot.clone()),
+                None => None,
+            };
+            (opened, state.needs_janitor())
         };
         if !actions.is_empty() {
             apply(shared, &runtime, actions);
         }
-        // Closed already: this call filled the batch it opened.
-        opened
-            .filter(|(_, ctl)| !ctl.is_closed())
-            .map(|(slot, ctl)| Driving::new(slot, ctl))
+        // A window still open (this very call did not fill it): with a yield window, this
+        // caller drives it, and the janitor (started if none is alive) backs it up.
+        let (opened, janitor) = opened;
+        if let Some(id) = janitor {
+            start_janitor(shared, &runtime, id);
+        }
+        let slot = opened?;
+        match shared.config.window {
+            Window::Yield => Some(Driving::new(slot)),
+            Window::Delay(_) => None,
+        }
     }
 }
 

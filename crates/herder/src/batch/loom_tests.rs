@@ -1,22 +1,32 @@
-//! loom models of the batch window's wake-up protocol: the close signal ([`WindowCtl`]) against
-//! the window task waiting for it, and the whole hand-off over the real scheduler state: an
-//! opener that looks and closes, a caller on another thread whose key joins or fills the batch,
-//! and the window task that takes the batch to run. In every interleaving the window task wakes
-//! (no lost close), the batch runs exactly once with every key, and nothing stays in flight.
+//! loom models of the batch window's wake-up protocol.
+//!
+//! A yield window has no task: its opener looks and closes it from its own task, a caller on
+//! another thread may fill it, the loader's janitor may close it (its timer modelled as "at any
+//! moment"), and whoever takes the batch runs it and completes its slot, which wakes the
+//! callers waiting on other threads. In every interleaving: every caller's wait ends (no lost
+//! wake-up on any thread), the batch runs exactly once with every key that joined it, the
+//! janitor counts only the windows it closed, and nothing stays in flight.
+//!
+//! A delay window keeps a window task and its close signal ([`WindowCtl`]): the first two
+//! models check that a close (a batch that filled up) always wakes it.
 //!
 //! Run with `RUSTFLAGS="--cfg herder_loom" cargo test -p herder --lib --release batch::loom`.
-//! The two models over the whole state run with a preemption bound of 2.
+//! The models over the whole state run with a preemption bound of 2.
 
 use std::future::poll_fn;
 
 use loom::future::block_on;
 use loom::thread;
 
-use super::state::{Actions, Closed, Config, Found, Landed, Pass, State, Window, WindowEnd};
+use super::state::{
+    Actions, BatchSlot, Closed, Config, Found, Landed, Pass, State, Sweep, Window, WindowEnd,
+};
 use super::window::WindowCtl;
+use crate::flight::Waiter;
 use crate::sync::{Arc, Mutex, lock};
 
 type St = State<u8, u8, ()>;
+type Batch = Closed<u8, u8, ()>;
 
 fn config(max_batch_size: usize) -> Config {
     Config {
@@ -54,96 +64,175 @@ fn closes_from_two_threads_wake_the_window_task_once_it_waits() {
     });
 }
 
-/// Looks a key up, as `find_all` does: the answer, and what is to be done after the lock.
-fn find(state: &Mutex<St>, config: &Config, key: u8) -> (Found<u8, ()>, Actions<u8, u8, ()>) {
+/// What one lookup did.
+struct Looked {
+    found: Found<u8, ()>,
+    actions: Actions<u8, u8, ()>,
+    /// It opened a window and did not fill it: its caller drives it.
+    opened: bool,
+    /// The janitor to start, if none watched the open window.
+    janitor: Option<u64>,
+}
+
+/// Looks a key up, as `find_all` does.
+fn find(state: &Mutex<St>, config: &Config, key: u8) -> Looked {
     let mut actions = Actions::default();
     let mut state = lock(state);
     let found = state.find(&key, config, None, false, &mut actions);
-    if let Some((slot, _)) = &actions.window {
-        state.window_opened(slot);
+    let opened = match &actions.window {
+        Some((slot, _)) => state.window_opened(slot, None),
+        None => false,
+    };
+    Looked {
+        found,
+        actions,
+        opened,
+        janitor: state.needs_janitor(),
     }
-    (found, actions)
 }
 
-/// The opener (main thread) opens a batch, another thread's key joins it (or fills it, with a
-/// batch size of 2), the opener looks and closes; the window task (a third thread) waits for
-/// the close and takes the batch. Exactly one batch runs, with both keys.
-fn opener_joiner_and_window(max_batch_size: usize) {
-    // Three threads over the whole scheduler state: bound the preemptions (as tokio's own loom
-    // tests do with `LOOM_MAX_PREEMPTIONS`) to keep the run in minutes.
+/// Runs a batch as `dispatch::run` does: the loader answers `key * 10`, the state is told, the
+/// slot completes (waking its callers), then the batch that waited for the slot, if any.
+/// Returns the keys of each batch run.
+fn run(state: &Mutex<St>, config: &Config, batch: Batch) -> Vec<Vec<u8>> {
+    let mut ran = Vec::new();
+    let mut next = Some(batch);
+    while let Some(batch) = next {
+        let values: Vec<Option<u8>> = batch.keys.iter().map(|k| Some(k * 10)).collect();
+        let outcome = Ok(Landed::Done(Ok(values.into())));
+        next = lock(state).finished(&batch, &outcome, config);
+        assert!(batch.slot.complete(outcome), "a batch completes once");
+        ran.push(batch.keys);
+    }
+    ran
+}
+
+/// An opener's yield window, as `future::Driving` drives it: a look after each scheduler pass,
+/// one more pass while keys arrive, a close at the first quiet pass (or at once: the opener is
+/// dropped). Returns the keys of the batches it ran.
+fn drive(
+    state: &Mutex<St>,
+    config: &Config,
+    slot: &BatchSlot<u8, ()>,
+    dropped: bool,
+) -> Vec<Vec<u8>> {
+    if !dropped {
+        loop {
+            let pass = lock(state).window_pass(slot);
+            match pass {
+                Pass::Grew => continue,
+                Pass::Quiet => break,
+                Pass::Gone => return Vec::new(),
+            }
+        }
+    }
+    let end = lock(state).window_elapsed(slot, config, false);
+    match end {
+        WindowEnd::Run(batch) => run(state, config, batch),
+        // Every slot busy: the batch running now takes it next (`run`).
+        WindowEnd::Parked | WindowEnd::Gone => Vec::new(),
+    }
+}
+
+/// The opener (main thread) opens a batch and drives its window (or is dropped at once); a
+/// caller on a second thread asks for key 2 and waits for it (joining the batch, filling it
+/// with a batch size of 2, or opening the next batch, which it then drives itself); the
+/// janitor (a third thread) looks twice, as if a period passed before each look. Exactly one
+/// run per batch, every wait ends with its value, and the janitor counts what it closed.
+fn opener_caller_and_janitor(max_batch_size: usize, opener_dropped: bool) {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(2);
     builder.check(move || {
         let config = config(max_batch_size);
         let state = Arc::new(Mutex::new(St::new(&config)));
-        let (found, actions) = find(&state, &config, 1);
-        let Found::Batch(slot, 0) = found else {
+        let first = find(&state, &config, 1);
+        let Found::Batch(slot, 0) = first.found else {
             panic!("the first key opens a batch")
         };
-        let (_, ctl) = actions.window.expect("a window opens");
+        assert!(first.opened, "a yield window stays open");
+        let janitor_id = first.janitor.expect("its opening starts the janitor");
+        let opener_waits = Waiter::new(slot.clone());
 
-        let window = {
-            let (state, ctl, slot) = (state.clone(), ctl.clone(), slot.clone());
-            thread::spawn(move || {
-                block_on(poll_fn(|cx| ctl.poll_closed(cx)));
-                let end = lock(&state).window_elapsed(&slot, &config, false);
-                match end {
-                    WindowEnd::Run(closed) => Some(closed.keys),
-                    WindowEnd::Gone => None,
-                    WindowEnd::Parked => panic!("no batch runs, a slot is free"),
-                }
-            })
-        };
-        let joiner = {
+        let janitor = {
             let state = state.clone();
             thread::spawn(move || {
-                let (_, actions) = find(&state, &config, 2);
-                for ctl in &actions.dismiss {
-                    ctl.close();
+                let (mut ran, mut closed) = (Vec::new(), 0);
+                for _ in 0..2 {
+                    let sweep = lock(&state).sweep(janitor_id, &config);
+                    match sweep {
+                        Sweep::Run(batch) => {
+                            closed += 1;
+                            ran.extend(run(&state, &config, batch));
+                        }
+                        Sweep::Parked => closed += 1,
+                        Sweep::Watch => {}
+                        Sweep::Retire => break,
+                    }
                 }
-                let opened = actions.window.is_some();
-                (actions.run.into_iter().map(|c| c.keys).next(), opened)
+                (ran, closed)
             })
         };
-        // The opener's looks, each after a scheduler pass: while keys arrive, one more pass.
-        let mut pass = lock(&state).window_pass(&slot);
-        while pass == Pass::Grew {
-            pass = lock(&state).window_pass(&slot);
-        }
-        if pass == Pass::Quiet {
-            ctl.close();
-        }
-        let ran_by_window = window.join().unwrap();
-        let (ran_by_joiner, opened_another) = joiner.join().unwrap();
-        let ran: Vec<Vec<u8>> = ran_by_window.into_iter().chain(ran_by_joiner).collect();
-        assert_eq!(ran.len(), 1, "the batch runs exactly once");
-        let mut state = lock(&state);
-        assert_eq!(state.stats().batches, 1);
-        let keys = ran[0].clone();
-        if opened_another {
-            // Key 2 came after the batch closed: it waits in the next batch.
-            assert_eq!(keys, vec![1]);
-        } else {
-            assert_eq!(keys, vec![1, 2]);
-        }
-        assert_eq!(state.stats().in_flight, 2);
-        let values: Vec<Option<u8>> = keys.iter().map(|k| Some(*k)).collect();
-        let closed = Closed {
-            slot,
-            keys,
-            tickets: Vec::new(),
+        let caller = {
+            let state = state.clone();
+            thread::spawn(move || {
+                let looked = find(&state, &config, 2);
+                let Found::Batch(its_slot, position) = looked.found else {
+                    panic!("key 2 goes to a batch")
+                };
+                let mut ran: Vec<Vec<u8>> = Vec::new();
+                for batch in looked.actions.run {
+                    ran.extend(run(&state, &config, batch));
+                }
+                if looked.opened {
+                    // Key 2 came after the first batch closed: it opened the next one and
+                    // drives it (a janitor it started, the first having retired, is not run).
+                    ran.extend(drive(&state, &config, &its_slot, false));
+                }
+                // The wait: woken by whichever thread ran the batch.
+                let outcome = block_on(Waiter::new(its_slot)).expect("the batch ran");
+                let Landed::Done(Ok(values)) = outcome else {
+                    panic!("the loader answered")
+                };
+                assert_eq!(values[position], Some(20));
+                ran
+            })
         };
-        state.finished(&closed, &Ok(Landed::Done(Ok(values.into()))), &config);
-        assert_eq!(state.stats().in_flight, usize::from(opened_another));
+        let by_opener = drive(&state, &config, &slot, opener_dropped);
+        let (by_janitor, janitor_closed) = janitor.join().unwrap();
+        let by_caller = caller.join().unwrap();
+        // The opener's own wait ends too.
+        let outcome = block_on(opener_waits).expect("the batch ran");
+        let Landed::Done(Ok(values)) = outcome else {
+            panic!("the loader answered")
+        };
+        assert_eq!(values[0], Some(10));
+
+        let mut ran: Vec<Vec<u8>> = by_opener;
+        ran.extend(by_janitor);
+        ran.extend(by_caller);
+        ran.sort();
+        let mut keys: Vec<u8> = ran.concat();
+        keys.sort_unstable();
+        assert_eq!(keys, vec![1, 2], "every key runs exactly once: {ran:?}");
+        let state = lock(&state);
+        let stats = state.stats();
+        assert_eq!(stats.batches, ran.len() as u64);
+        assert_eq!(stats.unattended_windows, janitor_closed);
+        assert_eq!(stats.in_flight, 0);
     });
 }
 
 #[test]
 fn a_key_joining_while_the_opener_closes_runs_in_exactly_one_batch() {
-    opener_joiner_and_window(usize::MAX);
+    opener_caller_and_janitor(usize::MAX, false);
 }
 
 #[test]
 fn a_key_filling_the_batch_while_the_opener_closes_runs_it_exactly_once() {
-    opener_joiner_and_window(2);
+    opener_caller_and_janitor(2, false);
+}
+
+#[test]
+fn a_dropped_opener_hands_its_batch_on_whoever_else_is_closing_it() {
+    opener_caller_and_janitor(usize::MAX, true);
 }

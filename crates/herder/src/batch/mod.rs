@@ -2,9 +2,11 @@
 //!
 //! Layout: [`Loader`] (the batch function users write), [`DataLoader`] (the handle),
 //! [`Builder`] (settings), `state` (the `pub(crate)` scheduler state machine: which batch a key
-//! goes to, when a batch closes and runs), `dispatch` (the tasks that carry batches), `future`
-//! (the `Load` / `LoadMany` futures, which drive a yield window from the caller's task) and
-//! `window` (the handshake between an opener and its window task). With a [`Cache`](crate::Cache)
+//! goes to, when a batch closes and runs), `dispatch` (how a batch starts, and the tasks that
+//! carry batches: run tasks, delay windows' tasks, the janitor that closes the windows of parked
+//! openers), `future` (the `Load` / `LoadMany` futures, which drive a yield window from the
+//! caller's task, close it and start its batch) and `window` (the close signal of a delay
+//! window's task). With a [`Cache`](crate::Cache)
 //! in front, this module reaches the cache only through the cache's front
 //! (`crate::cache::CacheFront`: consult a key, finish or abandon the flights a batch leads, load
 //! through the tier, insert, invalidate), never its internals.
@@ -12,8 +14,9 @@
 //! # In-flight dedup, and the flight core
 //!
 //! Batches rest on the flight core's slots: each batch is one slot (`flight::Slot`) that
-//! its callers await, run by its own task (`dispatch`) under guards that fail it as cancelled if
-//! that task is dropped; a loader's value, error or panic reaches every caller as one shared
+//! its callers await, run under guards that fail it as cancelled if it is dropped unfinished
+//! (first polled in the poll that closed its window, then as its own task if that poll did not
+//! finish it, `dispatch`); a loader's value, error or panic reaches every caller as one shared
 //! outcome. With a cache in front, the per-key dedup across every reader of the cache (a
 //! `get_with`, another loader) *is* the core's `flight::Flights` map: a
 //! batch leads the cache's flight of each key it loads, and the others follow it.

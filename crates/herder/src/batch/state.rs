@@ -1,8 +1,8 @@
 //! The batch scheduler: which batch a key goes to, when a batch closes, when it runs.
 //!
 //! Pure state, no I/O: every method runs under the loader's lock and reports what must happen
-//! next (start a window task, run a batch, dismiss a window task) for the caller to do once the
-//! lock is released. `proptests` checks it against a plain model.
+//! next (run a batch, start a delay window's task or dismiss it, start the loader's janitor) for
+//! the caller to do once the lock is released. `proptests` checks it against a plain model.
 //!
 //! A key is looked up in the memo, then in the index of keys whose batch is open or running
 //! (in-flight dedup), and only then added to the open batch. The open batch closes when it is full
@@ -44,17 +44,19 @@ impl<V, E> Clone for Landed<V, E> {
 /// One batch's in-flight slot; its address is the batch's identity.
 pub(crate) type BatchSlot<V, E> = Arc<Slot<Landed<V, E>>>;
 
-/// How long a yield window waits for the caller that opened it to come round: past it, a timer
-/// dispatches the batch for the other callers. It only fires when the opener is parked (polled
-/// once, never again), when its task waited this long for a worker (a saturated runtime), or
-/// when keys kept arriving at every scheduler pass for this long without filling the batch.
-pub(crate) const PARKED_OPENER_TIMEOUT: Duration = Duration::from_millis(200);
+/// The period of a loader's janitor (see [`State::sweep`]): a yield window that is still open at
+/// two of its looks in a row, one period apart, is closed for the other callers, so a window
+/// whose opener does not come round is closed between one and two periods after it opened. That
+/// only happens when the opener is parked (polled once, never again), when its task waited that
+/// long for a worker (a saturated runtime), or when keys kept arriving at every scheduler pass
+/// for that long without filling the batch.
+pub(crate) const JANITOR_PERIOD: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Window {
     /// The caller that opened the batch yields to the scheduler (`tokio::task::yield_now`) and
-    /// looks again: keys arrived during that pass → one more pass; a quiet pass → close. A
-    /// timer is the fallback ([`PARKED_OPENER_TIMEOUT`]).
+    /// looks again: keys arrived during that pass → one more pass; a quiet pass → close. The
+    /// loader's janitor is the fallback ([`JANITOR_PERIOD`]).
     Yield,
     /// Close after a fixed delay.
     Delay(Duration),
@@ -93,9 +95,15 @@ struct Open<K, V, E> {
     elapsed: bool,
     /// Keys present at the opener's last look.
     seen: usize,
-    /// Tells the window task to close.
-    ctl: Arc<WindowCtl>,
+    /// Tells the window task of a delay window to close (a yield window has no task: its opener
+    /// closes it, or the janitor).
+    ctl: Option<Arc<WindowCtl>>,
+    /// The runtime its opener was polled on (see [`State::janitor_lost`]).
+    runtime: Option<RuntimeId>,
 }
+
+/// Which runtime a window's opener was polled on.
+pub(crate) type RuntimeId = tokio::runtime::Id;
 
 /// Where a key's value comes from.
 pub(crate) enum Found<V, E> {
@@ -110,8 +118,9 @@ pub(crate) enum Found<V, E> {
 /// Work for the caller to do after releasing the lock.
 #[derive(Debug)]
 pub(crate) struct Actions<K, V, E> {
-    /// A batch was opened: start its window task.
-    pub(crate) window: Option<(BatchSlot<V, E>, Arc<WindowCtl>)>,
+    /// A batch was opened, with the close signal of its window task if it has a delay window (a
+    /// yield window is driven by its opener).
+    pub(crate) window: Option<(BatchSlot<V, E>, Option<Arc<WindowCtl>>)>,
     /// Batches that may run now.
     pub(crate) run: Vec<Closed<K, V, E>>,
     /// Window tasks of batches that closed early (full): tell them to end.
@@ -146,6 +155,21 @@ pub(crate) enum Pass {
     Gone,
 }
 
+/// What one look of the loader's janitor decides (see [`State::sweep`]).
+#[derive(Debug)]
+pub(crate) enum Sweep<K, V, E> {
+    /// Look again one period later.
+    Watch,
+    /// The open window's opener has not come round for a whole period: it is closed
+    /// (unattended) and this batch is to run now.
+    Run(Closed<K, V, E>),
+    /// The same, but every batch slot is busy: the batch runs when one frees.
+    Parked,
+    /// No window opened for a whole period and none is open: the janitor ends (the next
+    /// window starts another).
+    Retire,
+}
+
 /// What the end of a window decides.
 #[derive(Debug)]
 pub(crate) enum WindowEnd<K, V, E> {
@@ -165,6 +189,14 @@ pub(crate) struct State<K, V, E> {
     ready: VecDeque<Closed<K, V, E>>,
     running: usize,
     counters: Counters,
+    /// Windows opened so far: the janitor compares it between its looks.
+    windows_opened: u64,
+    /// The janitor task alive, by number, if any.
+    janitor: Option<u64>,
+    /// Janitors started so far (their numbers).
+    janitors: u64,
+    /// `windows_opened` at the janitor's last look.
+    janitor_seen: u64,
 }
 
 impl<K, V, E> State<K, V, E>
@@ -180,6 +212,10 @@ where
             ready: VecDeque::new(),
             running: 0,
             counters: Counters::default(),
+            windows_opened: 0,
+            janitor: None,
+            janitors: 0,
+            janitor_seen: 0,
         }
     }
 
@@ -247,8 +283,12 @@ where
         actions: &mut Actions<K, V, E>,
     ) -> (BatchSlot<V, E>, usize) {
         let open = self.open.get_or_insert_with(|| {
+            self.windows_opened += 1;
             let slot = Arc::new(Slot::new());
-            let ctl = Arc::new(WindowCtl::new());
+            let ctl = match config.window {
+                Window::Yield => None,
+                Window::Delay(_) => Some(Arc::new(WindowCtl::new())),
+            };
             actions.window = Some((slot.clone(), ctl.clone()));
             let batch = Closed {
                 slot,
@@ -260,6 +300,7 @@ where
                 elapsed: false,
                 seen: 0,
                 ctl,
+                runtime: None,
             }
         });
         let slot = open.batch.slot.clone();
@@ -279,7 +320,7 @@ where
     /// Closes the open batch: runs it if a slot is free, queues it otherwise.
     fn close_open(&mut self, config: &Config, actions: &mut Actions<K, V, E>) {
         let Some(open) = self.open.take() else { return };
-        actions.dismiss.push(open.ctl);
+        actions.dismiss.extend(open.ctl);
         let closed = open.batch;
         if self.running < config.max_concurrent_batches {
             self.start(&closed);
@@ -296,13 +337,89 @@ where
     }
 
     /// Where the opener's looks start: the keys the batch holds when its opener's call is done
-    /// looking its own keys up (one for a `load`, more for a `load_many`).
-    pub(crate) fn window_opened(&mut self, slot: &BatchSlot<V, E>) {
-        if let Some(open) = &mut self.open
-            && Arc::ptr_eq(&open.batch.slot, slot)
-        {
-            open.seen = open.batch.keys.len();
+    /// looking its own keys up (one for a `load`, more for a `load_many`), and the runtime the
+    /// opener runs on. `false` if the batch is no longer open (that very call filled it).
+    pub(crate) fn window_opened(
+        &mut self,
+        slot: &BatchSlot<V, E>,
+        runtime: Option<RuntimeId>,
+    ) -> bool {
+        let Some(open) = self
+            .open
+            .as_mut()
+            .filter(|open| Arc::ptr_eq(&open.batch.slot, slot))
+        else {
+            return false;
+        };
+        open.seen = open.batch.keys.len();
+        open.runtime = runtime;
+        true
+    }
+
+    /// The number of a janitor to start, if a yield window is open and no janitor is alive:
+    /// the window just opened, or the janitor that was watching it went with its runtime.
+    pub(crate) fn needs_janitor(&mut self) -> Option<u64> {
+        let open = self.open.as_ref()?;
+        if open.ctl.is_some() || open.elapsed || self.janitor.is_some() {
+            return None;
         }
+        self.janitors += 1;
+        self.janitor = Some(self.janitors);
+        // Its first look, one period from now, closes the open window if it is still open.
+        self.janitor_seen = self.windows_opened;
+        self.janitor
+    }
+
+    /// One look of the loader's janitor `janitor`, one [`JANITOR_PERIOD`] after its previous
+    /// one (or after it started). No window opened since that look, yet a yield window is open:
+    /// that window was open then too, so its opener has not come round for a whole period, and
+    /// the janitor closes it ([`Sweep::Run`] or, every batch slot busy, it waits for a slot).
+    /// No window opened and none open: [`Sweep::Retire`]. Otherwise [`Sweep::Watch`].
+    pub(crate) fn sweep(&mut self, janitor: u64, config: &Config) -> Sweep<K, V, E> {
+        if self.janitor != Some(janitor) {
+            // Replaced (its runtime dropped it and another started): a stray look.
+            return Sweep::Retire;
+        }
+        let quiet = self.windows_opened == self.janitor_seen;
+        self.janitor_seen = self.windows_opened;
+        let Some(open) = &self.open else {
+            if quiet {
+                self.janitor = None;
+                return Sweep::Retire;
+            }
+            return Sweep::Watch;
+        };
+        if !quiet || open.elapsed || open.ctl.is_some() {
+            return Sweep::Watch;
+        }
+        let slot = open.batch.slot.clone();
+        match self.window_elapsed(&slot, config, true) {
+            WindowEnd::Run(closed) => Sweep::Run(closed),
+            WindowEnd::Parked => Sweep::Parked,
+            WindowEnd::Gone => unreachable!("the window is open"),
+        }
+    }
+
+    /// The janitor `janitor` is gone without retiring: its runtime, `runtime`, dropped it (the
+    /// next lookup starts another). A yield window whose opener was polled on that runtime
+    /// too will not be looked at again by anyone there: it is abandoned and returned,
+    /// unindexed, to be failed, as a window task dropped with its runtime fails its batch
+    /// (`abandon_open`). A window opened on another runtime stays with its opener.
+    pub(crate) fn janitor_lost(
+        &mut self,
+        janitor: u64,
+        runtime: RuntimeId,
+    ) -> Option<Closed<K, V, E>> {
+        if self.janitor != Some(janitor) {
+            return None;
+        }
+        self.janitor = None;
+        let open = self.open.as_ref()?;
+        if open.ctl.is_some() || open.elapsed || open.runtime != Some(runtime) {
+            return None;
+        }
+        let slot = open.batch.slot.clone();
+        self.abandon_open(&slot)
     }
 
     /// One look at the yield window of `slot`'s batch, by its opener, after a scheduler pass:
@@ -325,8 +442,9 @@ where
         }
     }
 
-    /// The window of `slot`'s batch has elapsed (called by its window task).
-    /// `unattended`: a yield window closed by its timer, not by its opener.
+    /// The window of `slot`'s batch has elapsed: its opener found a quiet pass or was dropped,
+    /// its delay passed, or the janitor closed it. `unattended`: a yield window closed by the
+    /// janitor, not by its opener.
     pub(crate) fn window_elapsed(
         &mut self,
         slot: &BatchSlot<V, E>,
@@ -433,7 +551,7 @@ where
         lost
     }
 
-    /// The window task of `slot`'s batch is gone before the window ended (or was never
+    /// The window task of `slot`'s delay window is gone before the window ended (or was never
     /// spawned: the runtime refused it).
     pub(crate) fn abandon_open(&mut self, slot: &BatchSlot<V, E>) -> Option<Closed<K, V, E>> {
         if !self.is_open(slot) {

@@ -32,10 +32,11 @@ pub struct DataLoaderStats {
     pub timeouts: u64,
     /// Batches dropped before they finished (their runtime shut down).
     pub cancelled: u64,
-    /// Yield windows closed by their 200 ms fallback timer instead of by the caller that opened
-    /// them: that caller was parked (polled once, never again), its task waited that long for a
-    /// worker, or keys kept arriving at every pass for that long without filling the batch.
-    /// Nonzero on a healthy service means batches are being delayed.
+    /// Yield windows closed by the loader's fallback timer (100–200 ms after they opened)
+    /// instead of by the caller that opened them: that caller was parked (polled once, never
+    /// again), its task waited that long for a worker, or keys kept arriving at every pass for
+    /// that long without filling the batch. Nonzero on a healthy service means batches are
+    /// being delayed.
     pub unattended_windows: u64,
     /// Keys in an open or running batch when the stats were read.
     pub in_flight: usize,

@@ -1,11 +1,11 @@
-//! How a batch's window is told to close: a flag and the window task's waker.
+//! How a delay window's task is told that its batch filled up: a flag and the task's waker.
 //!
-//! Whoever decides that an open batch is done collecting keys (its opener, which found a quiet
-//! scheduler pass or was dropped; a caller whose key filled it) calls [`WindowCtl::close`]; the
-//! batch's window task waits in [`WindowCtl::poll_closed`] (or for its fallback timer) and then
-//! asks the state machine what to do. The flag is set before the wake and read after the
-//! waker is registered, so a close is never lost, whichever thread it comes from and whether
-//! or not the window task has been polled yet (explored by `loom_tests`).
+//! (A yield window, the default, has no task and no signal: its opener closes it from its own
+//! poll, see `dispatch`.) A caller whose key fills a batch with a delay window calls
+//! [`WindowCtl::close`]; the batch's window task waits in [`WindowCtl::poll_closed`] (or for its
+//! delay) and then asks the state machine what to do. The flag is set before the wake and read
+//! after the waker is registered, so a close is never lost, whichever thread it comes from and
+//! whether or not the window task has been polled yet (explored by `loom_tests`).
 
 use std::fmt;
 use std::sync::atomic::Ordering;

@@ -1,9 +1,10 @@
 //! The batch scheduler against a plain model (as `queue/state/proptests.rs`): random sequences
-//! of lookups, opener looks, window ends (attended or by the fallback timer), finished batches
-//! (values, error, panic, timeout), lost window and run tasks, `clear`, `clear_all` and `prime`,
-//! with random batch sizes, caps and memo. After each step: the same answers, the same batches
-//! run in the same order, the cap respected, the same keys in flight and memoized; at the end,
-//! every slot a caller was handed is completed (no caller waits for a batch nobody runs).
+//! of lookups, opener looks (closing at a quiet pass), dropped openers, janitor looks and lost
+//! janitors, finished batches (values, error, panic, timeout), lost run tasks, `clear`,
+//! `clear_all` and `prime`, with random batch sizes, caps and memo. After each step: the same
+//! answers, the same batches run in the same order, the same janitors started and retired, the
+//! cap respected, the same keys in flight and memoized, the same unattended windows; at the
+//! end, every slot a caller was handed is completed (no caller waits for a batch nobody runs).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc as StdArc;
@@ -11,8 +12,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{Actions, BatchSlot, Closed, Config, Found, Landed, Pass, State, Window, WindowEnd};
-use crate::batch::window::WindowCtl;
+use super::{
+    Actions, BatchSlot, Closed, Config, Found, Landed, Pass, RuntimeId, State, Sweep, Window,
+    WindowEnd,
+};
 use crate::flight::Failure;
 use crate::sync::Arc;
 
@@ -22,16 +25,18 @@ type C = Closed<u64, u64, ()>;
 #[derive(Clone, Debug)]
 enum Step {
     Find(u64),
-    /// The opener of the open window (if any) looks after a pass.
+    /// The opener of the open window (if it still drives it) looks after a pass.
     Look,
-    /// The window task of the window at this index ends (`true`: by the fallback timer).
-    WindowEnds(usize, bool),
+    /// The opener at this index is dropped (it closes its window).
+    DropOpener(usize),
+    /// The janitor looks (a period has passed).
+    Sweep,
+    /// The janitor is dropped with its runtime, which the openers run on.
+    LoseJanitor,
     /// The running batch at this index ends: 0 values, 1 error, 2 panic, 3 timeout.
     Finish(usize, u8),
     /// The task running the batch at this index is dropped with its runtime.
     LoseRun(usize),
-    /// The window task at this index is dropped with its runtime.
-    LoseWindow(usize),
     Clear(u64),
     ClearAll,
     Prime(u64, u64),
@@ -41,12 +46,13 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         8 => (0..8u64).prop_map(Step::Find),
         3 => Just(Step::Look),
-        3 => (any::<usize>(), prop::bool::weighted(0.2)).prop_map(|(i, t)| Step::WindowEnds(i, t)),
+        1 => any::<usize>().prop_map(Step::DropOpener),
+        2 => Just(Step::Sweep),
         4 => (any::<usize>(), prop_oneof![6 => Just(0u8), 1 => Just(1), 1 => Just(2), 1 => Just(3)])
             .prop_map(|(i, k)| Step::Finish(i, k)),
         1 => prop_oneof![9 => Just(None), 1 => any::<usize>().prop_map(|i| Some(Step::LoseRun(i)))]
             .prop_map(|s| s.unwrap_or(Step::Look)),
-        1 => prop_oneof![9 => Just(None), 1 => any::<usize>().prop_map(|i| Some(Step::LoseWindow(i)))]
+        1 => prop_oneof![9 => Just(None), 1 => Just(Some(Step::LoseJanitor))]
             .prop_map(|s| s.unwrap_or(Step::Look)),
         1 => (0..8u64).prop_map(Step::Clear),
         1 => prop_oneof![9 => Just(None), 1 => Just(Some(Step::ClearAll))]
@@ -81,6 +87,21 @@ struct Model {
     running: usize,
     index: HashMap<u64, usize>,
     memo: Option<HashMap<u64, Option<u64>>>,
+    windows_opened: u64,
+    /// The janitor alive (its number), janitors started, and windows opened at its last look.
+    janitor: Option<u64>,
+    janitors: u64,
+    janitor_seen: u64,
+    unattended: u64,
+}
+
+/// What a janitor's look decides, in the model.
+#[derive(Debug, PartialEq, Eq)]
+enum MSweep {
+    Watch,
+    Run(usize),
+    Parked,
+    Retire,
 }
 
 enum MFound {
@@ -100,6 +121,62 @@ impl Model {
             running: 0,
             index: HashMap::new(),
             memo: config.memo.then(HashMap::new),
+            windows_opened: 0,
+            janitor: None,
+            janitors: 0,
+            janitor_seen: 0,
+            unattended: 0,
+        }
+    }
+
+    /// A yield window is open, not yet elapsed, and no janitor watches: start one.
+    fn needs_janitor(&mut self) -> Option<u64> {
+        if self.open.is_none() || self.open_elapsed || self.janitor.is_some() {
+            return None;
+        }
+        self.janitors += 1;
+        self.janitor = Some(self.janitors);
+        self.janitor_seen = self.windows_opened;
+        self.janitor
+    }
+
+    /// A janitor look: a window open at two looks in a row (no window opened in between) is
+    /// closed unattended; nothing opened and nothing open → the janitor retires.
+    fn sweep(&mut self, janitor: u64) -> MSweep {
+        if self.janitor != Some(janitor) {
+            return MSweep::Retire;
+        }
+        let quiet = self.windows_opened == self.janitor_seen;
+        self.janitor_seen = self.windows_opened;
+        match self.open {
+            None if quiet => {
+                self.janitor = None;
+                MSweep::Retire
+            }
+            Some(b) if quiet && !self.open_elapsed => {
+                self.unattended += 1;
+                match self.window_ends(b) {
+                    Some(Some(b)) => MSweep::Run(b),
+                    _ => MSweep::Parked,
+                }
+            }
+            _ => MSweep::Watch,
+        }
+    }
+
+    /// The janitor went with the openers' runtime: the open window (not elapsed) is lost.
+    fn janitor_lost(&mut self, janitor: u64) -> Option<usize> {
+        if self.janitor != Some(janitor) {
+            return None;
+        }
+        self.janitor = None;
+        match self.open {
+            Some(b) if !self.open_elapsed => {
+                self.open = None;
+                self.unindex(b);
+                Some(b)
+            }
+            _ => None,
         }
     }
 
@@ -120,6 +197,7 @@ impl Model {
                     phase: Phase::Open,
                 });
                 self.open = Some(self.batches.len() - 1);
+                self.windows_opened += 1;
                 self.open_elapsed = false;
                 self.seen = 0;
                 self.batches.len() - 1
@@ -224,15 +302,6 @@ impl Model {
         lost
     }
 
-    fn lose_window(&mut self, b: usize) -> bool {
-        if self.open != Some(b) {
-            return false;
-        }
-        self.open = None;
-        self.unindex(b);
-        true
-    }
-
     fn clear(&mut self, key: u64) {
         if let Some(memo) = self.memo.as_mut() {
             memo.remove(&key);
@@ -265,8 +334,12 @@ struct Harness {
     config: Config,
     state: State<u64, u64, ()>,
     model: Model,
-    /// Window tasks alive: the batch's slot, its close signal, its model number.
-    windows: Vec<(S, Arc<WindowCtl>, usize)>,
+    /// Openers still driving their window: the batch's slot, its model number.
+    openers: Vec<(S, usize)>,
+    /// The janitor alive, if any.
+    janitor: Option<u64>,
+    /// The runtime the openers and the janitor run on.
+    runtime: RuntimeId,
     /// Batches running, with their model numbers.
     running: Vec<(C, usize)>,
     /// Every slot handed to a caller.
@@ -286,19 +359,35 @@ impl Harness {
             .expect("a known batch")
     }
 
-    fn apply(&mut self, actions: Actions<u64, u64, ()>) {
-        for ctl in actions.dismiss {
-            ctl.close();
-        }
+    fn apply(&mut self, actions: Actions<u64, u64, ()>, still_open: bool) {
+        assert!(
+            actions.dismiss.is_empty(),
+            "a yield window has no task to dismiss"
+        );
         if let Some((slot, ctl)) = actions.window {
+            assert!(ctl.is_none(), "a yield window has no close signal");
             let id = self.model.batches.len() - 1;
             self.ids.push((slot.clone(), id));
-            if !ctl.is_closed() {
-                self.windows.push((slot, ctl, id));
+            if still_open {
+                self.openers.push((slot, id));
             }
         }
         for closed in actions.run {
             self.run(closed);
+        }
+    }
+
+    /// An opener closes its window (a quiet pass, or dropped).
+    fn close(&mut self, slot: &S, id: usize) {
+        let config = self.config;
+        let end = self.state.window_elapsed(slot, &config, false);
+        match (end, self.model.window_ends(id)) {
+            (WindowEnd::Gone, None) | (WindowEnd::Parked, Some(None)) => {}
+            (WindowEnd::Run(closed), Some(Some(b))) => {
+                assert_eq!(self.id(&closed.slot), b);
+                self.run(closed);
+            }
+            (end, _) => panic!("window end differs from the model: {end:?}"),
         }
     }
 
@@ -318,12 +407,18 @@ impl Harness {
             Step::Find(key) => {
                 let mut actions = Actions::default();
                 let found = self.state.find(&key, &config, None, false, &mut actions);
-                if let Some((slot, _)) = &actions.window {
-                    self.state.window_opened(slot);
-                }
+                let still_open = match &actions.window {
+                    Some((slot, _)) => self.state.window_opened(slot, Some(self.runtime)),
+                    None => false,
+                };
+                let janitor = self.state.needs_janitor();
                 let mut model_started = Vec::new();
                 let expected = self.model.find(key, &mut model_started);
-                self.apply(actions);
+                assert_eq!(janitor, self.model.needs_janitor());
+                if janitor.is_some() {
+                    self.janitor = janitor;
+                }
+                self.apply(actions, still_open);
                 assert_eq!(
                     self.started[self.started.len() - model_started.len()..],
                     model_started
@@ -340,35 +435,46 @@ impl Harness {
             }
             Step::Look => {
                 let Some(open) = self.model.open else { return };
-                let Some((slot, ctl, _)) = self.windows.iter().find(|w| w.2 == open).cloned()
-                else {
+                let Some(at) = self.openers.iter().position(|o| o.1 == open) else {
                     return;
                 };
+                let (slot, id) = self.openers[at].clone();
                 let pass = self.state.window_pass(&slot);
                 assert_eq!(pass, self.model.look());
                 if pass == Pass::Quiet {
-                    ctl.close();
+                    self.openers.remove(at);
+                    self.close(&slot, id);
                 }
             }
-            Step::WindowEnds(i, timer) => {
-                if self.windows.is_empty() {
+            Step::DropOpener(i) => {
+                if self.openers.is_empty() {
                     return;
                 }
-                let (slot, ctl, id) = self.windows.remove(i % self.windows.len());
-                // Only a closed window or its timer ends a yield window.
-                if !ctl.is_closed() && !timer {
-                    self.windows.push((slot, ctl, id));
-                    return;
-                }
-                let end = self.state.window_elapsed(&slot, &config, timer);
-                match (end, self.model.window_ends(id)) {
-                    (WindowEnd::Gone, None) | (WindowEnd::Parked, Some(None)) => {}
-                    (WindowEnd::Run(closed), Some(Some(b))) => {
+                let (slot, id) = self.openers.remove(i % self.openers.len());
+                self.close(&slot, id);
+            }
+            Step::Sweep => {
+                let Some(janitor) = self.janitor else { return };
+                let sweep = self.state.sweep(janitor, &config);
+                let expected = self.model.sweep(janitor);
+                match (sweep, expected) {
+                    (Sweep::Watch, MSweep::Watch) | (Sweep::Parked, MSweep::Parked) => {}
+                    (Sweep::Retire, MSweep::Retire) => self.janitor = None,
+                    (Sweep::Run(closed), MSweep::Run(b)) => {
                         assert_eq!(self.id(&closed.slot), b);
                         self.run(closed);
                     }
-                    (end, _) => panic!("window end differs from the model: {end:?}"),
+                    (sweep, expected) => panic!("sweep {sweep:?}, model {expected:?}"),
                 }
+            }
+            Step::LoseJanitor => {
+                let Some(janitor) = self.janitor.take() else {
+                    return;
+                };
+                let lost = self.state.janitor_lost(janitor, self.runtime);
+                let expected = self.model.janitor_lost(janitor);
+                assert_eq!(lost.as_ref().map(|c| self.id(&c.slot)), expected);
+                lost.iter().for_each(Self::fail);
             }
             Step::Finish(i, kind) => {
                 if self.running.is_empty() {
@@ -404,15 +510,6 @@ impl Harness {
                 assert_eq!(ids, self.model.lose_run(id));
                 lost.iter().for_each(Self::fail);
             }
-            Step::LoseWindow(i) => {
-                if self.windows.is_empty() {
-                    return;
-                }
-                let (slot, _, id) = self.windows.remove(i % self.windows.len());
-                let lost = self.state.abandon_open(&slot);
-                assert_eq!(lost.is_some(), self.model.lose_window(id));
-                lost.iter().for_each(Self::fail);
-            }
             Step::Clear(key) => {
                 self.state.clear(&key);
                 self.model.clear(key);
@@ -437,27 +534,49 @@ impl Harness {
             self.model.memo.as_ref().map_or(0, HashMap::len)
         );
         assert_eq!(stats.batches, self.started.len() as u64);
+        assert_eq!(stats.unattended_windows, self.model.unattended);
         assert!(self.running.len() <= self.config.max_concurrent_batches);
         assert_eq!(self.running.len(), self.model.running);
     }
 
-    /// Ends everything: windows close (by their timer when need be), running batches finish.
+    /// Ends everything: openers close their windows, or the janitor does (a lookup starts one
+    /// if it was lost), running batches finish.
     fn drain(&mut self) {
         for _ in 0..1000 {
-            if let Some(i) = (!self.windows.is_empty()).then_some(0) {
-                self.step(Step::WindowEnds(i, true));
+            if !self.openers.is_empty() {
+                self.step(Step::DropOpener(0));
             } else if !self.running.is_empty() {
                 self.step(Step::Finish(0, 0));
+            } else if self.model.open.is_some() {
+                if self.janitor.is_none() {
+                    // What the next lookup does when no janitor watches an open window.
+                    let janitor = self.state.needs_janitor();
+                    assert_eq!(janitor, self.model.needs_janitor());
+                    self.janitor = janitor;
+                }
+                self.step(Step::Sweep);
             } else {
                 break;
             }
         }
-        assert!(self.windows.is_empty() && self.running.is_empty());
+        assert!(self.openers.is_empty() && self.running.is_empty());
         assert_eq!(self.state.stats().in_flight, 0);
         for slot in &self.handed {
             assert!(slot.is_done(), "a caller's batch never completed");
         }
     }
+}
+
+/// A runtime id for the model's openers and janitor (made once: only a runtime can make one).
+fn runtime_id() -> RuntimeId {
+    static ID: std::sync::OnceLock<RuntimeId> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .handle()
+            .id()
+    })
 }
 
 proptest! {
@@ -481,7 +600,9 @@ proptest! {
             config,
             state: State::new(&config),
             model: Model::new(config),
-            windows: Vec::new(),
+            openers: Vec::new(),
+            janitor: None,
+            runtime: runtime_id(),
             running: Vec::new(),
             handed: Vec::new(),
             ids: Vec::new(),
