@@ -95,98 +95,137 @@ impl Batcher for Herder {
     }
 }
 
-// ---- async-graphql ----
+// ---- async-graphql 7 and 8 (release candidate) ----
 
-#[derive(Clone, Default)]
-pub struct AgLoader(Counter);
+/// The loader, `DataLoader` and `DataLoader` + `HashMapCache` adapters of one async-graphql
+/// version: its crate, its `new` and `with_cache` (8 adds a timer), and the report names.
+macro_rules! async_graphql_peers {
+    (
+        $krate:ident, $loader:ident, $plain:ident, $cached:ident,
+        $name:literal, $cached_name:literal,
+        new($l:ident) = $new:expr,
+        with_cache($lc:ident) = $with_cache:expr $(,)?
+    ) => {
+        #[derive(Clone, Default)]
+        pub struct $loader(Counter);
 
-impl async_graphql::dataloader::Loader<u64> for AgLoader {
-    type Value = u64;
-    type Error = Arc<str>;
+        impl $krate::dataloader::Loader<u64> for $loader {
+            type Value = u64;
+            type Error = Arc<str>;
 
-    async fn load(&self, keys: &[u64]) -> Result<HashMap<u64, u64>, Self::Error> {
-        Ok(self.0.record(keys))
-    }
-}
-
-/// async-graphql's `DataLoader` with its default settings (1 ms delay, batches of 1000).
-#[derive(Clone)]
-pub struct AsyncGraphql {
-    loader: Arc<async_graphql::dataloader::DataLoader<AgLoader>>,
-    counter: Counter,
-}
-
-impl AsyncGraphql {
-    pub fn new() -> Self {
-        let counter = Counter::default();
-        let loader =
-            async_graphql::dataloader::DataLoader::new(AgLoader(counter.clone()), tokio::spawn);
-        AsyncGraphql {
-            loader: Arc::new(loader),
-            counter,
+            async fn load(&self, keys: &[u64]) -> Result<HashMap<u64, u64>, Self::Error> {
+                Ok(self.0.record(keys))
+            }
         }
-    }
-}
 
-/// async-graphql's `DataLoader` with its request-scoped cache (`HashMapCache`).
-#[derive(Clone)]
-pub struct AsyncGraphqlCached {
-    loader: Arc<
-        async_graphql::dataloader::DataLoader<AgLoader, async_graphql::dataloader::HashMapCache>,
-    >,
-    counter: Counter,
-}
-
-impl AsyncGraphqlCached {
-    pub fn new() -> Self {
-        let counter = Counter::default();
-        let loader = async_graphql::dataloader::DataLoader::with_cache(
-            AgLoader(counter.clone()),
-            tokio::spawn,
-            async_graphql::dataloader::HashMapCache::default(),
-        );
-        AsyncGraphqlCached {
-            loader: Arc::new(loader),
-            counter,
+        #[doc = concat!($name, "'s `DataLoader` with its default settings (1 ms delay, batches of 1000).")]
+        #[derive(Clone)]
+        pub struct $plain {
+            loader: Arc<$krate::dataloader::DataLoader<$loader>>,
+            counter: Counter,
         }
-    }
+
+        impl $plain {
+            pub fn new() -> Self {
+                let counter = Counter::default();
+                let $l = $loader(counter.clone());
+                $plain {
+                    loader: Arc::new($new),
+                    counter,
+                }
+            }
+        }
+
+        impl Default for $plain {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl Batcher for $plain {
+            const NAME: &'static str = $name;
+
+            async fn load(&self, key: u64) -> Option<u64> {
+                self.loader.load_one(key).await.unwrap()
+            }
+
+            fn counter(&self) -> Option<&Counter> {
+                Some(&self.counter)
+            }
+        }
+
+        #[doc = concat!($name, "'s `DataLoader` with its request-scoped cache (`HashMapCache`).")]
+        #[derive(Clone)]
+        pub struct $cached {
+            loader: Arc<$krate::dataloader::DataLoader<$loader, $krate::dataloader::HashMapCache>>,
+            counter: Counter,
+        }
+
+        impl $cached {
+            pub fn new() -> Self {
+                let counter = Counter::default();
+                let $lc = $loader(counter.clone());
+                $cached {
+                    loader: Arc::new($with_cache),
+                    counter,
+                }
+            }
+        }
+
+        impl Default for $cached {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl Batcher for $cached {
+            const NAME: &'static str = $cached_name;
+
+            async fn load(&self, key: u64) -> Option<u64> {
+                self.loader.load_one(key).await.unwrap()
+            }
+
+            fn counter(&self) -> Option<&Counter> {
+                Some(&self.counter)
+            }
+        }
+    };
 }
 
-impl Default for AsyncGraphqlCached {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+async_graphql_peers!(
+    async_graphql,
+    AgLoader,
+    AsyncGraphql,
+    AsyncGraphqlCached,
+    "async-graphql 7",
+    "async-graphql 7, HashMapCache",
+    new(loader) = async_graphql::dataloader::DataLoader::new(loader, tokio::spawn),
+    with_cache(loader) = async_graphql::dataloader::DataLoader::with_cache(
+        loader,
+        tokio::spawn,
+        async_graphql::dataloader::HashMapCache::default(),
+    ),
+);
 
-impl Batcher for AsyncGraphqlCached {
-    const NAME: &'static str = "async-graphql 7, HashMapCache";
-
-    async fn load(&self, key: u64) -> Option<u64> {
-        self.loader.load_one(key).await.unwrap()
-    }
-
-    fn counter(&self) -> Option<&Counter> {
-        Some(&self.counter)
-    }
-}
-
-impl Default for AsyncGraphql {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Batcher for AsyncGraphql {
-    const NAME: &'static str = "async-graphql 7";
-
-    async fn load(&self, key: u64) -> Option<u64> {
-        self.loader.load_one(key).await.unwrap()
-    }
-
-    fn counter(&self) -> Option<&Counter> {
-        Some(&self.counter)
-    }
-}
+async_graphql_peers!(
+    async_graphql_8,
+    Ag8Loader,
+    AsyncGraphql8,
+    AsyncGraphql8Cached,
+    "async-graphql 8 (rc.5)",
+    "async-graphql 8 (rc.5), HashMapCache",
+    new(loader) = async_graphql_8::dataloader::DataLoader::new(
+        loader,
+        async_graphql_8::runtime::TokioSpawner::current(),
+        async_graphql_8::runtime::TokioTimer::default(),
+    ),
+    with_cache(loader) = async_graphql_8::dataloader::DataLoader::with_cache(
+        loader,
+        async_graphql_8::runtime::TokioSpawner::current(),
+        async_graphql_8::runtime::TokioTimer::default(),
+        async_graphql_8::dataloader::HashMapCache::default(),
+    ),
+);
 
 // ---- dataloader (cksac) ----
 
@@ -322,6 +361,8 @@ pub enum Peer {
     AsyncGraphql(AsyncGraphql),
     Cksac(Cksac),
     AsyncGraphqlCached(AsyncGraphqlCached),
+    AsyncGraphql8(AsyncGraphql8),
+    AsyncGraphql8Cached(AsyncGraphql8Cached),
     CksacCached(CksacCached),
     MapFloor(MapFloor),
     SpawnFloor(SpawnFloor),
@@ -338,6 +379,8 @@ macro_rules! on_peer {
             $crate::peers::Peer::AsyncGraphql($b) => $body,
             $crate::peers::Peer::Cksac($b) => $body,
             $crate::peers::Peer::AsyncGraphqlCached($b) => $body,
+            $crate::peers::Peer::AsyncGraphql8($b) => $body,
+            $crate::peers::Peer::AsyncGraphql8Cached($b) => $body,
             $crate::peers::Peer::CksacCached($b) => $body,
             $crate::peers::Peer::MapFloor($b) => $body,
             $crate::peers::Peer::SpawnFloor($b) => $body,
@@ -352,6 +395,7 @@ impl Peer {
         vec![
             Peer::Herder(Herder::new()),
             Peer::AsyncGraphql(AsyncGraphql::new()),
+            Peer::AsyncGraphql8(AsyncGraphql8::new()),
             Peer::Cksac(Cksac::new()),
         ]
     }
@@ -371,6 +415,8 @@ impl Peer {
             Peer::HerderMemo(Herder::memo()),
             Peer::AsyncGraphql(AsyncGraphql::new()),
             Peer::AsyncGraphqlCached(AsyncGraphqlCached::new()),
+            Peer::AsyncGraphql8(AsyncGraphql8::new()),
+            Peer::AsyncGraphql8Cached(AsyncGraphql8Cached::new()),
             Peer::Cksac(Cksac::new()),
             Peer::CksacCached(CksacCached::new()),
             Peer::MapFloor(MapFloor::new(distinct)),
@@ -384,6 +430,8 @@ impl Peer {
             Peer::HerderMemo(_) => Peer::HerderMemo(Herder::memo()),
             Peer::AsyncGraphql(_) => Peer::AsyncGraphql(AsyncGraphql::new()),
             Peer::AsyncGraphqlCached(_) => Peer::AsyncGraphqlCached(AsyncGraphqlCached::new()),
+            Peer::AsyncGraphql8(_) => Peer::AsyncGraphql8(AsyncGraphql8::new()),
+            Peer::AsyncGraphql8Cached(_) => Peer::AsyncGraphql8Cached(AsyncGraphql8Cached::new()),
             Peer::Cksac(_) => Peer::Cksac(Cksac::new()),
             Peer::CksacCached(_) => Peer::CksacCached(CksacCached::new()),
             Peer::MapFloor(floor) => Peer::MapFloor(floor.clone()),
@@ -393,7 +441,13 @@ impl Peer {
 
     /// `true` for async-graphql, whose 1 ms timer makes each sample long.
     pub fn is_slow(&self) -> bool {
-        matches!(self, Peer::AsyncGraphql(_) | Peer::AsyncGraphqlCached(_))
+        matches!(
+            self,
+            Peer::AsyncGraphql(_)
+                | Peer::AsyncGraphqlCached(_)
+                | Peer::AsyncGraphql8(_)
+                | Peer::AsyncGraphql8Cached(_)
+        )
     }
 
     pub fn name(&self) -> &'static str {
