@@ -36,6 +36,13 @@ pub async fn isolated<B: Batcher>(batcher: &B, key: u64) -> Sample {
     .await
 }
 
+/// One load after `idle` with nothing to do (a request after a quiet spell: parked workers,
+/// cold caches, and for herder a loader whose janitor has retired); the sleep is not timed.
+pub async fn isolated_after_idle<B: Batcher>(batcher: &B, key: u64, idle: Duration) -> Sample {
+    tokio::time::sleep(idle).await;
+    isolated(batcher, key).await
+}
+
 /// 100 loads, then 100 loads that depend on their results, in one task: a two-level GraphQL
 /// query (books, then each book's author).
 pub async fn two_levels<B: Batcher>(batcher: &B) -> Sample {

@@ -198,6 +198,22 @@ fn dataloader(rounds: usize) {
         &results,
     );
 
+    // After 300 ms of idleness: herder's loader janitor (one task per busy period) has retired,
+    // so the load starts one again; async-graphql (milliseconds anyway) is left out.
+    let idle_peers = || {
+        let mut peers = Peer::lone();
+        peers.retain(|peer| !peer.is_slow());
+        peers
+    };
+    let after_idle = |peer: Peer| async move {
+        on_peer!(peer, b => workloads::isolated_after_idle(&b, 7, Duration::from_millis(300)).await)
+    };
+    let results = collect_from(&rt, idle_peers, On::BlockOn, rounds, |_| 10, after_idle);
+    lone_table(
+        "Isolated `load` after 300 ms idle, on the `block_on` thread (multi-thread, 2 workers)",
+        &results,
+    );
+
     // 1,000 rounds for herder and dataloader, fewer for async-graphql (1 ms timer per level).
     let level_reps = |peer: &Peer| {
         if peer.is_slow() {

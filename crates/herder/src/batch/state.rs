@@ -52,6 +52,12 @@ pub(crate) type BatchSlot<V, E> = Arc<Slot<Landed<V, E>>>;
 /// for that long without filling the batch.
 pub(crate) const JANITOR_PERIOD: Duration = Duration::from_millis(100);
 
+/// How many looks in a row a janitor makes with no window opened and none open before it
+/// retires: 5 s. A load after a shorter quiet spell finds it alive, and does not pay for
+/// spawning another (tens of microseconds from the `block_on` thread, which must wake a
+/// parked worker).
+pub(crate) const JANITOR_IDLE_LOOKS: u32 = 50;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Window {
     /// The caller that opened the batch yields to the scheduler (`tokio::task::yield_now`) and
@@ -165,8 +171,8 @@ pub(crate) enum Sweep<K, V, E> {
     Run(Closed<K, V, E>),
     /// The same, but every batch slot is busy: the batch runs when one frees.
     Parked,
-    /// No window opened for a whole period and none is open: the janitor ends (the next
-    /// window starts another).
+    /// No window opened and none open for [`JANITOR_IDLE_LOOKS`] looks in a row: the janitor
+    /// ends (the next window starts another).
     Retire,
 }
 
@@ -197,6 +203,8 @@ pub(crate) struct State<K, V, E> {
     janitors: u64,
     /// `windows_opened` at the janitor's last look.
     janitor_seen: u64,
+    /// The janitor's looks in a row with no window opened and none open.
+    janitor_idle: u32,
 }
 
 impl<K, V, E> State<K, V, E>
@@ -214,6 +222,7 @@ where
             counters: Counters::default(),
             windows_opened: 0,
             janitor: None,
+            janitor_idle: 0,
             janitors: 0,
             janitor_seen: 0,
         }
@@ -365,6 +374,7 @@ where
         }
         self.janitors += 1;
         self.janitor = Some(self.janitors);
+        self.janitor_idle = 0;
         // Its first look, one period from now, closes the open window if it is still open.
         self.janitor_seen = self.windows_opened;
         self.janitor
@@ -374,7 +384,8 @@ where
     /// one (or after it started). No window opened since that look, yet a yield window is open:
     /// that window was open then too, so its opener has not come round for a whole period, and
     /// the janitor closes it ([`Sweep::Run`] or, every batch slot busy, it waits for a slot).
-    /// No window opened and none open: [`Sweep::Retire`]. Otherwise [`Sweep::Watch`].
+    /// No window opened and none open at [`JANITOR_IDLE_LOOKS`] looks in a row:
+    /// [`Sweep::Retire`]. Otherwise [`Sweep::Watch`].
     pub(crate) fn sweep(&mut self, janitor: u64, config: &Config) -> Sweep<K, V, E> {
         if self.janitor != Some(janitor) {
             // Replaced (its runtime dropped it and another started): a stray look.
@@ -383,12 +394,15 @@ where
         let quiet = self.windows_opened == self.janitor_seen;
         self.janitor_seen = self.windows_opened;
         let Some(open) = &self.open else {
-            if quiet {
+            self.janitor_idle = if quiet { self.janitor_idle + 1 } else { 0 };
+            if self.janitor_idle >= JANITOR_IDLE_LOOKS {
                 self.janitor = None;
+                self.janitor_idle = 0;
                 return Sweep::Retire;
             }
             return Sweep::Watch;
         };
+        self.janitor_idle = 0;
         if !quiet || open.elapsed || open.ctl.is_some() {
             return Sweep::Watch;
         }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::{
-    Actions, BatchSlot, Closed, Config, Found, Landed, Pass, RuntimeId, State, Sweep, Window,
-    WindowEnd,
+    Actions, BatchSlot, Closed, Config, Found, JANITOR_IDLE_LOOKS, Landed, Pass, RuntimeId, State,
+    Sweep, Window, WindowEnd,
 };
 use crate::flight::Failure;
 use crate::sync::Arc;
@@ -92,6 +92,8 @@ struct Model {
     janitor: Option<u64>,
     janitors: u64,
     janitor_seen: u64,
+    /// The janitor's quiet looks in a row with nothing open.
+    idle_looks: u32,
     unattended: u64,
 }
 
@@ -125,6 +127,7 @@ impl Model {
             janitor: None,
             janitors: 0,
             janitor_seen: 0,
+            idle_looks: 0,
             unattended: 0,
         }
     }
@@ -137,20 +140,28 @@ impl Model {
         self.janitors += 1;
         self.janitor = Some(self.janitors);
         self.janitor_seen = self.windows_opened;
+        self.idle_looks = 0;
         self.janitor
     }
 
     /// A janitor look: a window open at two looks in a row (no window opened in between) is
-    /// closed unattended; nothing opened and nothing open → the janitor retires.
+    /// closed unattended; nothing opened and nothing open at `JANITOR_IDLE_LOOKS` looks in a
+    /// row → the janitor retires.
     fn sweep(&mut self, janitor: u64) -> MSweep {
         if self.janitor != Some(janitor) {
             return MSweep::Retire;
         }
         let quiet = self.windows_opened == self.janitor_seen;
         self.janitor_seen = self.windows_opened;
+        if self.open.is_none() && quiet {
+            self.idle_looks += 1;
+        } else {
+            self.idle_looks = 0;
+        }
         match self.open {
-            None if quiet => {
+            None if self.idle_looks == JANITOR_IDLE_LOOKS => {
                 self.janitor = None;
+                self.idle_looks = 0;
                 MSweep::Retire
             }
             Some(b) if quiet && !self.open_elapsed => {
