@@ -16,10 +16,12 @@
 //! window and spawns the batch.
 //!
 //! An opener that is parked (polled once, never again) would keep its window open: the
-//! loader's janitor ([`janitor`], one task per busy period, started by the first window that
-//! finds none alive) looks at the open window every [`JANITOR_PERIOD`] and closes one it finds
-//! open at two looks in a row (`State::sweep`). It is woken by its timer only, never by a load,
-//! so it is on no load's critical path; it ends after a period in which no window opened.
+//! loader's janitor ([`janitor`], one task per loader, started by the first window that finds
+//! none alive) looks at the open window every [`JANITOR_PERIOD`] and closes one it finds open
+//! at two looks in a row (`State::sweep`). It is woken by its timer only, never by a load, so it
+//! is on no load's critical path; it ends after `JANITOR_IDLE_LOOKS` looks (5 s) in which no
+//! window opened, so that a load after a shorter quiet spell does not have to start another
+//! (from the `block_on` thread, a spawn wakes a parked worker: tens of microseconds).
 
 use std::future::{Future, poll_fn};
 use std::sync::{Arc, Weak};
@@ -150,8 +152,8 @@ pub(crate) fn start_janitor<L: Loader>(shared: &Arc<Shared<L>>, runtime: &Handle
 
 /// The fallback for yield windows whose opener does not come round: every [`JANITOR_PERIOD`],
 /// one look (`State::sweep`); a window open at two looks in a row is closed (counted in
-/// `unattended_windows`) and its batch spawned. Ends after a period in which no window opened,
-/// or when the loader is gone.
+/// `unattended_windows`) and its batch spawned. Ends after 5 s in which no window opened, or
+/// when the loader is gone.
 async fn janitor<L: Loader>(mut guard: JanitorGuard<L>) {
     let id = guard.id.expect("armed until the janitor ends");
     loop {
