@@ -123,12 +123,7 @@ where
         let shared = &self.shared;
         let map = shared.routes().await;
         let map = map.as_deref().map(Vec::as_slice);
-        let cross = shared.cross_slot(map);
-        let fill = if cross {
-            &*FILL_MANY_CROSS
-        } else {
-            &*FILL_MANY
-        };
+        let (cross, fill) = shared.script_for(map, &FILL_MANY, &FILL_MANY_CROSS);
         let mut groups: HashMap<Route, Vec<Settled>> = HashMap::new();
         for settled in settled {
             let route = shared.route(map, &settled.0.keys.generation);
@@ -211,12 +206,7 @@ where
         let shared = &group.shared;
         let map = shared.routes().await;
         let map = map.as_deref().map(Vec::as_slice);
-        let cross = shared.cross_slot(map);
-        let extend = if cross {
-            &*EXTEND_MANY_CROSS
-        } else {
-            &*EXTEND_MANY
-        };
+        let (cross, extend) = shared.script_for(map, &EXTEND_MANY, &EXTEND_MANY_CROSS);
         let mut groups: HashMap<Route, Vec<(Vec<u8>, String)>> = HashMap::new();
         for (lease_key, generation, lease) in lock(&group.state).extend.iter() {
             groups

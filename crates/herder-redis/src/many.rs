@@ -250,12 +250,7 @@ impl<K, V> Shared<K, V> {
     async fn ask(&self, asks: &[Ask], token: &str, lease_ms: &str) -> Vec<Option<Reply>> {
         let map = self.routes().await;
         let map = map.as_deref().map(Vec::as_slice);
-        let cross = self.cross_slot(map);
-        let script = if cross {
-            &*ACQUIRE_MANY_CROSS
-        } else {
-            &*ACQUIRE_MANY
-        };
+        let (cross, script) = self.script_for(map, &ACQUIRE_MANY, &ACQUIRE_MANY_CROSS);
         let mut groups: HashMap<Route, Vec<usize>> = HashMap::new();
         for (at, ask) in asks.iter().enumerate() {
             let route = self.route(map, &ask.keys.generation);

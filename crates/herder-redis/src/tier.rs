@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use herder::cache::{Acquired, Acquisition, Loaded, LocalCache, Tier, TierFuture};
-use redis::{FromRedisValue, ScriptInvocation, Value};
+use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -346,9 +346,20 @@ impl<K, V> Shared<K, V> {
         }
     }
 
-    /// Whether a batch's scripts may span hash slots (on a cluster, with a slot map).
-    pub(crate) fn cross_slot(&self, map: Option<&[(u16, u16, usize)]>) -> bool {
-        self.connection.is_cluster() && map.is_some()
+    /// Whether a batch's scripts may span hash slots (on a cluster, with a slot map), and the
+    /// flavour of a script to run: `declared` (its keys declared, one slot per call) or
+    /// `cross` (flagged `allow-cross-slot-keys`).
+    pub(crate) fn script_for<'s>(
+        &self,
+        map: Option<&[(u16, u16, usize)]>,
+        declared: &'s Script,
+        cross: &'s Script,
+    ) -> (bool, &'s Script) {
+        if self.connection.is_cluster() && map.is_some() {
+            (true, cross)
+        } else {
+            (false, declared)
+        }
     }
 
     pub(crate) fn message(&self, kind: Kind, key: &[u8]) -> Vec<u8> {

@@ -7,10 +7,11 @@
 //! answer must be the loader's (or primed) value, and afterwards every key loads again.
 //! The seed is printed; `HERDER_STORM_SEED` replays it.
 
+mod support;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use herder::{DataLoader, Loader};
@@ -86,8 +87,7 @@ async fn storm_task(loader: DataLoader<Stormy>, seed: u64) {
                             check(key, answer);
                         }
                     });
-                let first = std::future::poll_fn(|cx| Poll::Ready(load.as_mut().poll(cx))).await;
-                if first.is_pending() {
+                if support::poll_once(&mut load).await {
                     parked.push(load);
                 }
             }
@@ -118,11 +118,7 @@ async fn storm_task(loader: DataLoader<Stormy>, seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_loads_drops_parks_and_clears_never_hangs_and_answers_right() {
-    let seed = std::env::var("HERDER_STORM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("storm seed {seed}");
+    let seed = support::storm_seed();
     let mut rng = fastrand::Rng::with_seed(seed);
     for round in 0..6u64 {
         let loader = DataLoader::builder(Stormy)

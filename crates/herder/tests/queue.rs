@@ -931,11 +931,7 @@ async fn every_operation_s_future_is_dropped_exactly_once() {
 /// on failure (`HERDER_STORM_SEED` replays it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_submissions_cancels_panics_and_resizes_keeps_every_account() {
-    let seed = std::env::var("HERDER_STORM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("storm seed {seed}");
+    let seed = support::storm_seed();
     let queue = OperationQueue::builder()
         .runners(4)
         .capacity(64)

@@ -12,3 +12,18 @@ pub async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(redis.url()).unwrap();
     client.get_multiplexed_async_connection().await.unwrap()
 }
+
+/// A dead holder's lease of `lease_ms` was taken over after `waited`: not before it expired
+/// (100 ms of slack for the clocks), and at the first poll after (1.5 s of slack for a loaded
+/// machine).
+pub fn assert_taken_over_in_time(waited: std::time::Duration, lease_ms: u64) {
+    use std::time::Duration;
+    assert!(
+        waited >= Duration::from_millis(lease_ms - 100),
+        "took over a live lease: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(lease_ms + 1500),
+        "took over too late: {waited:?}"
+    );
+}

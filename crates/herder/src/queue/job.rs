@@ -251,11 +251,13 @@ impl<F: Future, K> Outcome for Cell<F, K> {
 
     fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Output<F::Output>> {
         let mut inner = lock(&self.inner);
-        match mem::replace(&mut inner.stage, Stage::Taken) {
-            Stage::Done(result) => return Poll::Ready(result),
-            // Taken once: the handle stops polling after `Ready`.
-            Stage::Taken => return Poll::Ready(Err(OperationError::aborted())),
-            pending => inner.stage = pending,
+        // Pending (still queued or running): the stage, and the future it may hold, stay put.
+        if matches!(inner.stage, Stage::Done(_) | Stage::Taken) {
+            return Poll::Ready(match mem::replace(&mut inner.stage, Stage::Taken) {
+                Stage::Done(result) => result,
+                // Taken once: the handle stops polling after `Ready`.
+                _ => Err(OperationError::aborted()),
+            });
         }
         match &mut inner.waker {
             Some(waker) => waker.clone_from(cx.waker()),

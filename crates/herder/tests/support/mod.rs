@@ -236,3 +236,14 @@ pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
     panic!("gave up waiting until {what}");
 }
+
+/// The seed of a randomized storm: `HERDER_STORM_SEED` replays a run, otherwise a fresh one.
+/// Printed, so that a failure can be replayed.
+pub fn storm_seed() -> u64 {
+    let seed = std::env::var("HERDER_STORM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("storm seed {seed}");
+    seed
+}
