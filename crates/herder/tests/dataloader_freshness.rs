@@ -42,7 +42,7 @@ impl Loader for Versions {
         let keys = keys.to_vec();
         let versions = self.0.clone();
         async move {
-            if keys.len() % 2 == 0 {
+            if keys.len().is_multiple_of(2) {
                 tokio::task::yield_now().await;
             }
             Ok(keys
