@@ -189,6 +189,14 @@ impl<L: Loader> Future for Load<'_, L> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        // A memoized key: answered without the loader's lock (see `memo`).
+        if let LoadState::Start(key) = &this.state
+            && let Some(memo) = &this.loader.shared.memo
+            && let Some(value) = memo.hit(key)
+        {
+            this.state = LoadState::Done;
+            return Poll::Ready(Ok(value));
+        }
         loop {
             let again = matches!(this.state, LoadState::Again(_));
             if let LoadState::Start(key) | LoadState::Again(key) = &this.state {
@@ -324,6 +332,27 @@ impl<'a, L: Loader> LoadMany<'a, L> {
         keys.retain(|key| distinct.insert(key.clone()));
         drop(distinct);
         let mut values = HashMap::new();
+        // Memoized keys: answered without the loader's lock (see `memo`); the rest are looked
+        // up under it (and in the memo again).
+        if let Some(memo) = &self.loader.shared.memo {
+            keys.retain(|key| match memo.hit(key) {
+                Some(Some(value)) => {
+                    values.insert(key.clone(), value);
+                    false
+                }
+                Some(None) => false,
+                None => true,
+            });
+            if keys.is_empty() {
+                let done = ManyState::Wait {
+                    values,
+                    groups: Vec::new(),
+                    flights: Vec::new(),
+                    left: 0,
+                };
+                return (done, None);
+            }
+        }
         let mut slots: Vec<(SlotOf<L>, Positions<L>)> = Vec::new();
         let mut flights = Vec::new();
         let opened = self

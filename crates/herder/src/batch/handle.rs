@@ -5,6 +5,7 @@ use super::builder::Builder;
 use super::dispatch::{ActionsOf, apply, start_janitor};
 use super::future::{Driving, Load, LoadMany};
 use super::loader::Loader;
+use super::memo::Memo;
 use super::state::{Config, Found, State, Window};
 use super::stats::DataLoaderStats;
 use crate::cache::CacheFront;
@@ -73,6 +74,9 @@ pub(crate) struct Shared<L: Loader> {
     pub(crate) config: Config,
     /// The cache in front, if any.
     pub(crate) cache: Option<CacheFront<L::Key, L::Value>>,
+    /// The memo (`memo(true)`), shared with the state: read here without the state's lock,
+    /// written only under it.
+    pub(crate) memo: Option<Arc<Memo<L::Key, L::Value>>>,
     pub(crate) state: Mutex<State<L::Key, L::Value, L::Error>>,
     pub(crate) name: Option<Arc<str>>,
     #[cfg(feature = "metrics")]
@@ -145,10 +149,12 @@ impl<L: Loader> DataLoader<L> {
         cache: Option<CacheFront<L::Key, L::Value>>,
         name: Option<Arc<str>>,
     ) -> Self {
+        let state = State::new(&config);
         let shared = Arc::new(Shared {
             loader,
             cache,
-            state: Mutex::new(State::new(&config)),
+            memo: state.memo().cloned(),
+            state: Mutex::new(state),
             config,
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::LoaderMetrics::new(name.as_ref()),
@@ -164,11 +170,12 @@ impl<L: Loader> DataLoader<L> {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future forgets this caller only. The batch still runs for the
-    /// other callers, and its result still fills the memo.
+    /// other callers, and its result still fills the memo. A key the memo holds is answered at
+    /// the first poll, without the loader's lock.
     ///
     /// # Panics
     ///
-    /// When polled outside a Tokio runtime.
+    /// When polled outside a Tokio runtime, unless the memo answers the key.
     ///
     /// ```
     /// # use herder::{DataLoader, Loader};
@@ -202,7 +209,8 @@ impl<L: Loader> DataLoader<L> {
     ///
     /// # Panics
     ///
-    /// When polled outside a Tokio runtime, as [`load`](DataLoader::load).
+    /// When polled outside a Tokio runtime, as [`load`](DataLoader::load), unless the memo
+    /// answers every key.
     ///
     /// ```
     /// # use herder::{DataLoader, Loader};

@@ -7,6 +7,12 @@
 //! wake-up on any thread), the batch runs exactly once with every key that joined it, the
 //! janitor counts only the windows it closed, and nothing stays in flight.
 //!
+//! With a memo, a load looks at it without the loader's lock first (`Memo::hit`), and writers
+//! (a batch's end, `clear`, `prime`) write it under the lock: the last models race a write, the
+//! end of a batch and such a load, and check that a load started after `clear` (`prime`)
+//! returned never sees the old value (always sees the primed one), and that the stats count it
+//! exactly.
+//!
 //! A delay window keeps a window task and its close signal ([`WindowCtl`]): the first two
 //! models check that a close (a batch that filled up) always wakes it.
 //!
@@ -14,6 +20,7 @@
 //! The models over the whole state run with a preemption bound of 2.
 
 use std::future::poll_fn;
+use std::sync::atomic::Ordering::SeqCst;
 
 use loom::future::block_on;
 use loom::thread;
@@ -23,7 +30,7 @@ use super::state::{
 };
 use super::window::WindowCtl;
 use crate::flight::Waiter;
-use crate::sync::{Arc, Mutex, lock};
+use crate::sync::{Arc, AtomicBool, Mutex, lock};
 
 type St = State<u8, u8, ()>;
 type Batch = Closed<u8, u8, ()>;
@@ -235,4 +242,100 @@ fn a_key_filling_the_batch_while_the_opener_closes_runs_it_exactly_once() {
 #[test]
 fn a_dropped_opener_hands_its_batch_on_whoever_else_is_closing_it() {
     opener_caller_and_janitor(usize::MAX, true);
+}
+
+/// What a load (as `load` makes it) of key 1 found, in the memo models.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// The memo, without the lock.
+    Fast(Option<u8>),
+    /// The memo, looked at again under the lock.
+    Locked(Option<u8>),
+    /// The running batch (joined), or a new one.
+    Batch { old: bool },
+}
+
+/// A batch of key 1 is running; a thread writes key 1 (`clear`, or `prime` to 7) and raises a
+/// flag; another ends the batch (the loader answers 10), as `dispatch::run` does; the main
+/// thread reads the flag, then loads key 1 as `load` does (the memo without the lock, then the
+/// lock). A load started after the write returned sees the write; the end is the same in
+/// every interleaving (nothing memoized after a clear: the batch was running; the primed value
+/// after a prime: it wins over the batch's); the stats count every request and memo hit once.
+fn a_write_the_end_of_a_batch_and_a_load_race(prime: bool) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(move || {
+        let config = Config {
+            memo: true,
+            ..config(usize::MAX)
+        };
+        let state = Arc::new(Mutex::new(St::new(&config)));
+        let memo = lock(&state).memo().expect("memo(true)").clone();
+        let first = find(&state, &config, 1);
+        let Found::Batch(slot, 0) = first.found else {
+            panic!("the first key opens a batch")
+        };
+        let WindowEnd::Run(batch) = lock(&state).window_elapsed(&slot, &config, false) else {
+            panic!("a free slot: the batch runs")
+        };
+
+        let written = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (state, written) = (state.clone(), written.clone());
+            thread::spawn(move || {
+                if prime {
+                    lock(&state).prime(1, 7);
+                } else {
+                    lock(&state).clear(&1);
+                }
+                written.store(true, SeqCst);
+            })
+        };
+        let runner = {
+            let state = state.clone();
+            thread::spawn(move || run(&state, &config, batch))
+        };
+
+        let after_write = written.load(SeqCst);
+        let seen = match memo.hit(&1) {
+            Some(value) => Seen::Fast(value),
+            None => match find(&state, &config, 1).found {
+                Found::Memo(value) => Seen::Locked(value),
+                Found::Batch(its, _) => Seen::Batch {
+                    old: Arc::ptr_eq(&its, &slot),
+                },
+                Found::Flight(_) => unreachable!("no cache in front"),
+            },
+        };
+        match (prime, after_write, &seen) {
+            (true, true, Seen::Fast(value) | Seen::Locked(value)) => assert_eq!(*value, Some(7)),
+            (true, true, seen) => panic!("a load after the prime returned missed it: {seen:?}"),
+            (false, true, Seen::Batch { old: false }) => {}
+            (false, true, seen) => panic!("a load after the clear returned saw the old: {seen:?}"),
+            (_, false, Seen::Fast(value) | Seen::Locked(value)) => {
+                assert!(matches!(value, Some(7 | 10)), "{value:?}");
+            }
+            (_, false, Seen::Batch { .. }) => {}
+        }
+
+        writer.join().unwrap();
+        assert_eq!(runner.join().unwrap(), vec![vec![1]], "the batch ran once");
+        let state = lock(&state);
+        assert_eq!(memo.get(&1), prime.then_some(Some(7)));
+        let stats = state.stats();
+        let hits = matches!(seen, Seen::Fast(_) | Seen::Locked(_));
+        assert_eq!(stats.requests, 2);
+        assert_eq!(stats.memo_hits, u64::from(hits));
+        assert_eq!(stats.memoized, usize::from(prime));
+    });
+}
+
+#[test]
+fn a_load_started_after_clear_returned_never_sees_the_old_value() {
+    a_write_the_end_of_a_batch_and_a_load_race(false);
+}
+
+#[test]
+fn a_load_started_after_prime_returned_sees_the_primed_value() {
+    a_write_the_end_of_a_batch_and_a_load_race(true);
 }

@@ -2,7 +2,8 @@
 //!
 //! Layout: [`Loader`] (the batch function users write), [`DataLoader`] (the handle),
 //! [`Builder`] (settings), `state` (the `pub(crate)` scheduler state machine: which batch a key
-//! goes to, when a batch closes and runs), `dispatch` (how a batch starts, and the tasks that
+//! goes to, when a batch closes and runs), `memo` (the memo of `memo(true)`, in shards that a
+//! load reads without the loader's lock), `dispatch` (how a batch starts, and the tasks that
 //! carry batches: run tasks, delay windows' tasks, the janitor that closes the windows of parked
 //! openers), `future` (the `Load` / `LoadMany` futures, which drive a yield window from the
 //! caller's task, close it and start its batch) and `window` (the close signal of a delay
@@ -31,7 +32,9 @@
 //!    without hashing.
 //! 2. **One decision, one lock.** Whether a key joins a batch, which batch it joins (open,
 //!    queued or running), the memo, and the window's bookkeeping (a key added counts as
-//!    "the batch grew") are decided together under the loader's lock. A `Flights` map has its
+//!    "the batch grew") are decided together under the loader's lock. (The memo is also read
+//!    without it, for a key it answers: a lookup that finds nothing there takes the lock and
+//!    looks again. It is written only under the lock: see `memo`.) A `Flights` map has its
 //!    own shard locks: the two would have to be taken in an order, per key, and a key could be
 //!    registered in one and not yet in the other.
 //! 3. **Batch-level semantics.** A key of a batch that has not started loading is joined even
@@ -50,6 +53,7 @@ mod error;
 mod future;
 mod handle;
 mod loader;
+mod memo;
 mod state;
 mod stats;
 mod window;

@@ -4,7 +4,8 @@
 //! next (run a batch, start a delay window's task or dismiss it, start the loader's janitor) for
 //! the caller to do once the lock is released. `proptests` checks it against a plain model.
 //!
-//! A key is looked up in the memo, then in the index of keys whose batch is open or running
+//! A key is looked up in the memo (which `load` has already looked at without the lock: see
+//! `memo`), then in the index of keys whose batch is open or running
 //! (in-flight dedup), and only then added to the open batch. The open batch closes when it is full
 //! or when its window has elapsed and a batch slot is free; while every slot is busy, keys keep
 //! accumulating in it (natural batching), and batches that fill up meanwhile queue in FIFO order.
@@ -14,6 +15,7 @@ use std::hash::Hash;
 use std::sync::Arc as StdArc;
 use std::time::Duration;
 
+use super::memo::Memo;
 use super::stats::{Counters, DataLoaderStats};
 use super::window::WindowCtl;
 use crate::cache::{CacheFront, Consult, JoinedLoad, LoadTicket};
@@ -190,7 +192,9 @@ pub(crate) enum WindowEnd<K, V, E> {
 pub(crate) struct State<K, V, E> {
     /// Keys whose batch is open or running: the batch and the key's position in it.
     index: HashMap<K, (BatchSlot<V, E>, usize)>,
-    memo: Option<HashMap<K, Option<V>>>,
+    /// Shared with the handle, which reads it without this state's lock (see `memo`); written
+    /// only under it.
+    memo: Option<StdArc<Memo<K, V>>>,
     open: Option<Open<K, V, E>>,
     ready: VecDeque<Closed<K, V, E>>,
     running: usize,
@@ -215,7 +219,7 @@ where
     pub(crate) fn new(config: &Config) -> Self {
         State {
             index: HashMap::new(),
-            memo: config.memo.then(HashMap::new),
+            memo: config.memo.then(|| StdArc::new(Memo::new())),
             open: None,
             ready: VecDeque::new(),
             running: 0,
@@ -226,6 +230,11 @@ where
             janitors: 0,
             janitor_seen: 0,
         }
+    }
+
+    /// The memo, for the handle's lookups without the lock ([`Memo::hit`]).
+    pub(crate) fn memo(&self) -> Option<&StdArc<Memo<K, V>>> {
+        self.memo.as_ref()
     }
 
     /// Finds where `key`'s value comes from: the memo, a batch already holding it, the cache in
@@ -247,9 +256,11 @@ where
         if !again {
             self.counters.requests += 1;
         }
+        // Looked at again under the lock: a batch may have memoized the key since the caller's
+        // look without it.
         if let Some(value) = self.memo.as_ref().and_then(|memo| memo.get(key)) {
             self.counters.memo_hits += 1;
-            return Found::Memo(value.clone());
+            return Found::Memo(value);
         }
         if let Some((slot, position)) = self.index.get(key) {
             // With a cache in front, a batch that is already loading may have read the key
@@ -519,10 +530,10 @@ where
                 self.index.insert(key, entry);
                 continue;
             }
-            if let (Some(memo), Some(values)) = (self.memo.as_mut(), values) {
+            if let (Some(memo), Some(values)) = (&self.memo, values) {
                 // A memoized key never joins a batch, so an entry here was primed during the
                 // load: the primed value wins.
-                memo.entry(key).or_insert_with(|| values[position].clone());
+                memo.insert_if_absent(key, || values[position].clone());
             }
         }
         self.running -= 1;
@@ -601,7 +612,7 @@ where
     /// Stores `value` for `key` in the memo, when there is one. A load of `key` under way still
     /// answers its own callers but does not replace the primed value (see [`State::finished`]).
     pub(crate) fn prime(&mut self, key: K, value: V) {
-        if let Some(memo) = self.memo.as_mut() {
+        if let Some(memo) = &self.memo {
             memo.insert(key, Some(value));
         }
     }
@@ -610,7 +621,7 @@ where
     /// still get its result, but the result is not memoized and the next load asks the loader
     /// again. A key whose batch has not started loading stays in it: that load is fresh anyway.
     pub(crate) fn clear(&mut self, key: &K) {
-        if let Some(memo) = self.memo.as_mut() {
+        if let Some(memo) = &self.memo {
             memo.remove(key);
         }
         if self
@@ -624,7 +635,7 @@ where
 
     /// [`State::clear`] for every key.
     pub(crate) fn clear_all(&mut self) {
-        if let Some(memo) = self.memo.as_mut() {
+        if let Some(memo) = &self.memo {
             memo.clear();
         }
         let pending: Vec<BatchSlot<V, E>> = self
@@ -637,9 +648,13 @@ where
             .retain(|_, (slot, _)| pending.iter().any(|p| Arc::ptr_eq(p, slot)));
     }
 
+    /// The counters, with the memo's hits outside the lock added in.
     pub(crate) fn stats(&self) -> DataLoaderStats {
-        let memoized = self.memo.as_ref().map_or(0, HashMap::len);
-        self.counters.snapshot(self.index.len(), memoized)
+        let (memoized, hits) = self.memo.as_ref().map_or((0, 0), |memo| memo.counts());
+        let mut counters = self.counters;
+        counters.requests += hits;
+        counters.memo_hits += hits;
+        counters.snapshot(self.index.len(), memoized)
     }
 }
 

@@ -45,7 +45,9 @@ pub struct DataLoaderStats {
 }
 
 /// The counters, kept in the loader's state and updated under its lock (which every counted
-/// event holds anyway), so counting costs no atomic operation.
+/// event holds anyway), so counting costs no atomic operation. A memo hit outside that lock is
+/// counted in its memo shard, under the shard's lock (`Memo::hit`), and added in by
+/// `State::stats`.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Counters {
     pub(crate) requests: u64,

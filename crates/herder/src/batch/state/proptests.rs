@@ -1,8 +1,9 @@
 //! The batch scheduler against a plain model (as `queue/state/proptests.rs`): random sequences
 //! of lookups, opener looks (closing at a quiet pass), dropped openers, janitor looks and lost
 //! janitors, finished batches (values, error, panic, timeout), lost run tasks, `clear`,
-//! `clear_all` and `prime`, with random batch sizes, caps and memo. After each step: the same
-//! answers, the same batches run in the same order, the same janitors started and retired, the
+//! `clear_all` and `prime`, with random batch sizes, caps and memo; lookups as `load` makes
+//! them (the memo without the lock first, `Memo::hit`, then `State::find`) or as the lock
+//! alone. After each step: the same answers, the same requests and memo hits counted, the same batches run in the same order, the same janitors started and retired, the
 //! cap respected, the same keys in flight and memoized, the same unattended windows; at the
 //! end, every slot a caller was handed is completed (no caller waits for a batch nobody runs).
 
@@ -24,7 +25,10 @@ type C = Closed<u64, u64, ()>;
 
 #[derive(Clone, Debug)]
 enum Step {
+    /// A lookup under the lock (`State::find`).
     Find(u64),
+    /// A lookup as `load` makes it: the memo without the lock, then, if it misses, `Find`.
+    Load(u64),
     /// The opener of the open window (if it still drives it) looks after a pass.
     Look,
     /// The opener at this index is dropped (it closes its window).
@@ -44,7 +48,8 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        8 => (0..8u64).prop_map(Step::Find),
+        4 => (0..8u64).prop_map(Step::Find),
+        4 => (0..8u64).prop_map(Step::Load),
         3 => Just(Step::Look),
         1 => any::<usize>().prop_map(Step::DropOpener),
         2 => Just(Step::Sweep),
@@ -95,6 +100,8 @@ struct Model {
     /// The janitor's quiet looks in a row with nothing open.
     idle_looks: u32,
     unattended: u64,
+    requests: u64,
+    memo_hits: u64,
 }
 
 /// What a janitor's look decides, in the model.
@@ -129,6 +136,8 @@ impl Model {
             janitor_seen: 0,
             idle_looks: 0,
             unattended: 0,
+            requests: 0,
+            memo_hits: 0,
         }
     }
 
@@ -193,7 +202,9 @@ impl Model {
 
     /// Returns the answer, and the batches that start running.
     fn find(&mut self, key: u64, started: &mut Vec<usize>) -> MFound {
+        self.requests += 1;
         if let Some(v) = self.memo.as_ref().and_then(|m| m.get(&key)) {
+            self.memo_hits += 1;
             return MFound::Memo(*v);
         }
         if let Some(&b) = self.index.get(&key) {
@@ -232,6 +243,14 @@ impl Model {
             }
         }
         MFound::Batch(b, pos)
+    }
+
+    /// A look at the memo alone: its value, counted as a request it answered.
+    fn memo_hit(&mut self, key: u64) -> Option<Option<u64>> {
+        let v = *self.memo.as_ref()?.get(&key)?;
+        self.requests += 1;
+        self.memo_hits += 1;
+        Some(v)
     }
 
     fn start(&mut self, b: usize) {
@@ -415,6 +434,15 @@ impl Harness {
     fn step(&mut self, step: Step) {
         let config = self.config;
         match step {
+            Step::Load(key) => {
+                let hit = self.state.memo().and_then(|memo| memo.hit(&key));
+                assert_eq!(self.state.memo().is_some(), config.memo);
+                let expected = self.model.memo_hit(key);
+                assert_eq!(hit, expected, "the memo's answer for key {key}");
+                if hit.is_none() {
+                    return self.step(Step::Find(key));
+                }
+            }
             Step::Find(key) => {
                 let mut actions = Actions::default();
                 let found = self.state.find(&key, &config, None, false, &mut actions);
@@ -546,6 +574,8 @@ impl Harness {
         );
         assert_eq!(stats.batches, self.started.len() as u64);
         assert_eq!(stats.unattended_windows, self.model.unattended);
+        assert_eq!(stats.requests, self.model.requests);
+        assert_eq!(stats.memo_hits, self.model.memo_hits);
         assert!(self.running.len() <= self.config.max_concurrent_batches);
         assert_eq!(self.running.len(), self.model.running);
     }
