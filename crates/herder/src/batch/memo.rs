@@ -23,9 +23,11 @@
 //! `State::stats` adds them up under the state lock, so the stats stay exact. Lookups under the
 //! state lock are counted by the state, as before.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::OnceLock;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 use crate::sync::{Mutex, lock};
 
@@ -34,7 +36,8 @@ use crate::sync::{Mutex, lock};
 struct Shard<K, V>(Mutex<Entries<K, V>>);
 
 struct Entries<K, V> {
-    map: HashMap<K, Option<V>>,
+    /// Keys and values, found by the hash [`Memo::locate`] computed (outside the lock).
+    table: HashTable<(K, Option<V>)>,
     /// Hits on the fast path ([`Memo::hit`]).
     hits: u64,
 }
@@ -42,8 +45,13 @@ struct Entries<K, V> {
 /// The memo, in shards (see the module docs).
 pub(crate) struct Memo<K, V> {
     shards: Box<[Shard<K, V>]>,
-    /// `64 - log2(shards)`: a key's shard is the top bits of its shard hash.
-    shift: u32,
+    /// One hash per lookup (SipHash, as `std`'s `HashMap`: keys may come from clients),
+    /// computed before any lock: its bits from 40 up (below the 7 top bits the table keeps as
+    /// tags, above the low bits it indexes with) pick the shard, and the shard's table probes
+    /// with the same hash.
+    hasher: RandomState,
+    /// The shards less one (at most 2^16 shards: bits 40 to 55).
+    mask: u64,
 }
 
 /// The number of shards: four per core, a power of two (at least 4), computed once per
@@ -56,62 +64,8 @@ fn shard_count() -> usize {
     static SHARDS: OnceLock<usize> = OnceLock::new();
     *SHARDS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores * 4).next_power_of_two().max(4)
+        (cores * 4).next_power_of_two().clamp(4, 1 << 16)
     })
-}
-
-/// Picks a key's shard: an FxHash-style multiply over what the key's `Hash` writes, a few
-/// cycles for an integer key (the inner map's SipHash, which resists collision attacks, is
-/// the expensive one: this one only spreads keys over shards). An adversary who steers keys to
-/// one shard gains contention on that shard, nothing more.
-#[derive(Default)]
-struct ShardHasher(u64);
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl ShardHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for ShardHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u16(&mut self, i: u16) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u32(&mut self, i: u32) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 impl<K: Hash + Eq, V: Clone> Memo<K, V> {
@@ -121,57 +75,79 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
             shards: (0..shards)
                 .map(|_| {
                     Shard(Mutex::new(Entries {
-                        map: HashMap::new(),
+                        table: HashTable::new(),
                         hits: 0,
                     }))
                 })
                 .collect(),
-            shift: 64 - shards.trailing_zeros(),
+            hasher: RandomState::new(),
+            mask: shards as u64 - 1,
         }
     }
 
-    fn shard(&self, key: &K) -> &Mutex<Entries<K, V>> {
-        let mut hasher = ShardHasher::default();
-        key.hash(&mut hasher);
-        // `shift` is 64 with one shard: `checked_shr` gives shard 0 then.
-        let index = hasher.finish().checked_shr(self.shift).unwrap_or(0) as usize;
-        &self.shards[index].0
+    /// `key`'s hash, and its shard.
+    fn locate(&self, key: &K) -> (u64, &Mutex<Entries<K, V>>) {
+        let hash = self.hasher.hash_one(key);
+        (hash, &self.shards[((hash >> 40) & self.mask) as usize].0)
+    }
+
+    fn rehash(&self) -> impl Fn(&(K, Option<V>)) -> u64 + '_ {
+        |(key, _)| self.hasher.hash_one(key)
     }
 
     /// The fast path: `key`'s memoized value (`Some(None)`: memoized as absent), counted as a
     /// request answered by the memo; `None` if `key` is not memoized (uncounted: the caller
     /// goes on to the state lock, where it is counted).
     pub(crate) fn hit(&self, key: &K) -> Option<Option<V>> {
-        let mut entries = lock(self.shard(key));
-        let value = entries.map.get(key)?.clone();
+        let (hash, shard) = self.locate(key);
+        let mut entries = lock(shard);
+        let value = entries.table.find(hash, |(k, _)| k == key)?.1.clone();
         entries.hits += 1;
         Some(value)
     }
 
     /// `key`'s memoized value, uncounted (the state counts lookups under its lock).
     pub(crate) fn get(&self, key: &K) -> Option<Option<V>> {
-        lock(self.shard(key)).map.get(key).cloned()
+        let (hash, shard) = self.locate(key);
+        let entries = lock(shard);
+        let (_, value) = entries.table.find(hash, |(k, _)| k == key)?;
+        Some(value.clone())
     }
 
     /// Stores `value` for `key`, replacing what was there. Under the state lock.
     pub(crate) fn insert(&self, key: K, value: Option<V>) {
-        lock(self.shard(&key)).map.insert(key, value);
+        let (hash, shard) = self.locate(&key);
+        let mut entries = lock(shard);
+        match entries.table.entry(hash, |(k, _)| *k == key, self.rehash()) {
+            Entry::Occupied(mut entry) => entry.get_mut().1 = value,
+            Entry::Vacant(entry) => {
+                entry.insert((key, value));
+            }
+        }
     }
 
     /// Stores `value()` for `key` unless `key` already has a value. Under the state lock.
     pub(crate) fn insert_if_absent(&self, key: K, value: impl FnOnce() -> Option<V>) {
-        lock(self.shard(&key)).map.entry(key).or_insert_with(value);
+        let (hash, shard) = self.locate(&key);
+        let mut entries = lock(shard);
+        if let Entry::Vacant(entry) = entries.table.entry(hash, |(k, _)| *k == key, self.rehash()) {
+            entry.insert((key, value()));
+        }
     }
 
     /// Forgets `key`. Under the state lock.
     pub(crate) fn remove(&self, key: &K) {
-        lock(self.shard(key)).map.remove(key);
+        let (hash, shard) = self.locate(key);
+        let mut entries = lock(shard);
+        if let Ok(entry) = entries.table.find_entry(hash, |(k, _)| k == key) {
+            entry.remove();
+        }
     }
 
     /// Forgets every key, shard by shard. Under the state lock (see the module docs).
     pub(crate) fn clear(&self) {
         for shard in &self.shards {
-            lock(&shard.0).map.clear();
+            lock(&shard.0).table.clear();
         }
     }
 
@@ -179,7 +155,7 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
     pub(crate) fn counts(&self) -> (usize, u64) {
         self.shards.iter().fold((0, 0), |(len, hits), shard| {
             let entries = lock(&shard.0);
-            (len + entries.map.len(), hits + entries.hits)
+            (len + entries.table.len(), hits + entries.hits)
         })
     }
 }
