@@ -119,6 +119,11 @@ impl<L: Loader> Builder<L> {
     /// a `Cache` in front instead. Errors and timeouts are never memoized. With a
     /// [`cache`](Builder::cache) in front, the cache is the memo and this setting has no effect:
     /// a memo of its own would keep serving values the cache has invalidated.
+    ///
+    /// A memoized key is answered at the `load`'s first poll from one shard of the memo, without
+    /// the loader's lock (tasks on other workers do not wait for each other), and counted in
+    /// [`memo_hits`](super::DataLoaderStats::memo_hits). `prime`, `clear` and `clear_all` take
+    /// effect for every load started after they return.
     pub fn memo(mut self, memo: bool) -> Self {
         self.config.memo = memo;
         self

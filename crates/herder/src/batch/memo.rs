@@ -50,13 +50,13 @@ pub(crate) struct Memo<K, V> {
     /// tags, above the low bits it indexes with) pick the shard, and the shard's table probes
     /// with the same hash.
     hasher: RandomState,
-    /// The shards less one (at most 2^16 shards: bits 40 to 55).
+    /// The shards less one.
     mask: u64,
 }
 
-/// The number of shards: four per core, a power of two (at least 4), computed once per
-/// process (`available_parallelism` reads the cgroup files: far too slow for every
-/// request-scoped loader).
+/// The number of shards: four per core, a power of two from 4 to 64 (a request-scoped loader
+/// allocates them all, 128 bytes each, with every request), computed once per process
+/// (`available_parallelism` reads the cgroup files: far too slow for every loader).
 fn shard_count() -> usize {
     if cfg!(herder_loom) {
         return 2;
@@ -64,7 +64,7 @@ fn shard_count() -> usize {
     static SHARDS: OnceLock<usize> = OnceLock::new();
     *SHARDS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores * 4).next_power_of_two().clamp(4, 1 << 16)
+        (cores * 4).next_power_of_two().clamp(4, 64)
     })
 }
 
