@@ -93,6 +93,30 @@ fn spawn_server(args: &[String]) -> std::io::Result<Child> {
         .spawn()
 }
 
+/// Starts `redis-server` with the arguments `args(port, bus_port)` makes for two free loopback
+/// ports, and waits until it listens on `port`. A port found free can be taken before the
+/// server binds it (by another test's server, or by a cluster node's outgoing connection, which
+/// draws from the same ephemeral range): a server that exits before it listens is started again
+/// on other ports, up to five times.
+fn spawn_listening(args: impl Fn(u16, u16) -> Vec<String>) -> std::io::Result<(Child, u16)> {
+    let mut attempts = 0;
+    loop {
+        let (port, bus) = (free_port(), free_port());
+        let mut child = spawn_server(&args(port, bus))?;
+        match wait_listening(&mut child, port) {
+            Ok(()) => return Ok((child, port)),
+            Err(err) if attempts < 4 && child.try_wait().is_ok_and(|s| s.is_some()) => {
+                eprintln!("redis-server on port {port} did not start ({err}): another port");
+                attempts += 1;
+            }
+            Err(err) => {
+                kill(&mut child);
+                return Err(err);
+            }
+        }
+    }
+}
+
 /// Polled: a child process has no readiness event to wait on.
 fn wait_listening(child: &mut Child, port: u16) -> std::io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -135,16 +159,16 @@ impl ConfiguredRedis {
     pub fn with_password(password: &str) -> Option<Self> {
         let run = || -> std::io::Result<Self> {
             let dir = Scratch::new("auth")?;
-            let port = free_port();
-            let mut child = spawn_server(&[
-                "--port".into(),
-                port.to_string(),
-                "--requirepass".into(),
-                password.into(),
-                "--dir".into(),
-                dir.0.display().to_string(),
-            ])?;
-            wait_listening(&mut child, port)?;
+            let (child, port) = spawn_listening(|port, _| {
+                vec![
+                    "--port".into(),
+                    port.to_string(),
+                    "--requirepass".into(),
+                    password.into(),
+                    "--dir".into(),
+                    dir.0.display().to_string(),
+                ]
+            })?;
             Ok(ConfiguredRedis {
                 child,
                 port,
@@ -170,25 +194,25 @@ impl ConfiguredRedis {
         let run = || -> std::io::Result<Self> {
             let dir = Scratch::new("tls")?;
             certificates(&dir.0)?;
-            let port = free_port();
             let file = |name: &str| dir.0.join(name).display().to_string();
-            let mut child = spawn_server(&[
-                "--port".into(),
-                "0".into(),
-                "--tls-port".into(),
-                port.to_string(),
-                "--tls-cert-file".into(),
-                file("server.pem"),
-                "--tls-key-file".into(),
-                file("server.key"),
-                "--tls-ca-cert-file".into(),
-                file("ca.pem"),
-                "--tls-auth-clients".into(),
-                "no".into(),
-                "--dir".into(),
-                dir.0.display().to_string(),
-            ])?;
-            wait_listening(&mut child, port)?;
+            let (child, port) = spawn_listening(|port, _| {
+                vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                    "--tls-cert-file".into(),
+                    file("server.pem"),
+                    "--tls-key-file".into(),
+                    file("server.key"),
+                    "--tls-ca-cert-file".into(),
+                    file("ca.pem"),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                    "--dir".into(),
+                    dir.0.display().to_string(),
+                ]
+            })?;
             Ok(ConfiguredRedis {
                 child,
                 port,
@@ -317,29 +341,24 @@ impl RedisCluster {
                 _dir: dir,
             };
             for _ in 0..masters {
-                let (port, bus) = (free_port(), free_port());
-                let mut child = spawn_server(&[
-                    "--port".into(),
-                    port.to_string(),
-                    "--cluster-enabled".into(),
-                    "yes".into(),
-                    "--cluster-port".into(),
-                    bus.to_string(),
-                    "--cluster-config-file".into(),
-                    cluster
-                        ._dir
-                        .0
-                        .join(format!("nodes-{port}.conf"))
-                        .display()
-                        .to_string(),
-                    "--cluster-node-timeout".into(),
-                    "2000".into(),
-                    "--dir".into(),
-                    cluster._dir.0.display().to_string(),
-                ])?;
-                let listening = wait_listening(&mut child, port);
+                let dir = &cluster._dir.0;
+                let (child, port) = spawn_listening(|port, bus| {
+                    vec![
+                        "--port".into(),
+                        port.to_string(),
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-port".into(),
+                        bus.to_string(),
+                        "--cluster-config-file".into(),
+                        dir.join(format!("nodes-{port}.conf")).display().to_string(),
+                        "--cluster-node-timeout".into(),
+                        "2000".into(),
+                        "--dir".into(),
+                        dir.display().to_string(),
+                    ]
+                })?;
                 cluster.children.push(child);
-                listening?;
                 cluster.ports.push(port);
             }
             let output = Command::new("redis-cli")
