@@ -423,6 +423,18 @@ impl Peer {
         ]
     }
 
+    /// Each peer's caching configuration (the memo or cache of a request-scoped loader), and
+    /// the floor of a plain `HashMap` get over `distinct` keys.
+    pub fn caching(distinct: u64) -> Vec<Peer> {
+        vec![
+            Peer::HerderMemo(Herder::memo()),
+            Peer::AsyncGraphqlCached(AsyncGraphqlCached::new()),
+            Peer::AsyncGraphql8Cached(AsyncGraphql8Cached::new()),
+            Peer::CksacCached(CksacCached::new()),
+            Peer::MapFloor(MapFloor::new(distinct)),
+        ]
+    }
+
     /// A new loader of the same configuration: nothing memoized or cached, counters at zero.
     pub fn fresh(&self) -> Peer {
         match self {

@@ -79,3 +79,34 @@ pub async fn fan_out_tasks<B: Batcher>(batcher: &B, loads: u64, distinct: u64) -
     })
     .await
 }
+
+/// Loads of keys the loader's memo or cache already holds: `tasks` spawned tasks at once, each
+/// loading `per_task` times, one after the other, from `distinct` keys that a `load_many`-like
+/// warm-up (not timed) loaded first. On a 2-worker runtime the tasks run on both workers: what
+/// the repeated keys of request-scoped loaders cost, and whether hits from two threads contend.
+pub async fn warm_hits<B: Batcher>(
+    batcher: &B,
+    tasks: u64,
+    per_task: u64,
+    distinct: u64,
+) -> Sample {
+    let warm = join_all((0..distinct).map(|k| batcher.load(k))).await;
+    assert!(warm.iter().all(Option::is_some));
+    measure(batcher, async {
+        let tasks: Vec<_> = (0..tasks)
+            .map(|t| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move {
+                    for i in 0..per_task {
+                        let key = (i * 7 + t * 13) % distinct;
+                        assert_eq!(batcher.load(key).await, Some(key * 2));
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    })
+    .await
+}

@@ -2,7 +2,7 @@
 //! markdown tables of `docs/BENCHMARKS.md`.
 //!
 //! ```text
-//! cargo run --release -p herder-benches --bin compare -- [dataloader] [fan-out] [cache] [fleet] [queue] [--rounds N] [--only NAME]
+//! cargo run --release -p herder-benches --bin compare -- [dataloader] [fan-out] [hits] [cache] [fleet] [queue] [--rounds N] [--only NAME]
 //! ```
 //!
 //! Peers run interleaved, round after round, so that a noisy neighbour hurts all of them alike;
@@ -306,6 +306,24 @@ fn spawned_fan_out(rt: &Runtime, rounds: usize) {
     batch_table(
         "Fan-out: 100,000 loads over 10,000 keys, one spawned task each, max batch 1000, a fresh loader per sample (multi-thread)",
         100_000,
+        &results,
+    );
+}
+
+/// Memo and cache hits from two workers at once: `compare -- hits`.
+fn warm_hits(rt: &Runtime, rounds: usize) {
+    let results = collect_from(
+        rt,
+        || Peer::caching(1_000),
+        On::Task,
+        rounds,
+        |_| 1,
+        // The same loader every sample: its keys are memoized (or cached) from the first one.
+        |peer| async move { on_peer!(peer, b => workloads::warm_hits(&b, 2, 100_000, 1_000).await) },
+    );
+    batch_table(
+        "Hits: 2 spawned tasks at once, each loading 100,000 times one of 1,000 keys the memo or cache holds (warmed up before the timing; multi-thread, 2 workers)",
+        200_000,
         &results,
     );
 }
@@ -710,6 +728,10 @@ fn main() {
     if which.contains(&"fan-out") {
         println!("## DataLoader, spawned fan-out only ({rounds} rounds)\n");
         spawned_fan_out(&multi_thread(), rounds);
+    }
+    if which.contains(&"hits") {
+        println!("## DataLoader, memo and cache hits only ({rounds} rounds)\n");
+        warm_hits(&multi_thread(), rounds);
     }
     if all || which.contains(&"fleet") {
         println!("## Redis tier ({rounds} rounds)\n");
