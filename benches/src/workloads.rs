@@ -93,7 +93,7 @@ pub async fn warm_hits<B: Batcher>(
     let warm = join_all((0..distinct).map(|k| batcher.load(k))).await;
     assert!(warm.iter().all(Option::is_some));
     measure(batcher, async {
-        let tasks: Vec<_> = (0..tasks)
+        let spawned: Vec<_> = (0..tasks)
             .map(|t| {
                 let batcher = batcher.clone();
                 tokio::spawn(async move {
@@ -104,7 +104,7 @@ pub async fn warm_hits<B: Batcher>(
                 })
             })
             .collect();
-        for task in tasks {
+        for task in spawned {
             task.await.unwrap();
         }
     })

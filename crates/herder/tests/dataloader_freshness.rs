@@ -53,6 +53,7 @@ impl Loader for Versions {
     }
 }
 
+/// Returns how many loads after a `clear` it checked.
 async fn writer(loader: DataLoader<Versions>, versions: Versions, seed: u64) -> usize {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut checked = 0;
@@ -86,9 +87,11 @@ async fn writer(loader: DataLoader<Versions>, versions: Versions, seed: u64) -> 
     checked
 }
 
+/// Returns how many values it checked.
 async fn reader(loader: DataLoader<Versions>, seed: u64) -> usize {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut seen = [0u64; KEYS as usize];
+    let mut checked = 0;
     for _ in 0..600 {
         let keys: Vec<u64> = (0..rng.usize(1..4)).map(|_| rng.u64(..KEYS)).collect();
         let values: Vec<(u64, u64)> = if keys.len() == 1 {
@@ -103,12 +106,13 @@ async fn reader(loader: DataLoader<Versions>, seed: u64) -> usize {
                 "key {key}: a reader saw version {version} after {last}"
             );
             *last = version;
+            checked += 1;
         }
         if rng.u8(..3) == 0 {
             tokio::task::yield_now().await;
         }
     }
-    seen.len()
+    checked
 }
 
 fn storm(memo: bool, max_batch_size: usize) {
@@ -125,21 +129,26 @@ fn storm(memo: bool, max_batch_size: usize) {
             .max_batch_size(max_batch_size)
             .build()
             .unwrap();
-        let mut tasks = Vec::new();
+        let mut writers = Vec::new();
+        let mut readers = Vec::new();
         for i in 0..4 {
-            tasks.push(tokio::spawn(writer(
+            writers.push(tokio::spawn(writer(
                 loader.clone(),
                 versions.clone(),
                 seed ^ i,
             )));
-            tasks.push(tokio::spawn(reader(loader.clone(), seed ^ (i + 100))));
+            readers.push(tokio::spawn(reader(loader.clone(), seed ^ (i + 100))));
         }
         // The block_on thread writes too.
         let mine = writer(loader.clone(), versions.clone(), seed ^ 1000).await;
         assert_eq!(mine, 300);
         let bounded = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-            for task in tasks {
-                assert!(task.await.unwrap() > 0);
+            for task in writers {
+                assert_eq!(task.await.unwrap(), 300, "every writer's loads checked");
+            }
+            for task in readers {
+                // 600 rounds of one to three keys, each answered.
+                assert!(task.await.unwrap() >= 600, "a reader lost values");
             }
         });
         bounded.await.expect("the storm hung");

@@ -432,45 +432,21 @@ impl RedisServer {
     ///
     /// When the server does not listen within 10 s, or when it is missing and required.
     pub fn start() -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let mut server = RedisServer { child: None, port };
-        match server.spawn() {
-            Ok(()) => Some(server),
-            Err(err) if std::env::var("HERDER_REQUIRE_REDIS").as_deref() == Ok("1") => {
-                panic!("redis-server is required (HERDER_REQUIRE_REDIS=1) but cannot start: {err}")
-            }
-            Err(err) => {
-                eprintln!(
-                    "redis-server cannot start ({err}): skipping (set HERDER_REQUIRE_REDIS=1 to fail instead)"
-                );
-                None
-            }
+        match spawn_listening(|port, _| vec!["--port".into(), port.to_string()]) {
+            Ok((child, port)) => Some(RedisServer {
+                child: Some(child),
+                port,
+            }),
+            Err(err) => skip("redis-server", err),
         }
     }
 
+    /// Starts the server again on its port (after [`kill`](Self::kill)).
     fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--loglevel", "warning"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let mut child = spawn_server(&["--port".into(), self.port.to_string()])?;
+        let listening = wait_listening(&mut child, self.port);
         self.child = Some(child);
-        // Polled: a child process has no readiness event to wait on.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
+        listening
     }
 
     /// The server's loopback port.

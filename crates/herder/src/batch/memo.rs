@@ -10,12 +10,13 @@
 //!   loader's state lock and take the shard locks inside it, one at a time: lock order state →
 //!   shard, never the reverse, and no shard lock is held while another is taken.
 //!
-//! So every write is linearized at its shard lock, and a write that touches several shards
-//! (`clear_all`, a batch memoizing its keys) is linearized at the state lock: a reader that
-//! finds a key already gone (or not yet there) falls back to the state lock, which the writer
-//! holds until it is done with every shard. After `clear(k)` returns, no load started afterwards
-//! sees the old value; after `prime(k, v)` returns, every load started afterwards sees `v` (or a
-//! later write).
+//! So every write of one key is linearized at its shard lock: after `clear(k)` returns, no load
+//! started afterwards sees the old value; after `prime(k, v)` returns, every load started
+//! afterwards sees `v` (or a later write). A write that touches several shards (`clear_all`, a
+//! batch memoizing its keys) goes shard by shard: a load concurrent with it may find one key
+//! already written and another not yet (a miss then waits at the state lock, which the writer
+//! holds until it is done with every shard; a hit in a shard not yet written answers the value
+//! from before). Once the write has returned, every load sees all of it.
 //!
 //! # Counting
 //!
@@ -99,19 +100,21 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
     /// request answered by the memo; `None` if `key` is not memoized (uncounted: the caller
     /// goes on to the state lock, where it is counted).
     pub(crate) fn hit(&self, key: &K) -> Option<Option<V>> {
-        let (hash, shard) = self.locate(key);
-        let mut entries = lock(shard);
-        let value = entries.table.find(hash, |(k, _)| k == key)?.1.clone();
-        entries.hits += 1;
-        Some(value)
+        self.lookup(key, 1)
     }
 
     /// `key`'s memoized value, uncounted (the state counts lookups under its lock).
     pub(crate) fn get(&self, key: &K) -> Option<Option<V>> {
+        self.lookup(key, 0)
+    }
+
+    /// `key`'s memoized value; a hit adds `count` to the shard's hits.
+    fn lookup(&self, key: &K, count: u64) -> Option<Option<V>> {
         let (hash, shard) = self.locate(key);
-        let entries = lock(shard);
-        let (_, value) = entries.table.find(hash, |(k, _)| k == key)?;
-        Some(value.clone())
+        let mut entries = lock(shard);
+        let value = entries.table.find(hash, |(k, _)| k == key)?.1.clone();
+        entries.hits += count;
+        Some(value)
     }
 
     /// Stores `value` for `key`, replacing what was there. Under the state lock.

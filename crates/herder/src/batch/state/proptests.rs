@@ -3,9 +3,10 @@
 //! janitors, finished batches (values, error, panic, timeout), lost run tasks, `clear`,
 //! `clear_all` and `prime`, with random batch sizes, caps and memo; lookups as `load` makes
 //! them (the memo without the lock first, `Memo::hit`, then `State::find`) or as the lock
-//! alone. After each step: the same answers, the same requests and memo hits counted, the same batches run in the same order, the same janitors started and retired, the
-//! cap respected, the same keys in flight and memoized, the same unattended windows; at the
-//! end, every slot a caller was handed is completed (no caller waits for a batch nobody runs).
+//! alone. After each step: the same answers, the same requests and memo hits counted, the same
+//! batches run in the same order, the same janitors started and retired, the cap respected, the
+//! same keys in flight and memoized, the same unattended windows; at the end, every slot a
+//! caller was handed is completed (no caller waits for a batch nobody runs).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc as StdArc;
