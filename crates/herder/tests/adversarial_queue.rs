@@ -234,6 +234,21 @@ async fn storm(with_timeout: bool, seed: u64) {
         })
         .collect();
     let submitted = Arc::new(AtomicU64::new(0));
+    // Samples the stats meanwhile: never a wrapped (huge) queued count, never more running
+    // than the most runners the churn can ask for (6) plus those still finishing.
+    let sampler = tokio::spawn({
+        let (queue, stop, submitted) = (queue.clone(), stop.clone(), submitted.clone());
+        async move {
+            while !stop.load(SeqCst) {
+                let s = queue.stats();
+                let most = submitted.load(SeqCst);
+                assert!(s.queued as u64 <= most + 1, "queued {} of {most} submitted: {s:?}", s.queued);
+                assert!(s.running <= s.runners, "{s:?}");
+                assert!(accounted(&s) <= most + 1, "{s:?}");
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    });
     let rng = fastrand_like(seed);
     let mut kept = Vec::new();
     for i in 0..400u64 {
@@ -290,6 +305,7 @@ async fn storm(with_timeout: bool, seed: u64) {
     for c in churners {
         c.join().unwrap();
     }
+    timeout(BOUND, sampler).await.unwrap().expect("stats sampler saw inconsistent stats");
     for (kind, handle) in kept {
         let r = timeout(BOUND, handle).await.expect("handle hung after shutdown");
         match (kind, r) {
@@ -504,4 +520,160 @@ async fn local_queue_shutdown_aborts_and_counts() {
             assert_eq!(accounted(&s), 5);
         })
         .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// More attacks.
+
+/// A panic payload whose destructor panics too.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("payload drop panics");
+        }
+    }
+}
+
+/// An operation panics with a payload that panics when dropped. The queue promises that a
+/// panic reaches the handle and "the runner carries on". The runner drops the payload outside
+/// its `catch_unwind` (`panic_message` takes it by value), so the second panic unwinds the
+/// runner task: the runner is lost, and with one runner the queue closes and cancels what is
+/// queued behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG: a panic payload whose Drop panics kills the runner; a 1-runner queue then closes and cancels everything queued"]
+async fn panic_payload_that_panics_on_drop_does_not_kill_the_runner() {
+    let queue = OperationQueue::new(1);
+    let bad = queue
+        .submit(async { std::panic::panic_any(PanicOnDrop) })
+        .await
+        .unwrap();
+    let behind = queue.submit(async { 2 }).await.unwrap();
+    let bad: Result<(), _> = timeout(BOUND, bad).await.unwrap();
+    let behind = timeout(BOUND, behind).await.unwrap();
+    assert!(bad.as_ref().is_err_and(|e| e.is_panic()), "{bad:?}");
+    assert_eq!(behind, Ok(2), "the operation behind the panic must still run");
+    assert!(!queue.is_closed());
+    assert_eq!(queue.stats().runners, 1);
+}
+
+/// An idle queue gated on a line whose recovery never ends (no recovery timeout): `drain` has
+/// nothing to wait for (nothing queued, nothing running), yet the runners, woken by the close,
+/// go back to waiting for the line before they look at the queue, so they never exit and
+/// `drain` never returns; `shutdown` only returns at its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG: drain of an empty queue hangs while a gating line recovers (runners wait on the gate before they can exit)"]
+async fn drain_of_an_empty_queue_returns_while_a_gating_recovery_runs() {
+    let line: Line<()> = Line::new();
+    let queue = OperationQueue::builder()
+        .runners(2)
+        .pause_while_recovering(&line)
+        .build()
+        .unwrap();
+    // The runners are idle (parked) before the recovery starts.
+    queue.submit(async {}).await.unwrap().await.unwrap();
+    let recovering = Arc::new(Notify::new());
+    let leader = tokio::spawn({
+        let (line, recovering) = (line.clone(), recovering.clone());
+        async move {
+            line.recover(line.epoch(), move || async move {
+                recovering.notify_one();
+                pending::<()>().await
+            })
+            .await
+        }
+    });
+    timeout(BOUND, recovering.notified()).await.unwrap();
+    let s = queue.stats();
+    assert_eq!((s.queued, s.running), (0, 0));
+    let drained = timeout(Duration::from_secs(1), queue.drain()).await;
+    leader.abort();
+    assert!(drained.is_ok(), "drain of an empty queue waited for the line: {:?}", queue.stats());
+}
+
+/// The runtime the runners live on is dropped: every handle resolves (aborted / cancelled),
+/// the queue closes, and shutdown returns at once.
+#[test]
+fn runtime_dropped_under_the_queue() {
+    let rt1 = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rt2 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let queue = OperationQueue::builder()
+        .runners(1)
+        .runtime(rt1.handle().clone())
+        .build()
+        .unwrap();
+    let (stuck, behind) = rt2.block_on(async {
+        let stuck = queue.submit(pending::<u8>()).await.unwrap();
+        let behind = queue.submit(async { 1u8 }).await.unwrap();
+        // Let the runner take the first.
+        timeout(BOUND, async {
+            while queue.stats().running == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
+        (stuck, behind)
+    });
+    drop(rt1);
+    rt2.block_on(async {
+        assert!(timeout(BOUND, stuck).await.unwrap().unwrap_err().is_aborted());
+        assert!(timeout(BOUND, behind).await.unwrap().unwrap_err().is_cancelled());
+        assert!(queue.is_closed());
+        assert!(queue.submit(async { 3u8 }).await.is_err());
+        // Growing the queue on a dead runtime spawns nothing that could hang.
+        let _ = queue.set_runners(4);
+        let report = timeout(BOUND, queue.shutdown(Instant::now() + Duration::from_secs(1)))
+            .await
+            .expect("shutdown hung on a queue whose runtime is gone");
+        assert!(report.is_clean());
+        let s = queue.stats();
+        assert_eq!((s.aborted, s.cancelled, s.runners, accounted(&s)), (1, 1, 0, 2));
+    });
+}
+
+/// The `LocalSet` the runners live on is dropped without a shutdown: handles still resolve.
+#[tokio::test(start_paused = true)]
+async fn local_set_dropped_under_a_local_queue() {
+    let local = tokio::task::LocalSet::new();
+    let (queue, stuck, behind) = local
+        .run_until(async {
+            let queue = LocalOperationQueue::new(1);
+            let stuck = queue.submit(pending::<u8>()).await.unwrap();
+            let behind = queue.submit(async { 1u8 }).await.unwrap();
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            (queue, stuck, behind)
+        })
+        .await;
+    drop(local);
+    assert!(timeout(BOUND, stuck).await.unwrap().unwrap_err().is_aborted());
+    assert!(timeout(BOUND, behind).await.unwrap().unwrap_err().is_cancelled());
+    let s = queue.stats();
+    assert_eq!((s.runners, accounted(&s)), (0, 2));
+}
+
+/// A queue on a runtime built without the time driver, with no timeout setting. Submitting and
+/// awaiting work fine; `shutdown` (whose docs list no panic) calls `tokio::time::timeout_at` and
+/// panics in the caller's task ("timers are disabled").
+#[test]
+#[ignore = "BUG: shutdown panics on a runtime without the time driver (undocumented)"]
+fn shutdown_on_a_runtime_without_the_time_driver() {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        let queue = OperationQueue::new(1);
+        assert_eq!(queue.submit(async { 1 }).await.unwrap().await.unwrap(), 1);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let q = queue.clone();
+        let r = tokio::spawn(async move { q.shutdown(deadline).await }).await;
+        assert!(r.is_ok(), "shutdown panicked: {r:?}");
+    });
 }
