@@ -119,10 +119,13 @@ fn block_on_thread_rounds_batch_without_the_fallback() {
     let began = std::time::Instant::now();
     rt.block_on(async {
         for r in 0..rounds {
-            let (a, b, c) = timeout(
-                BOUND,
-                async { tokio::join!(loader.load(100 * r), loader.load(100 * r + 1), loader.load(100 * r + 2)) },
-            )
+            let (a, b, c) = timeout(BOUND, async {
+                tokio::join!(
+                    loader.load(100 * r),
+                    loader.load(100 * r + 1),
+                    loader.load(100 * r + 2)
+                )
+            })
             .await
             .expect("round hung");
             assert_eq!(a.unwrap(), Some(100 * r * 1000));
@@ -135,7 +138,10 @@ fn block_on_thread_rounds_batch_without_the_fallback() {
     assert_eq!(s.batches, rounds, "{s:?}");
     assert_eq!(s.unattended_windows, 0, "{s:?}");
     // The fallback would take at least 100 ms a round.
-    assert!(took < Duration::from_millis(100) * rounds as u32 / 2, "{took:?}");
+    assert!(
+        took < Duration::from_millis(100) * rounds as u32 / 2,
+        "{took:?}"
+    );
 
     // Tasks spawned from the block_on thread (they go through the global queue).
     let loader = Arc::new(DataLoader::new(Ctl::default()));
@@ -147,8 +153,19 @@ fn block_on_thread_rounds_batch_without_the_fallback() {
             })
             .collect();
         for (k, t) in tasks.into_iter().enumerate() {
-            let v = timeout(BOUND, t).await.expect("spawned load hung").unwrap().unwrap();
-            assert_eq!(v, if k % 100 == 99 { None } else { Some(k as u64 * 1000) });
+            let v = timeout(BOUND, t)
+                .await
+                .expect("spawned load hung")
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                v,
+                if k % 100 == 99 {
+                    None
+                } else {
+                    Some(k as u64 * 1000)
+                }
+            );
         }
     });
     let s = loader.stats();
@@ -184,19 +201,30 @@ fn loads_polled_from_a_foreign_thread_in_the_runtime_context_complete() {
         .build()
         .unwrap();
     let handle = rt.handle().clone();
-    let loader = Arc::new(DataLoader::new(Ctl { yield_first: true, ..Ctl::default() }));
+    let loader = Arc::new(DataLoader::new(Ctl {
+        yield_first: true,
+        ..Ctl::default()
+    }));
     let (tx, rx) = std::sync::mpsc::channel();
     let l2 = loader.clone();
     std::thread::spawn(move || {
         let _enter = handle.enter();
         for r in 0..20u64 {
-            let (a, b) = park_block_on(futures_util::future::join(l2.load(2 * r), l2.load(2 * r + 1)));
+            let (a, b) = park_block_on(futures_util::future::join(
+                l2.load(2 * r),
+                l2.load(2 * r + 1),
+            ));
             tx.send((r, a.unwrap(), b.unwrap())).unwrap();
         }
     });
     for r in 0..20u64 {
-        let (got, a, b) = rx.recv_timeout(BOUND).expect("a load polled from a foreign thread hung");
-        assert_eq!((got, a, b), (r, Some(2 * r * 1000), Some((2 * r + 1) * 1000)));
+        let (got, a, b) = rx
+            .recv_timeout(BOUND)
+            .expect("a load polled from a foreign thread hung");
+        assert_eq!(
+            (got, a, b),
+            (r, Some(2 * r * 1000), Some((2 * r + 1) * 1000))
+        );
     }
     let s = loader.stats();
     assert_eq!((s.batches, s.unattended_windows), (20, 0), "{s:?}");
@@ -211,8 +239,16 @@ async fn dropped_opener_hands_its_window_on() {
     let loader = DataLoader::new(ctl.clone());
     let mut opener = Box::pin(loader.load(1));
     let mut joiner = Box::pin(loader.load(2));
-    assert!(std::future::poll_fn(|cx| Poll::Ready(opener.as_mut().poll(cx))).await.is_pending());
-    assert!(std::future::poll_fn(|cx| Poll::Ready(joiner.as_mut().poll(cx))).await.is_pending());
+    assert!(
+        std::future::poll_fn(|cx| Poll::Ready(opener.as_mut().poll(cx)))
+            .await
+            .is_pending()
+    );
+    assert!(
+        std::future::poll_fn(|cx| Poll::Ready(joiner.as_mut().poll(cx)))
+            .await
+            .is_pending()
+    );
     drop(opener);
     assert_eq!(timeout(BOUND, joiner).await.unwrap().unwrap(), Some(2000));
     let s = loader.stats();
@@ -265,7 +301,11 @@ async fn many_hung_batches_with_a_concurrency_limit_do_not_stall_other_keys_fore
     assert!(hung.iter().all(|r| r.as_ref().unwrap_err().is_timeout()));
     assert!(fine.iter().all(|r| r.is_ok()));
     // 10 hung batches, 2 at a time, 1 s each: 5 s of (paused) time, then the rest.
-    assert!(began.elapsed() <= Duration::from_secs(6), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() <= Duration::from_secs(6),
+        "{:?}",
+        began.elapsed()
+    );
     assert_eq!(loader.stats().timeouts, 10);
 }
 
@@ -278,10 +318,13 @@ async fn many_hung_batches_with_a_concurrency_limit_do_not_stall_other_keys_fore
 async fn load_timeout_near_instant_max_does_not_overflow_later() {
     let limit = near_max_after(Instant::now().into_std());
     let loader = Arc::new(
-        DataLoader::builder(Ctl { yield_first: true, ..Ctl::default() })
-            .load_timeout(limit)
-            .build()
-            .unwrap(),
+        DataLoader::builder(Ctl {
+            yield_first: true,
+            ..Ctl::default()
+        })
+        .load_timeout(limit)
+        .build()
+        .unwrap(),
     );
     let task = tokio::spawn({
         let loader = loader.clone();
@@ -299,7 +342,10 @@ async fn load_timeout_near_instant_max_does_not_overflow_later() {
 #[tokio::test(start_paused = true)]
 async fn delay_near_instant_max_does_not_overflow_later() {
     let limit = near_max_after(Instant::now().into_std());
-    let loader = DataLoader::builder(Ctl::default()).delay(limit).build().unwrap();
+    let loader = DataLoader::builder(Ctl::default())
+        .delay(limit)
+        .build()
+        .unwrap();
     // Nothing fills the batch: it must still be waiting for its delay one (paused) hour later.
     let r = timeout(Duration::from_secs(3600), loader.load(5)).await;
     assert!(r.is_err(), "the load ended before its delay: {r:?}");
@@ -312,10 +358,18 @@ async fn delay_near_instant_max_does_not_overflow_later() {
 async fn panic_while_building_the_load_fails_its_batch_only() {
     let ctl = Ctl::default();
     ctl.build_panic.lock().unwrap().insert(7);
-    let loader = DataLoader::builder(ctl.clone()).max_batch_size(2).build().unwrap();
+    let loader = DataLoader::builder(ctl.clone())
+        .max_batch_size(2)
+        .build()
+        .unwrap();
     // [7, 8] panics while building; [9, 10] is another batch.
     let (a, b, c, d) = timeout(BOUND, async {
-        tokio::join!(loader.load(7), loader.load(8), loader.load(9), loader.load(10))
+        tokio::join!(
+            loader.load(7),
+            loader.load(8),
+            loader.load(9),
+            loader.load(10)
+        )
     })
     .await
     .unwrap();
@@ -332,7 +386,10 @@ async fn panic_while_building_the_load_fails_its_batch_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panic_inside_the_load_fails_its_batch_only() {
-    let loader = DataLoader::builder(Ctl::default()).max_batch_size(2).build().unwrap();
+    let loader = DataLoader::builder(Ctl::default())
+        .max_batch_size(2)
+        .build()
+        .unwrap();
     let (a, b, c) = timeout(BOUND, async {
         tokio::join!(loader.load(10_013), loader.load(14), loader.load(15))
     })
@@ -348,17 +405,38 @@ async fn panic_inside_the_load_fails_its_batch_only() {
 
 #[tokio::test(start_paused = true)]
 async fn settings_at_the_edges() {
-    assert!(DataLoader::builder(Ctl::default()).max_batch_size(0).build().is_err());
-    assert!(DataLoader::builder(Ctl::default()).max_concurrent_batches(0).build().is_err());
-    assert!(DataLoader::builder(Ctl::default()).load_timeout(Duration::ZERO).build().is_err());
-    let loader = DataLoader::builder(Ctl { yield_first: true, ..Ctl::default() })
-        .max_batch_size(usize::MAX)
-        .max_concurrent_batches(usize::MAX)
-        .load_timeout(Duration::MAX)
-        .memo(true)
-        .build()
+    assert!(
+        DataLoader::builder(Ctl::default())
+            .max_batch_size(0)
+            .build()
+            .is_err()
+    );
+    assert!(
+        DataLoader::builder(Ctl::default())
+            .max_concurrent_batches(0)
+            .build()
+            .is_err()
+    );
+    assert!(
+        DataLoader::builder(Ctl::default())
+            .load_timeout(Duration::ZERO)
+            .build()
+            .is_err()
+    );
+    let loader = DataLoader::builder(Ctl {
+        yield_first: true,
+        ..Ctl::default()
+    })
+    .max_batch_size(usize::MAX)
+    .max_concurrent_batches(usize::MAX)
+    .load_timeout(Duration::MAX)
+    .memo(true)
+    .build()
+    .unwrap();
+    let v = timeout(BOUND, loader.load_many(0..500u64))
+        .await
+        .unwrap()
         .unwrap();
-    let v = timeout(BOUND, loader.load_many(0..500u64)).await.unwrap().unwrap();
     assert_eq!(v.len(), 495);
     assert_eq!(loader.stats().batches, 1);
     // A delay of Duration::MAX with a batch that fills up: dispatched at once.
@@ -367,9 +445,11 @@ async fn settings_at_the_edges() {
         .max_batch_size(2)
         .build()
         .unwrap();
-    let (a, b) = timeout(BOUND, async { tokio::join!(loader.load(1), loader.load(2)) })
-        .await
-        .unwrap();
+    let (a, b) = timeout(BOUND, async {
+        tokio::join!(loader.load(1), loader.load(2))
+    })
+    .await
+    .unwrap();
     assert_eq!((a.unwrap(), b.unwrap()), (Some(1000), Some(2000)));
 }
 
@@ -396,7 +476,10 @@ async fn clear_during_a_load_keeps_its_stale_value_out_of_the_memo() {
         }
         ctl.block.lock().unwrap().clear();
         ctl.release.notify_one();
-        assert_eq!(timeout(BOUND, first).await.unwrap().unwrap().unwrap(), Some(1000));
+        assert_eq!(
+            timeout(BOUND, first).await.unwrap().unwrap().unwrap(),
+            Some(1000)
+        );
         // Loads after the clear never see version 0.
         assert_eq!(loader.load(1).await.unwrap(), Some(1001));
         assert_eq!(ctl.calls(), 2);
@@ -431,8 +514,14 @@ async fn a_load_started_after_clear_during_a_load_is_fresh_and_the_old_batch_doe
     tokio::time::sleep(Duration::from_millis(20)).await;
     ctl.block.lock().unwrap().clear();
     ctl.release.notify_one();
-    assert_eq!(timeout(BOUND, old).await.unwrap().unwrap().unwrap(), Some(1000));
-    assert_eq!(timeout(BOUND, fresh).await.unwrap().unwrap().unwrap(), Some(1001));
+    assert_eq!(
+        timeout(BOUND, old).await.unwrap().unwrap().unwrap(),
+        Some(1000)
+    );
+    assert_eq!(
+        timeout(BOUND, fresh).await.unwrap().unwrap().unwrap(),
+        Some(1001)
+    );
     assert_eq!(loader.load(1).await.unwrap(), Some(1001));
     assert_eq!(ctl.calls(), 2);
 }
@@ -449,7 +538,10 @@ async fn prime_during_a_load_wins() {
     timeout(BOUND, ctl.started.notified()).await.unwrap();
     loader.prime(1, 77);
     ctl.release.notify_one();
-    assert_eq!(timeout(BOUND, first).await.unwrap().unwrap().unwrap(), Some(1000));
+    assert_eq!(
+        timeout(BOUND, first).await.unwrap().unwrap().unwrap(),
+        Some(1000)
+    );
     assert_eq!(loader.load(1).await.unwrap(), Some(77));
     assert_eq!(ctl.calls(), 1);
 }
@@ -460,7 +552,12 @@ async fn with_a_cache_clear_during_a_load_keeps_the_stale_value_out_and_prime_fi
         let ctl = Ctl::default();
         ctl.block.lock().unwrap().insert(1);
         let cache: Cache<u64, u64> = Cache::new(1000);
-        let loader = Arc::new(DataLoader::builder(ctl.clone()).cache(cache.clone()).build().unwrap());
+        let loader = Arc::new(
+            DataLoader::builder(ctl.clone())
+                .cache(cache.clone())
+                .build()
+                .unwrap(),
+        );
         let first = tokio::spawn({
             let loader = loader.clone();
             async move { loader.load(1).await }
@@ -474,8 +571,15 @@ async fn with_a_cache_clear_during_a_load_keeps_the_stale_value_out_and_prime_fi
         }
         ctl.block.lock().unwrap().clear();
         ctl.release.notify_one();
-        assert_eq!(timeout(BOUND, first).await.unwrap().unwrap().unwrap(), Some(1000));
-        assert_eq!(cache.get(&1), None, "the stale value reached the cache after the clear");
+        assert_eq!(
+            timeout(BOUND, first).await.unwrap().unwrap().unwrap(),
+            Some(1000)
+        );
+        assert_eq!(
+            cache.get(&1),
+            None,
+            "the stale value reached the cache after the clear"
+        );
         assert_eq!(loader.load(1).await.unwrap(), Some(1001));
         assert_eq!(cache.get(&1), Some(1001));
         loader.prime(2, 22);
@@ -491,21 +595,34 @@ async fn with_a_cache_clear_during_a_load_keeps_the_stale_value_out_and_prime_fi
 #[tokio::test(start_paused = true)]
 async fn omitted_extra_keys_and_errors() {
     let ctl = Ctl::default();
-    let loader = DataLoader::builder(ctl.clone()).max_batch_size(2).build().unwrap();
-    let (a, b, many) = tokio::join!(loader.load(199), loader.load(5), loader.load_many([1, 99, 2]));
+    let loader = DataLoader::builder(ctl.clone())
+        .max_batch_size(2)
+        .build()
+        .unwrap();
+    let (a, b, many) = tokio::join!(
+        loader.load(199),
+        loader.load(5),
+        loader.load_many([1, 99, 2])
+    );
     assert_eq!(a.unwrap(), None);
     assert_eq!(b.unwrap(), Some(5000));
     let many = many.unwrap();
     assert_eq!(many.len(), 2);
     assert!(!many.contains_key(&1_000_000) && !many.contains_key(&99));
     // An error reaches every caller of its batch, and only them.
-    let (e1, e2, ok) = tokio::join!(loader.load(666), loader.load(3), loader.load_many([20, 21, 22]));
+    let (e1, e2, ok) = tokio::join!(
+        loader.load(666),
+        loader.load(3),
+        loader.load_many([20, 21, 22])
+    );
     let e1 = e1.unwrap_err();
     assert_eq!(e1.loader_error().map(String::as_str), Some("bad key 666"));
     assert!(e2.unwrap_err().loader_error().is_some());
     assert_eq!(ok.unwrap().len(), 3);
     // load_many over a failing batch fails as a whole, without hanging.
-    let r = timeout(BOUND, loader.load_many([8, 666, 9, 10, 11])).await.unwrap();
+    let r = timeout(BOUND, loader.load_many([8, 666, 9, 10, 11]))
+        .await
+        .unwrap();
     assert!(r.unwrap_err().loader_error().is_some());
     let s = loader.stats();
     assert_eq!(s.in_flight, 0, "{s:?}");
@@ -553,7 +670,10 @@ async fn loader_panic_payload_that_panics_on_drop_is_contained() {
     });
     let joined = timeout(BOUND, task).await.unwrap();
     assert!(matches!(joined, Ok(Err(true))), "{joined:?}");
-    assert_eq!(timeout(BOUND, loader.load(2)).await.unwrap().unwrap(), Some(2));
+    assert_eq!(
+        timeout(BOUND, loader.load(2)).await.unwrap().unwrap(),
+        Some(2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,9 +685,11 @@ async fn panic_while_building_frees_the_only_batch_slot() {
         .max_concurrent_batches(1)
         .build()
         .unwrap();
-    let (a, b, c) = timeout(BOUND, async { tokio::join!(loader.load(7), loader.load(8), loader.load(9)) })
-        .await
-        .expect("the panicking batch kept its slot");
+    let (a, b, c) = timeout(BOUND, async {
+        tokio::join!(loader.load(7), loader.load(8), loader.load(9))
+    })
+    .await
+    .expect("the panicking batch kept its slot");
     assert!(a.unwrap_err().is_panic());
     assert_eq!((b.unwrap(), c.unwrap()), (Some(8000), Some(9000)));
     assert_eq!(loader.stats().in_flight, 0);
@@ -579,7 +701,12 @@ async fn with_a_cache_prime_during_a_load_wins() {
     let ctl = Ctl::default();
     ctl.block.lock().unwrap().insert(1);
     let cache: Cache<u64, u64> = Cache::new(1000);
-    let loader = Arc::new(DataLoader::builder(ctl.clone()).cache(cache.clone()).build().unwrap());
+    let loader = Arc::new(
+        DataLoader::builder(ctl.clone())
+            .cache(cache.clone())
+            .build()
+            .unwrap(),
+    );
     let first = tokio::spawn({
         let loader = loader.clone();
         async move { loader.load(1).await }
@@ -587,8 +714,15 @@ async fn with_a_cache_prime_during_a_load_wins() {
     timeout(BOUND, ctl.started.notified()).await.unwrap();
     loader.prime(1, 77);
     ctl.release.notify_one();
-    assert_eq!(timeout(BOUND, first).await.unwrap().unwrap().unwrap(), Some(1000));
-    assert_eq!(cache.get(&1), Some(77), "the load overwrote the primed value");
+    assert_eq!(
+        timeout(BOUND, first).await.unwrap().unwrap().unwrap(),
+        Some(1000)
+    );
+    assert_eq!(
+        cache.get(&1),
+        Some(77),
+        "the load overwrote the primed value"
+    );
     assert_eq!(loader.load(1).await.unwrap(), Some(77));
     assert_eq!(ctl.calls(), 1);
 }
@@ -612,7 +746,11 @@ fn opener_on_a_dropped_runtime_does_not_strand_joiners() {
     let loader = Arc::new(DataLoader::new(ctl.clone()));
     let mut opener = Box::pin(loader.load(1));
     rt1.block_on(async {
-        assert!(std::future::poll_fn(|cx| Poll::Ready(opener.as_mut().poll(cx))).await.is_pending());
+        assert!(
+            std::future::poll_fn(|cx| Poll::Ready(opener.as_mut().poll(cx)))
+                .await
+                .is_pending()
+        );
     });
     let joiner = rt2.spawn({
         let loader = loader.clone();
@@ -621,9 +759,15 @@ fn opener_on_a_dropped_runtime_does_not_strand_joiners() {
     drop(rt1);
     let r = rt2.block_on(async { timeout(BOUND, joiner).await });
     let r = r.expect("joiner stranded by a dropped runtime").unwrap();
-    assert!(matches!(&r, Ok(Some(2000))) || r.as_ref().is_err_and(|e| e.is_cancelled()), "{r:?}");
+    assert!(
+        matches!(&r, Ok(Some(2000))) || r.as_ref().is_err_and(|e| e.is_cancelled()),
+        "{r:?}"
+    );
     rt2.block_on(async {
-        let again = timeout(BOUND, loader.load(2)).await.expect("key stuck").unwrap();
+        let again = timeout(BOUND, loader.load(2))
+            .await
+            .expect("key stuck")
+            .unwrap();
         assert_eq!(again, Some(2000));
     });
     std::mem::forget(opener);
@@ -670,7 +814,10 @@ async fn storm_counts_add_up_and_nothing_hangs() {
                             let _ = timeout(Duration::from_micros(200), loader.load(key)).await;
                         }
                         _ => {
-                            timeout(BOUND, loader.load(key)).await.expect("load hung").ok();
+                            timeout(BOUND, loader.load(key))
+                                .await
+                                .expect("load hung")
+                                .ok();
                         }
                     }
                 }
@@ -678,7 +825,10 @@ async fn storm_counts_add_up_and_nothing_hangs() {
         })
         .collect();
     for t in tasks {
-        timeout(Duration::from_secs(20), t).await.expect("storm task hung").unwrap();
+        timeout(Duration::from_secs(20), t)
+            .await
+            .expect("storm task hung")
+            .unwrap();
     }
     timeout(BOUND, async {
         while loader.stats().in_flight != 0 {
@@ -693,7 +843,10 @@ async fn storm_counts_add_up_and_nothing_hangs() {
         s.memo_hits + s.cache_hits + s.joined + s.batched_keys,
         "{s:?}"
     );
-    assert!(s.timeouts > 0 && s.panics > 0, "the storm did not reach the edge cases: {s:?}");
+    assert!(
+        s.timeouts > 0 && s.panics > 0,
+        "the storm did not reach the edge cases: {s:?}"
+    );
 }
 
 /// A runtime built without the time driver (`enable_all` not called), and no timer-based
@@ -706,7 +859,9 @@ async fn storm_counts_add_up_and_nothing_hangs() {
 fn runtime_without_the_time_driver() {
     // Current-thread: the janitor spawned by the opener runs during the opener's first yield,
     // deterministically.
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let loader = DataLoader::new(Ctl::default());
     let mut failures = Vec::new();
     rt.block_on(async {
@@ -717,5 +872,10 @@ fn runtime_without_the_time_driver() {
             }
         }
     });
-    assert!(failures.is_empty(), "{} of 5 rounds failed: {:?}", failures.len(), &failures[..1]);
+    assert!(
+        failures.is_empty(),
+        "{} of 5 rounds failed: {:?}",
+        failures.len(),
+        &failures[..1]
+    );
 }

@@ -34,8 +34,16 @@ fn near_max_after(now: std::time::Instant) -> Duration {
 
 #[tokio::test(start_paused = true)]
 async fn recovery_timeout_zero_is_refused_and_max_never_fires() {
-    assert!(Line::<u8>::builder().recovery_timeout(Duration::ZERO).build().is_err());
-    let line: Line<u8> = Line::builder().recovery_timeout(Duration::MAX).build().unwrap();
+    assert!(
+        Line::<u8>::builder()
+            .recovery_timeout(Duration::ZERO)
+            .build()
+            .is_err()
+    );
+    let line: Line<u8> = Line::builder()
+        .recovery_timeout(Duration::MAX)
+        .build()
+        .unwrap();
     let r = line
         .recover(line.epoch(), || async {
             tokio::time::sleep(Duration::from_secs(86_400)).await;
@@ -64,7 +72,11 @@ async fn recovery_timeout_near_instant_max_does_not_overflow_later() {
     )
     .await
     .unwrap();
-    assert_eq!(r, Ok(Recovery::Led(4)), "an accepted timeout must not fail the recovery");
+    assert_eq!(
+        r,
+        Ok(Recovery::Led(4)),
+        "an accepted timeout must not fail the recovery"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -113,7 +125,13 @@ async fn hung_recovery_times_out_for_everyone_and_the_gated_queue_resumes() {
         }
     }
     assert!(!line.is_recovering());
-    assert_eq!(timeout(BOUND, gated).await.expect("gated queue stuck").unwrap(), 11);
+    assert_eq!(
+        timeout(BOUND, gated)
+            .await
+            .expect("gated queue stuck")
+            .unwrap(),
+        11
+    );
     // Usable afterwards.
     let r = line.recover(line.epoch(), || async { 3 }).await.unwrap();
     assert_eq!(r, Recovery::Led(3));
@@ -152,18 +170,35 @@ async fn panicking_recovery_reaches_every_joiner_and_the_line_is_usable() {
     let gated = queue.submit(async { 5 }).await.unwrap();
     // Let the joiners join before the panic.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(queue.stats().completed, 0, "an operation started while the line recovered");
+    assert_eq!(
+        queue.stats().completed,
+        0,
+        "an operation started while the line recovered"
+    );
     go.notify_one();
-    assert_eq!(timeout(BOUND, gated).await.expect("gated queue stuck").unwrap(), 5);
+    assert_eq!(
+        timeout(BOUND, gated)
+            .await
+            .expect("gated queue stuck")
+            .unwrap(),
+        5
+    );
     let e = timeout(BOUND, leader).await.unwrap().unwrap().unwrap_err();
     assert!(e.is_panic());
     assert_eq!(e.panic_message(), Some("recovery boom"));
     for j in joiners {
-        let e = timeout(BOUND, j).await.expect("joiner hung").unwrap().unwrap_err();
+        let e = timeout(BOUND, j)
+            .await
+            .expect("joiner hung")
+            .unwrap()
+            .unwrap_err();
         assert!(e.is_panic(), "{e:?}");
     }
     assert!(!line.is_recovering());
-    assert_eq!(line.recover(line.epoch(), || async { 9 }).await.unwrap(), Recovery::Led(9));
+    assert_eq!(
+        line.recover(line.epoch(), || async { 9 }).await.unwrap(),
+        Recovery::Led(9)
+    );
 }
 
 /// The closure itself panics (before it returns the recovery's future).
@@ -172,13 +207,18 @@ async fn recovery_closure_panicking_before_its_future_is_caught() {
     let line: Line<u32> = Line::new();
     let r = timeout(
         BOUND,
-        line.recover(line.epoch(), || -> std::future::Ready<u32> { panic!("builds badly") }),
+        line.recover(line.epoch(), || -> std::future::Ready<u32> {
+            panic!("builds badly")
+        }),
     )
     .await
     .unwrap();
     assert!(r.unwrap_err().is_panic());
     assert!(!line.is_recovering());
-    assert_eq!(line.recover(line.epoch(), || async { 1 }).await.unwrap(), Recovery::Led(1));
+    assert_eq!(
+        line.recover(line.epoch(), || async { 1 }).await.unwrap(),
+        Recovery::Led(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,9 +245,18 @@ async fn cancelled_leader_does_not_strand_joiners() {
     });
     tokio::time::sleep(Duration::from_millis(10)).await;
     leader.abort();
-    assert!(timeout(BOUND, leader).await.unwrap().unwrap_err().is_cancelled());
+    assert!(
+        timeout(BOUND, leader)
+            .await
+            .unwrap()
+            .unwrap_err()
+            .is_cancelled()
+    );
     go.notify_one();
-    let r = timeout(BOUND, joiner).await.expect("joiner stranded").unwrap();
+    let r = timeout(BOUND, joiner)
+        .await
+        .expect("joiner stranded")
+        .unwrap();
     assert_eq!(r.unwrap(), Recovery::Joined(42));
     assert!(!line.is_recovering());
     assert_eq!(line.epoch().get(), 1);
@@ -237,7 +286,9 @@ async fn dropping_leaders_at_random_points_never_wedges_the_line() {
         } else {
             let _ = timeout(Duration::from_micros(50), fut).await;
         }
-        timeout(BOUND, line.wait_clear()).await.expect("line wedged");
+        timeout(BOUND, line.wait_clear())
+            .await
+            .expect("line wedged");
     }
     assert!(!line.is_recovering());
 }
@@ -267,7 +318,13 @@ async fn credential_refreshes_once_for_many_concurrent_failures() {
                 auth.call(
                     |t| {
                         let token = token.clone();
-                        async move { if t == token.load(SeqCst) { Ok(t) } else { Err(401u16) } }
+                        async move {
+                            if t == token.load(SeqCst) {
+                                Ok(t)
+                            } else {
+                                Err(401u16)
+                            }
+                        }
                     },
                     |s| *s == 401,
                 )
@@ -285,7 +342,10 @@ async fn credential_refreshes_once_for_many_concurrent_failures() {
 async fn credential_refresh_failing_or_panicking_reaches_callers_and_does_not_wedge() {
     let mode = Arc::new(AtomicUsize::new(0));
     let auth = Credential::new(
-        Line::builder().recovery_timeout(Duration::from_millis(100)).build().unwrap(),
+        Line::builder()
+            .recovery_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap(),
         0u64,
         {
             let mode = mode.clone();
@@ -303,16 +363,30 @@ async fn credential_refresh_failing_or_panicking_reaches_callers_and_does_not_we
         },
     );
     let request = |t: u64| async move { if t == 7 { Ok(t) } else { Err(401u16) } };
-    let r = timeout(BOUND, auth.call(request, |s| *s == 401)).await.unwrap();
+    let r = timeout(BOUND, auth.call(request, |s| *s == 401))
+        .await
+        .unwrap();
     assert_eq!(r, Err(CallError::Refresh("refused".to_string())));
     mode.store(1, SeqCst);
-    let r = timeout(BOUND, auth.call(request, |s| *s == 401)).await.unwrap();
-    assert!(matches!(&r, Err(CallError::Recovery(e)) if e.is_panic()), "{r:?}");
+    let r = timeout(BOUND, auth.call(request, |s| *s == 401))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r, Err(CallError::Recovery(e)) if e.is_panic()),
+        "{r:?}"
+    );
     mode.store(2, SeqCst);
-    let r = timeout(BOUND, auth.call(request, |s| *s == 401)).await.unwrap();
-    assert!(matches!(&r, Err(CallError::Recovery(e)) if e.is_timeout()), "{r:?}");
+    let r = timeout(BOUND, auth.call(request, |s| *s == 401))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r, Err(CallError::Recovery(e)) if e.is_timeout()),
+        "{r:?}"
+    );
     mode.store(3, SeqCst);
-    let r = timeout(BOUND, auth.call(request, |s| *s == 401)).await.unwrap();
+    let r = timeout(BOUND, auth.call(request, |s| *s == 401))
+        .await
+        .unwrap();
     assert_eq!(r, Ok(7));
     assert_eq!(auth.current(), 7);
     assert!(!auth.line().is_recovering());
@@ -336,12 +410,17 @@ async fn credential_attempts_extremes() {
     })
     .attempts(usize::MAX);
     let r = auth
-        .call(|t| async move { if t >= 50 { Ok(t) } else { Err(401u16) } }, |s| *s == 401)
+        .call(
+            |t| async move { if t >= 50 { Ok(t) } else { Err(401u16) } },
+            |s| *s == 401,
+        )
         .await;
     assert_eq!(r, Ok(50));
     // attempts(1): never refreshes.
     let auth1 = auth.clone().attempts(1);
-    let r = auth1.call(|_| async { Err::<u8, u16>(401) }, |s| *s == 401).await;
+    let r = auth1
+        .call(|_| async { Err::<u8, u16>(401) }, |s| *s == 401)
+        .await;
     assert_eq!(r, Err(CallError::Request(401)));
     assert_eq!(auth.line().epoch().get(), 50);
 }
@@ -364,14 +443,21 @@ async fn recovery_panic_payload_that_panics_on_drop_strands_nobody() {
     let line: Line<u32> = Line::new();
     let r = timeout(
         BOUND,
-        line.recover(line.epoch(), || async { std::panic::panic_any(PanicOnDrop) }),
+        line.recover(line.epoch(), || async {
+            std::panic::panic_any(PanicOnDrop)
+        }),
     )
     .await
     .expect("leader hung");
     assert!(r.is_err(), "{r:?}");
-    timeout(BOUND, line.wait_clear()).await.expect("line wedged");
+    timeout(BOUND, line.wait_clear())
+        .await
+        .expect("line wedged");
     assert!(!line.is_recovering());
-    assert_eq!(line.recover(line.epoch(), || async { 1 }).await.unwrap(), Recovery::Led(1));
+    assert_eq!(
+        line.recover(line.epoch(), || async { 1 }).await.unwrap(),
+        Recovery::Led(1)
+    );
 }
 
 /// The same recovery, as the leader sees it: the documented outcome of a panicking recovery is
@@ -382,7 +468,9 @@ async fn recovery_panic_payload_that_panics_on_drop_is_reported_as_a_panic() {
     let line: Line<u32> = Line::new();
     let r = timeout(
         BOUND,
-        line.recover(line.epoch(), || async { std::panic::panic_any(PanicOnDrop) }),
+        line.recover(line.epoch(), || async {
+            std::panic::panic_any(PanicOnDrop)
+        }),
     )
     .await
     .unwrap();
