@@ -879,3 +879,36 @@ fn runtime_without_the_time_driver() {
         &failures[..1]
     );
 }
+
+/// With a cache in front, a batch that times out or panics while building frees its keys: the
+/// next load calls the loader again (the cache's flights for them are not left behind).
+#[tokio::test(start_paused = true)]
+async fn with_a_cache_timed_out_and_panicked_batches_free_their_keys() {
+    let ctl = Ctl::default();
+    ctl.hang.lock().unwrap().insert(1);
+    ctl.build_panic.lock().unwrap().insert(2);
+    let cache: Cache<u64, u64> = Cache::new(1000);
+    let loader = DataLoader::builder(ctl.clone())
+        .cache(cache.clone())
+        .max_batch_size(1)
+        .load_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let (a, b) = timeout(Duration::from_secs(60), async {
+        tokio::join!(loader.load(1), loader.load(2))
+    })
+    .await
+    .unwrap();
+    assert!(a.unwrap_err().is_timeout());
+    assert!(b.unwrap_err().is_panic());
+    ctl.hang.lock().unwrap().clear();
+    ctl.build_panic.lock().unwrap().clear();
+    let (a, b) = timeout(Duration::from_secs(60), async {
+        tokio::join!(loader.load(1), loader.load(2))
+    })
+    .await
+    .unwrap();
+    assert_eq!((a.unwrap(), b.unwrap()), (Some(1000), Some(2000)));
+    assert_eq!((cache.get(&1), cache.get(&2)), (Some(1000), Some(2000)));
+    assert_eq!(ctl.calls(), 4);
+}
