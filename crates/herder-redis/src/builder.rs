@@ -221,7 +221,12 @@ where
     /// # Errors
     ///
     /// An invalid URL or setting.
-    pub fn build_with_worker(self) -> Result<(RedisTier<K, V>, Worker<K, V>), Error> {
+    pub fn build_with_worker(mut self) -> Result<(RedisTier<K, V>, Worker<K, V>), Error> {
+        // The limits handed to tokio's timer saturate at about 30 years ("never"): tokio's timer
+        // overflows on a deadline within a millisecond of the largest instant.
+        const NEVER: Duration = Duration::from_secs(30 * 365 * 86_400);
+        self.config.budget = self.config.budget.min(NEVER);
+        self.config.max_wait = self.config.max_wait.min(NEVER);
         let Config {
             lease_ttl,
             budget,

@@ -25,11 +25,23 @@ struct Instance {
     tier: RedisTier<u64, String>,
 }
 
+/// An instance whose Redis calls have a budget far above what loopback needs: the tests that
+/// use it count what reached the backend with a healthy Redis, and a call past its budget would
+/// (rightly) load locally, which a machine busy building can cause with a short budget.
 fn instance(redis: &RedisServer, lease: Duration) -> Instance {
+    instance_within(redis, lease, Duration::from_secs(2))
+}
+
+/// An instance that gives up on Redis after 200 ms: for the tests that pause, kill or restart it.
+fn impatient_instance(redis: &RedisServer, lease: Duration) -> Instance {
+    instance_within(redis, lease, Duration::from_millis(200))
+}
+
+fn instance_within(redis: &RedisServer, lease: Duration, budget: Duration) -> Instance {
     let tier = RedisTier::<u64, String>::builder(&redis.url())
         .namespace(NAMESPACE)
         .lease_ttl(lease)
-        .budget(Duration::from_millis(200))
+        .budget(budget)
         .build()
         .unwrap();
     let cache = Cache::builder()
@@ -299,8 +311,8 @@ async fn after_a_restart_the_tier_recovers_its_scripts_and_subscriptions() {
     };
     let backend = Backend::new(Duration::ZERO);
     let (a, b) = (
-        instance(&redis, Duration::from_secs(2)),
-        instance(&redis, Duration::from_secs(2)),
+        impatient_instance(&redis, Duration::from_secs(2)),
+        impatient_instance(&redis, Duration::from_secs(2)),
     );
     a.cache.get_with(1, backend.load(1)).await;
     redis.restart(); // empty, no scripts loaded, no subscribers
@@ -340,7 +352,7 @@ async fn ping_tells_whether_redis_answers() {
     let Some(mut redis) = RedisServer::start() else {
         return;
     };
-    let a = instance(&redis, Duration::from_secs(2));
+    let a = impatient_instance(&redis, Duration::from_secs(2));
     assert!(a.tier.ping().await.is_ok());
     redis.kill();
     let error = a.tier.ping().await.unwrap_err();
@@ -414,8 +426,8 @@ async fn an_invalidation_made_while_redis_stalls_is_replayed_when_it_returns() {
         return;
     };
     let backend = Backend::new(Duration::ZERO);
-    let a = instance(&redis, Duration::from_secs(2));
-    let b = instance(&redis, Duration::from_secs(2));
+    let a = impatient_instance(&redis, Duration::from_secs(2));
+    let b = impatient_instance(&redis, Duration::from_secs(2));
     assert_eq!(a.cache.get_with(1, backend.load(1)).await, "row 1 v1");
     assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v1");
     redis.pause();
@@ -499,7 +511,7 @@ async fn a_stalled_subscription_is_detected_by_its_heartbeat() {
         return;
     };
     let backend = Backend::new(Duration::ZERO);
-    let a = instance(&redis, Duration::from_secs(2));
+    let a = impatient_instance(&redis, Duration::from_secs(2));
     a.cache.get_with(1, backend.load(1)).await;
     // Three heartbeats on a healthy connection.
     tokio::time::sleep(Duration::from_millis(3_200)).await;

@@ -125,6 +125,7 @@ pub mod metrics;
 pub mod queue;
 pub mod single_flight;
 mod sync;
+mod time;
 
 pub use batch::{DataLoader, LoadError, Loader};
 pub use cache::{Cache, CacheError};

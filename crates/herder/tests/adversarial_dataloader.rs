@@ -1,6 +1,7 @@
 //! Adversarial tests of `DataLoader`: wake-ups from any thread, load timeouts, panics while
 //! building the loader's future, settings at the edges, final invalidation, odd loader maps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::future::{Future, pending};
@@ -82,22 +83,6 @@ impl Loader for Ctl {
                 .collect())
         }
     }
-}
-
-fn near_max_after(now: std::time::Instant) -> Duration {
-    fn from_nanos(n: u128) -> Duration {
-        Duration::new((n / 1_000_000_000) as u64, (n % 1_000_000_000) as u32)
-    }
-    let (mut lo, mut hi) = (0u128, Duration::MAX.as_nanos());
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        if now.checked_add(from_nanos(mid)).is_some() {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    from_nanos(lo) - Duration::from_micros(500)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,9 +299,8 @@ async fn many_hung_batches_with_a_concurrency_limit_do_not_stall_other_keys_fore
 /// wraps the caught load, so the panic escapes the batch: into the task of the load that
 /// opened it (the batch is first polled there).
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: a load_timeout accepted by the builder overflows tokio's timer and panics the caller's task"]
 async fn load_timeout_near_instant_max_does_not_overflow_later() {
-    let limit = near_max_after(Instant::now().into_std());
+    let limit = support::near_max_after(Instant::now().into_std());
     let loader = Arc::new(
         DataLoader::builder(Ctl {
             yield_first: true,
@@ -341,7 +325,7 @@ async fn load_timeout_near_instant_max_does_not_overflow_later() {
 /// `Instant`: the load waits for it (no overflow in the window's timer).
 #[tokio::test(start_paused = true)]
 async fn delay_near_instant_max_does_not_overflow_later() {
-    let limit = near_max_after(Instant::now().into_std());
+    let limit = support::near_max_after(Instant::now().into_std());
     let loader = DataLoader::builder(Ctl::default())
         .delay(limit)
         .build()
@@ -661,7 +645,6 @@ impl Loader for BadPanic {
 /// own waiters with `is_panic()`; the payload is dropped outside the catch, so the second panic
 /// escapes into whichever task polls the batch (here: the caller that opened it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a loader panic whose payload panics on drop escapes the batch's catch into the caller's task"]
 async fn loader_panic_payload_that_panics_on_drop_is_contained() {
     let loader = Arc::new(DataLoader::new(BadPanic));
     let task = tokio::spawn({
@@ -855,7 +838,6 @@ async fn storm_counts_add_up_and_nothing_hangs() {
 /// panics at its first poll, and its guard then fails the open window "because its runtime shut
 /// down": loads fail as cancelled instead of loading.
 #[test]
-#[ignore = "BUG: on a runtime without the time driver the janitor panics and fails open windows as cancelled"]
 fn runtime_without_the_time_driver() {
     // Current-thread: the janitor spawned by the opener runs during the opener's first yield,
     // deterministically.

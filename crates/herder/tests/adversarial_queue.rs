@@ -1,6 +1,7 @@
 //! Adversarial tests of `OperationQueue` / `LocalOperationQueue`: settings at the edges,
 //! shutdown under storms, exact stats, handles.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
 
 use std::future::pending;
 use std::sync::Arc;
@@ -14,24 +15,6 @@ use tokio::time::{Instant, timeout};
 
 /// The real-time bound on anything that could hang.
 const BOUND: Duration = Duration::from_secs(5);
-
-/// The largest duration that can be added to `now` (a std `Instant`) without overflow, less
-/// half a millisecond: `now + d` is representable, `now + d + 1 ms` is not.
-fn near_max_after(now: std::time::Instant) -> Duration {
-    fn from_nanos(n: u128) -> Duration {
-        Duration::new((n / 1_000_000_000) as u64, (n % 1_000_000_000) as u32)
-    }
-    let (mut lo, mut hi) = (0u128, Duration::MAX.as_nanos());
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        if now.checked_add(from_nanos(mid)).is_some() {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    from_nanos(lo) - Duration::from_micros(500)
-}
 
 fn accounted(stats: &OperationQueueStats) -> u64 {
     stats.completed
@@ -129,9 +112,8 @@ async fn timeout_duration_max_is_accepted_and_never_fires() {
 /// 999_999 ns (`deadline_to_tick`), which overflows and panics inside the runner's poll. The
 /// queue catches the panic and blames the operation.
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: a timeout accepted by the builder overflows tokio's timer; the op is reported as panicked"]
 async fn timeout_near_instant_max_does_not_overflow_later() {
-    let limit = near_max_after(Instant::now().into_std());
+    let limit = support::near_max_after(Instant::now().into_std());
     let queue = OperationQueue::builder().timeout(limit).build().unwrap();
     let h = queue
         .submit(async {
@@ -436,7 +418,6 @@ async fn shutdown_storm_with_timeout_never_hangs_and_stats_add_up() {
 /// Two shutdowns racing over the same single never-ending operation: between them, they must
 /// not report more aborted operations than there were.
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: concurrent shutdowns each count the same aborted operation in their report"]
 async fn concurrent_shutdowns_do_not_double_count() {
     let queue = OperationQueue::new(1);
     let stuck = queue.submit(pending::<()>()).await.unwrap();
@@ -634,7 +615,6 @@ impl Drop for PanicOnDrop {
 /// runner task: the runner is lost, and with one runner the queue closes and cancels what is
 /// queued behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a panic payload whose Drop panics kills the runner; a 1-runner queue then closes and cancels everything queued"]
 async fn panic_payload_that_panics_on_drop_does_not_kill_the_runner() {
     let queue = OperationQueue::new(1);
     let bad = queue
@@ -659,7 +639,6 @@ async fn panic_payload_that_panics_on_drop_does_not_kill_the_runner() {
 /// go back to waiting for the line before they look at the queue, so they never exit and
 /// `drain` never returns; `shutdown` only returns at its deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: drain of an empty queue hangs while a gating line recovers (runners wait on the gate before they can exit)"]
 async fn drain_of_an_empty_queue_returns_while_a_gating_recovery_runs() {
     let line: Line<()> = Line::new();
     let queue = OperationQueue::builder()
@@ -795,7 +774,6 @@ async fn local_set_dropped_under_a_local_queue() {
 /// awaiting work fine; `shutdown` (whose docs list no panic) calls `tokio::time::timeout_at` and
 /// panics in the caller's task ("timers are disabled").
 #[test]
-#[ignore = "BUG: shutdown panics on a runtime without the time driver (undocumented)"]
 fn shutdown_on_a_runtime_without_the_time_driver() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

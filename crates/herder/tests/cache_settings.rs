@@ -126,6 +126,28 @@ async fn settings_that_cannot_work_are_refused_by_build() {
     }
 }
 
+/// Timeouts that land within a millisecond of the largest instant (tokio's timer would overflow
+/// rounding them up, a panic in the reader) never fire.
+#[tokio::test]
+async fn timeouts_next_to_the_largest_instant_never_fire() {
+    let near_max = support::near_max_after(std::time::Instant::now());
+    let cache: Cache<u32, String> = Cache::builder()
+        .max_capacity(10)
+        .wait_timeout(near_max)
+        .soft_load_timeout(near_max - Duration::from_nanos(1))
+        .load_timeout(near_max)
+        .build()
+        .unwrap();
+    let value = cache
+        .try_get_with(1, || async {
+            tokio::task::yield_now().await;
+            Ok::<_, std::io::Error>("one".to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, "one");
+}
+
 /// A tier that answers "load it yourself, and fill me": the fill's TTL (fresh TTL plus the
 /// stale window) must not overflow at `Duration::MAX`.
 struct Lenient;

@@ -87,12 +87,14 @@ impl<L: Loader> Builder<L> {
     /// keeps running tasks that add keys. If the opener is parked (polled once, never again), or
     /// keys keep arriving for that long, the loader's fallback timer (one task per loader while
     /// windows keep opening) dispatches the batch 100 to 200 ms after it opened (counted in
-    /// `unattended_windows`). Any duration is accepted.
+    /// `unattended_windows`). On a runtime built without the time driver (no `enable_time`) the
+    /// fallback timer sleeps on a thread of the runtime's blocking pool; a non-zero `delay`, and
+    /// `load_timeout`, need the time driver, as tokio's timers do. Any duration is accepted.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.config.window = if delay.is_zero() {
             Window::Yield
         } else {
-            Window::Delay(delay)
+            Window::Delay(crate::time::clamp(delay))
         };
         self
     }
@@ -229,6 +231,7 @@ impl<L: Loader> Builder<L> {
             ));
         }
         let mut config = self.config;
+        config.load_timeout = config.load_timeout.and_then(crate::time::finite);
         // With a cache in front, the cache holds the values: a memo would keep serving a value
         // the cache has invalidated.
         config.memo &= self.cache.is_none();

@@ -156,8 +156,11 @@ pub(crate) fn start_janitor<L: Loader>(shared: &Arc<Shared<L>>, runtime: &Handle
 /// when the loader is gone.
 async fn janitor<L: Loader>(mut guard: JanitorGuard<L>) {
     let id = guard.id.expect("armed until the janitor ends");
+    let timer = crate::time::Timer::current();
     loop {
-        tokio::time::sleep(JANITOR_PERIOD).await;
+        timer
+            .sleep_until(tokio::time::Instant::now() + JANITOR_PERIOD)
+            .await;
         let Some(shared) = guard.shared.upgrade() else {
             guard.id = None;
             return;

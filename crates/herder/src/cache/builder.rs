@@ -167,8 +167,9 @@ where
     /// it runs out, the caller gets the stale value if fail-safe kept one, or a timeout error;
     /// the load is never duplicated and goes on to fill the cache.
     ///
-    /// Every duration this builder takes saturates: one too long to add to the current time
-    /// (`Duration::MAX`) means "never" (no expiry, no timeout), never an overflow later.
+    /// Every duration this builder takes saturates: a TTL too long to add to the current time
+    /// (`Duration::MAX`) means no expiry, a timeout of 30 years or more means none, never an
+    /// overflow later.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.config.wait_timeout = Some(timeout);
         self
@@ -282,6 +283,14 @@ where
         if let Some(reason) = self.config.invalid() {
             return Err(BuildError::new("Cache", reason));
         }
+        let mut config = self.config;
+        for limit in [
+            &mut config.wait_timeout,
+            &mut config.load_timeout,
+            &mut config.soft_load_timeout,
+        ] {
+            *limit = limit.and_then(crate::time::finite);
+        }
         // Tables are sized for this many entries up front, and grow past it: a huge capacity
         // must not allocate a huge table.
         let estimated = self.estimated_items.unwrap_or(match self.weigher {
@@ -293,7 +302,7 @@ where
         let storage = Storage::new(capacity, estimated.max(1), self.weigher, record);
         Ok(Cache::from_parts(
             storage,
-            self.config,
+            config,
             self.tier,
             self.listener,
             self.name,

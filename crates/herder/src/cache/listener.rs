@@ -5,7 +5,6 @@
 //! listener that panics is not called again for that removal and does not disturb the cache.
 
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use super::config::Config;
@@ -85,7 +84,7 @@ impl<K, V> Drop for Removed<K, V> {
             return;
         };
         for (key, value, cause) in self.removed.drain(..) {
-            let _ = catch_unwind(AssertUnwindSafe(|| listener(key, value, cause)));
+            crate::flight::quietly(|| listener(key, value, cause));
         }
     }
 }

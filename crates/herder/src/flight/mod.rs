@@ -23,4 +23,4 @@ pub(crate) mod task;
 mod loom_tests;
 
 pub(crate) use map::{FlightId, Flights, Join, Ticket};
-pub(crate) use slot::{Failure, Outcome, Slot, Waiter, panic_message};
+pub(crate) use slot::{Failure, Outcome, Slot, Waiter, panic_message, quietly};

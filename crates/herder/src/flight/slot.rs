@@ -27,13 +27,29 @@ pub(crate) enum Failure {
 
 /// The message of a caught panic, shareable by every waiter: the payload when it is a string,
 /// else `"non-string panic payload"`.
+///
+/// The payload is dropped here, and its destructor may itself panic (`panic_any` of a value
+/// whose `Drop` panics): that panic is caught too, and its own payload leaked rather than
+/// dropped (see [`quietly`]), so that reporting a panic never unwinds into the runner or caller
+/// reporting it.
 pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> StdArc<str> {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
+    let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
         StdArc::from(*s)
     } else if let Some(s) = payload.downcast_ref::<String>() {
         StdArc::from(s.as_str())
     } else {
         StdArc::from("non-string panic payload")
+    };
+    quietly(move || drop(payload));
+    message
+}
+
+/// Runs `f`, catching a panic in it: user code (a destructor, a listener, a canceller) that must
+/// not take down the runner or caller that calls it. The caught panic's payload is leaked, not
+/// dropped: its own destructor could panic again, outside any catch.
+pub(crate) fn quietly(f: impl FnOnce()) {
+    if let Err(payload) = panic::catch_unwind(panic::AssertUnwindSafe(f)) {
+        mem::forget(payload);
     }
 }
 
@@ -158,7 +174,7 @@ impl<T> Slot<T> {
         };
         if let Some(cancel) = cancel {
             // An abort handle does not panic; anything else must not take the caller down with it.
-            let _ = panic::catch_unwind(panic::AssertUnwindSafe(cancel));
+            quietly(cancel);
         }
     }
 }

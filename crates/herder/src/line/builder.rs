@@ -47,7 +47,7 @@ where
     /// dropped, the leader and every joiner get an error that
     /// [`is_timeout`](crate::TaskError::is_timeout), the epoch goes up as for any finished
     /// recovery, and the line is free again (so queues paused on it resume). Must be more than
-    /// zero; a timeout too far away to be represented (`Duration::MAX`) never fires.
+    /// zero; a timeout of 30 years or more (`Duration::MAX`) never fires.
     pub fn recovery_timeout(mut self, timeout: Duration) -> Self {
         self.recovery_timeout = Some(timeout);
         self
@@ -74,7 +74,10 @@ where
                 "recovery_timeout must be more than zero",
             ));
         }
-        Ok(Line::with_settings(self.recovery_timeout, self.name))
+        Ok(Line::with_settings(
+            self.recovery_timeout.and_then(crate::time::finite),
+            self.name,
+        ))
     }
 }
 

@@ -95,7 +95,7 @@ impl<Q> Builder<Q> {
 
     /// Stops each operation that runs longer than `timeout`, counted from its start (default:
     /// none); its handle reports [`is_timeout`](super::OperationError::is_timeout). Must be
-    /// more than zero; a timeout too far away to be represented (`Duration::MAX`) never fires.
+    /// more than zero; a timeout of 30 years or more (`Duration::MAX`) never fires.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -129,7 +129,7 @@ impl<Q> Builder<Q> {
         let config = Config {
             runners: self.runners,
             capacity: self.capacity,
-            timeout: self.timeout,
+            timeout: self.timeout.and_then(crate::time::finite),
             gates: self.gates,
             name: self.name,
         };

@@ -19,6 +19,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -371,9 +372,10 @@ impl<J: ?Sized + Job> Core<J> {
         self.publish(&state);
     }
 
-    /// Runner `id` found the FIFO empty: it parks, unless a job arrived meanwhile, or it should
-    /// exit (the queue is closed and nothing is on its way, or it is in excess).
-    pub(crate) fn idle(&self, id: usize) -> Idle {
+    /// Runner `id` found the FIFO empty, or is `held_off` by a recovering line: it parks, unless
+    /// a job arrived meanwhile (that it may start), or it should exit (the queue is closed and
+    /// nothing is queued or on its way, or it is in excess).
+    pub(crate) fn idle(&self, id: usize, held_off: bool) -> Idle {
         let mut state = lock(&self.state);
         if state.excess() {
             self.retire(state.exit(id));
@@ -389,12 +391,13 @@ impl<J: ?Sized + Job> Core<J> {
         // The gate before the FIFO: a submission leaves the gate only after its push, so if no
         // push is under way now, every accepted job is in the FIFO for the check below.
         let gate = self.front.gate.load(SeqCst);
-        if !self.fifo.is_empty() {
+        let empty = self.fifo.is_empty();
+        if !empty && !held_off {
             state.unpark(id);
             self.publish(&state);
             return Idle::Retry;
         }
-        if gate & CLOSED != 0 && gate & IN_FLIGHT == 0 {
+        if empty && gate & CLOSED != 0 && gate & IN_FLIGHT == 0 {
             // Closed, nothing queued, no push under way: nothing will come.
             self.retire(state.exit(id));
             self.publish(&state);
@@ -569,23 +572,32 @@ impl<J: ?Sized + Job> Core<J> {
 
     pub(crate) async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
         self.close();
-        if tokio::time::timeout_at(deadline, self.wait_until(Self::is_drained))
-            .await
-            .is_ok()
-        {
+        let drained = pin!(self.wait_until(Self::is_drained));
+        let timer = pin!(crate::time::Timer::current().sleep_until(deadline));
+        if let Either::Left(_) = futures_util::future::select(drained, timer).await {
             return ShutdownReport::default();
         }
         let aborted_before = self.totals.aborted.load(SeqCst);
         let cancelled = self.cancel_queued();
-        let aborts: Vec<AbortHandle> = lock(&self.state)
-            .begin_abort()
-            .filter_map(|runner| runner.abort.clone())
-            .collect();
+        // Concurrent shutdowns all abort (an abort is idempotent), but the aborts are reported by
+        // the first only, so that reports never count an operation twice.
+        let (first, aborts) = {
+            let mut state = lock(&self.state);
+            let first = !state.is_aborting();
+            let aborts: Vec<AbortHandle> = state
+                .begin_abort()
+                .filter_map(|runner| runner.abort.clone())
+                .collect();
+            (first, aborts)
+        };
         for abort in aborts {
             abort.abort();
         }
         self.wait_until(Self::is_drained).await;
-        let aborted = self.totals.aborted.load(SeqCst) - aborted_before;
+        let aborted = match first {
+            true => self.totals.aborted.load(SeqCst) - aborted_before,
+            false => 0,
+        };
         ShutdownReport {
             cancelled,
             aborted: aborted as usize,
@@ -672,5 +684,5 @@ fn bump(counter: &AtomicU64) {
 /// Drops `value`, ignoring a panic in its destructor (a user future's), so that a runner, or a
 /// caller, is never taken down by it.
 pub(super) fn drop_quietly<T>(value: T) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)));
+    crate::flight::quietly(move || drop(value));
 }

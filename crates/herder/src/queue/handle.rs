@@ -81,7 +81,8 @@ impl OperationQueue {
     ///
     /// # Panics
     ///
-    /// If `runners` is 0, or when called outside a Tokio runtime.
+    /// If `runners` is 0 or more than [`MAX_RUNNERS`](super::MAX_RUNNERS) (the builder refuses
+    /// these with an error instead), or when called outside a Tokio runtime.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -282,6 +283,8 @@ impl OperationQueue {
     /// queued and aborts those still running. Every handle tells what happened to its operation
     /// (its output, or [`is_cancelled`](OperationError::is_cancelled) /
     /// [`is_aborted`](OperationError::is_aborted)); the report counts what had to be stopped.
+    /// On a runtime built without the time driver (no `enable_time`), the deadline is kept by a
+    /// thread of the runtime's blocking pool instead of tokio's timer.
     ///
     /// # Cancel safety
     ///

@@ -77,7 +77,8 @@ impl LocalOperationQueue {
     ///
     /// # Panics
     ///
-    /// If `runners` is 0, or when called outside a [`LocalSet`](tokio::task::LocalSet).
+    /// If `runners` is 0 or more than [`MAX_RUNNERS`](super::MAX_RUNNERS) (the builder refuses
+    /// these with an error instead), or when called outside a [`LocalSet`](tokio::task::LocalSet).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -55,7 +55,7 @@ fn runner_pass(core: &Queue, (key, _, counts): &NewRunner) -> Pass {
         if core.next_job(counts).is_some() {
             return Pass::Took;
         }
-        match core.idle(key.id) {
+        match core.idle(key.id, false) {
             Idle::Retry => continue,
             Idle::Wait => return Pass::Parked,
             Idle::Exit => return Pass::Exited,

@@ -75,18 +75,20 @@ pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<No
     // Woken to take a job: once it has one, it wakes the next parked runner if jobs remain.
     let mut woken = false;
     loop {
-        for gate in core.gates.iter() {
-            // Hold off while a line recovers (the last job's end is already counted, so
-            // `stats` and `wait_idle` do not count this runner as busy meanwhile).
-            while gate.is_recovering() {
-                gate.cleared().await;
-            }
-        }
         if core.in_excess() && core.exit_if_excess(id) {
             guard.exited = true;
             return;
         }
-        match core.next_job(&counts) {
+        // While a line recovers, no job starts: the runner parks until the line is clear, where
+        // `close`, `set_runners` and submissions still reach it (so a drained queue's runners
+        // exit), and looks at every line again once woken. (The last job's end is already
+        // counted, so `stats` and `wait_idle` do not count this runner as busy meanwhile.)
+        let held_off = core.gates.iter().find(|gate| gate.is_recovering());
+        let job = match held_off {
+            None => core.next_job(&counts),
+            Some(_) => None,
+        };
+        match job {
             Some(job) => {
                 if std::mem::take(&mut woken) {
                     core.chain();
@@ -101,10 +103,16 @@ pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<No
                 // Dropped once counted: this hands its result to its handle.
                 drop_quietly(job);
             }
-            None => match core.idle(id) {
+            None => match core.idle(id, held_off.is_some()) {
                 Idle::Retry => {}
                 Idle::Wait => {
-                    wake.notified().await;
+                    match held_off {
+                        None => wake.notified().await,
+                        Some(gate) => {
+                            let woken = std::pin::pin!(wake.notified());
+                            futures_util::future::select(woken, gate.cleared()).await;
+                        }
+                    }
                     core.awake(id);
                     woken = true;
                 }

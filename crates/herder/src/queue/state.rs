@@ -127,7 +127,6 @@ impl<R> State<R> {
         self.runners.iter().map(|(_, runner)| &runner.payload)
     }
 
-    #[cfg(test)]
     pub(crate) fn is_aborting(&self) -> bool {
         self.aborting
     }

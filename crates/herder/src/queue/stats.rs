@@ -71,7 +71,9 @@ impl OperationQueueStats {
     }
 }
 
-/// What a [`shutdown`](super::OperationQueue::shutdown) had to stop.
+/// What a [`shutdown`](super::OperationQueue::shutdown) had to stop. When shutdowns run
+/// concurrently, each operation is counted in one report only: the one that cancelled it, or for
+/// running operations the first shutdown to abort the runners.
 ///
 /// ```
 /// use herder::OperationQueue;

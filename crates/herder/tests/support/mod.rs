@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
+use std::time::Duration;
 
 use herder::Loader;
 use tokio::sync::{mpsc, oneshot};
@@ -246,4 +247,23 @@ pub fn storm_seed() -> u64 {
         .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("storm seed {seed}");
     seed
+}
+
+/// The largest duration that can be added to `now` without overflow, less half a millisecond:
+/// `now + d` is representable, `now + d + 1 ms` is not (tokio's timer rounds a deadline up by
+/// almost a millisecond).
+pub fn near_max_after(now: std::time::Instant) -> Duration {
+    fn from_nanos(n: u128) -> Duration {
+        Duration::new((n / 1_000_000_000) as u64, (n % 1_000_000_000) as u32)
+    }
+    let (mut lo, mut hi) = (0u128, Duration::MAX.as_nanos());
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if now.checked_add(from_nanos(mid)).is_some() {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    from_nanos(lo) - Duration::from_micros(500)
 }

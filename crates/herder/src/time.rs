@@ -1,0 +1,151 @@
+//! Durations handed to tokio's timer.
+//!
+//! tokio's `timeout` and `sleep` take any `Duration`, but a deadline that lands within a
+//! millisecond of the largest `Instant` overflows when the timer rounds it up: a panic in the
+//! task that set the timer (the runner of an operation, a recovery's leader, a caller's load).
+//! Every limit a builder takes, and every deadline a caller gives, goes through this module, so
+//! that any setting a builder accepts is safe later: from [`NEVER`] on (about 30 years, where
+//! tokio's own `sleep` puts a deadline it cannot represent) a limit never fires.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// About 30 years: no timer of herder's is set further away than this.
+pub(crate) const NEVER: Duration = Duration::from_secs(30 * 365 * 86_400);
+
+/// A limit (a timeout): `None`, no timer at all, from [`NEVER`] on.
+pub(crate) fn finite(limit: Duration) -> Option<Duration> {
+    (limit < NEVER).then_some(limit)
+}
+
+/// A wait that ends (a batching delay): at most [`NEVER`].
+pub(crate) fn clamp(wait: Duration) -> Duration {
+    wait.min(NEVER)
+}
+
+/// A deadline a caller gave: at most [`NEVER`] from now.
+pub(crate) fn reachable(deadline: Instant) -> Instant {
+    deadline.min(Instant::now() + NEVER)
+}
+
+/// What herder's own fallbacks sleep on (the DataLoader's janitor, a queue's shutdown deadline):
+/// tokio's timer, or on a runtime built without the time driver (no `enable_time`) a thread of
+/// the runtime's blocking pool, so that these work there too. (Settings that set a timer on every
+/// use, a batching delay or a timeout, need the time driver, as tokio's timers do.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timer {
+    Tokio,
+    Blocking,
+}
+
+/// The runtimes found to have no time driver. Only those are kept: the test costs a panic caught
+/// (which the panic hook reports, once per such runtime).
+static TIMERLESS: std::sync::Mutex<Vec<tokio::runtime::Id>> = std::sync::Mutex::new(Vec::new());
+
+impl Timer {
+    /// The timer of the current runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub(crate) fn current() -> Timer {
+        let id = tokio::runtime::Handle::current().id();
+        let timerless = || TIMERLESS.lock().unwrap_or_else(|e| e.into_inner());
+        if timerless().contains(&id) {
+            return Timer::Blocking;
+        }
+        // tokio has no way to ask: making a timer on a runtime without one panics.
+        match std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))) {
+            Ok(()) => Timer::Tokio,
+            Err(payload) => {
+                crate::flight::quietly(move || drop(payload));
+                timerless().push(id);
+                Timer::Blocking
+            }
+        }
+    }
+
+    /// Sleeps until `deadline`.
+    pub(crate) async fn sleep_until(self, deadline: Instant) {
+        match self {
+            Timer::Tokio => tokio::time::sleep_until(reachable(deadline)).await,
+            Timer::Blocking => {
+                // The thread waits on a channel whose sender this future holds: dropped early,
+                // the future frees the thread at once (a runtime waits for its blocking threads
+                // when it shuts down).
+                let (_awake, asleep) = std::sync::mpsc::channel::<()>();
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let _ = tokio::task::spawn_blocking(move || asleep.recv_timeout(wait)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_from_never_on_set_no_timer() {
+        assert_eq!(finite(Duration::from_secs(1)), Some(Duration::from_secs(1)));
+        assert_eq!(
+            finite(NEVER - Duration::from_nanos(1)),
+            Some(NEVER - Duration::from_nanos(1))
+        );
+        assert_eq!(finite(NEVER), None);
+        assert_eq!(finite(Duration::MAX), None);
+        assert_eq!(clamp(Duration::MAX), NEVER);
+        assert_eq!(clamp(Duration::from_millis(3)), Duration::from_millis(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn far_deadlines_are_brought_within_reach() {
+        let now = Instant::now();
+        let soon = now + Duration::from_secs(5);
+        assert_eq!(reachable(soon), soon);
+        // The furthest instant the platform can represent from here.
+        let mut far = now;
+        let mut step = Duration::from_secs(u64::MAX / 2);
+        while step > Duration::ZERO {
+            if let Some(next) = far.checked_add(step) {
+                far = next;
+            } else {
+                step /= 2;
+            }
+        }
+        assert!(reachable(far) <= now + NEVER);
+        // The deadline is usable: a timer set on it does not overflow.
+        assert!(
+            tokio::time::timeout_at(reachable(far), std::future::ready(()))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_runtime_without_the_time_driver_sleeps_on_its_blocking_pool() {
+        let timerless = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        timerless.block_on(async {
+            assert_eq!(Timer::current(), Timer::Blocking);
+            // Remembered: no second panic.
+            assert_eq!(Timer::current(), Timer::Blocking);
+            let start = Instant::now();
+            Timer::current()
+                .sleep_until(start + Duration::from_millis(20))
+                .await;
+            assert!(start.elapsed() >= Duration::from_millis(20));
+            // A sleep dropped early frees its thread: the runtime shuts down at once.
+            let far = Timer::current().sleep_until(start + NEVER);
+            assert!(futures_util::FutureExt::now_or_never(Box::pin(far)).is_none());
+        });
+        drop(timerless);
+        let timed = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        timed.block_on(async { assert_eq!(Timer::current(), Timer::Tokio) });
+    }
+}
