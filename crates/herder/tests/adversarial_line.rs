@@ -14,6 +14,17 @@ use tokio::time::{Instant, timeout};
 
 const BOUND: Duration = Duration::from_secs(5);
 
+/// Waits (bounded) until `n` calls have joined the recovery under way on `line`.
+async fn joined<O: Clone + Send + 'static>(line: &Line<O>, n: u64) {
+    timeout(BOUND, async {
+        while line.stats().joined < n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the joiners never joined");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Settings.
 
@@ -152,8 +163,8 @@ async fn panicking_recovery_reaches_every_joiner_and_the_line_is_usable() {
         .build()
         .unwrap();
     let gated = queue.submit(async { 5 }).await.unwrap();
-    // Let the joiners join before the panic.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The joiners join before the panic.
+    joined(&line, 8).await;
     assert_eq!(
         queue.stats().completed,
         0,
@@ -227,7 +238,7 @@ async fn cancelled_leader_does_not_strand_joiners() {
         let line = line.clone();
         async move { line.recover(seen, || async { unreachable!() }).await }
     });
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    joined(&line, 1).await;
     leader.abort();
     assert!(
         timeout(BOUND, leader)
