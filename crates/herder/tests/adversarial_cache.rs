@@ -694,3 +694,24 @@ async fn a_panicking_listener_is_told_every_removal_and_breaks_nothing() {
     );
     assert_eq!(cache.get_with(6, || async { 60 }).await, 60);
 }
+
+/// The largest capacity with few shards (`estimated_items(1)`: one quick_cache shard holding all
+/// of `u64::MAX`) and weights near half of it: quick_cache adds the hot and cold weights
+/// (`weight_hot + weight_cold > weight_capacity`) without saturating, which overflows, a panic in
+/// a debug build, under the key's flight lock when it happens in a load's store step (see
+/// `a_panicking_weigher_never_strands_the_waiters`): the key's waiters hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG: max_capacity(u64::MAX) with large weights overflows quick_cache's weight sum (panic, then a wedged key)"]
+async fn the_largest_capacity_with_huge_weights_never_overflows() {
+    let cache: Cache<u32, u32> = Cache::builder()
+        .max_capacity(u64::MAX)
+        .estimated_items(1)
+        .weigher(|_, _| u64::MAX / 2)
+        .build()
+        .unwrap();
+    for k in 0..4 {
+        let read = tokio::time::timeout(BOUND, cache.get_with(k, move || async move { k })).await;
+        assert_eq!(read.ok(), Some(k), "read {k} hung: {:?}", cache.stats());
+    }
+    assert!(cache.stats().weight <= u64::MAX);
+}
