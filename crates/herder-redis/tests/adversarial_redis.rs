@@ -194,12 +194,17 @@ async fn a_wrong_type_epoch_key_neither_blocks_invalidation_nor_trips_the_breake
     subscribed(&[&a, &b]).await;
     assert_eq!(a.cache.get_with(1, backend.load(1)).await, "row 1 v0");
     assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v0");
+    // An unrelated key B puts in Redis, for A to read later.
+    assert_eq!(b.cache.get_with(50, backend.load(50)).await, "row 50 v0");
     let mut raw = raw(&redis).await;
     let _: () = raw.rpush(redis_key("e", 1), "not a counter").await.unwrap();
     backend.version.store(1, SeqCst);
     a.cache.invalidate(&1);
     let reached = eventually(Duration::from_secs(3), || b.cache.get(&1).is_none()).await;
-    let (sa, sb) = (a.tier.stats(), b.tier.stats());
+    // Meanwhile, does A still read the unrelated key from Redis? (The worker's failed retries
+    // count against A's breaker.)
+    let a_used_redis = a.cache.get_with(50, backend.load(50)).await == "row 50 v0";
+    let sa = a.tier.stats();
     // Keys whose epoch is garbage, read for the first time: a lease is granted after a GET of
     // the epoch.
     let c = instance(&redis);
@@ -209,11 +214,39 @@ async fn a_wrong_type_epoch_key_neither_blocks_invalidation_nor_trips_the_breake
     }
     let sc = c.tier.stats();
     assert!(
-        reached && sa.invalidations_pending == 0 && sc.errors == 0 && sc.circuit_opens == 0,
-        "B still serves {:?}; a {sa:?}; c {sc:?}",
+        reached && a_used_redis && sa.invalidations_pending == 0 && sc.errors == 0,
+        "B still serves {:?}; A read key 50 from redis: {a_used_redis}; a {sa:?}; c {sc:?}",
         b.cache.get(&1),
     );
-    let _ = sb;
+}
+
+/// The same with the namespace's generation key: holding a string that is not a number (which
+/// ACQUIRE and FILL accept as a generation like any other), `invalidate_all`'s `INCR` fails for
+/// ever. It is never published (the other instances keep every L1 entry), and the pending
+/// `invalidate_all` covers every key, so the invalidating instance never reads Redis again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG: a non-numeric generation key blocks invalidate_all for ever (never published, L2 disabled)"]
+async fn a_non_numeric_generation_key_does_not_block_invalidate_all() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut raw = raw(&redis).await;
+    let _: () = raw.set(format!("{NAMESPACE}:h1:gen"), "abc").await.unwrap();
+    let backend = Backend::default();
+    let (a, b) = (instance(&redis), instance(&redis));
+    subscribed(&[&a, &b]).await;
+    assert_eq!(a.cache.get_with(1, backend.load(1)).await, "row 1 v0");
+    assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v0");
+    assert_eq!(backend.calls(), 1, "generation `abc` works for reads and fills");
+    backend.version.store(1, SeqCst);
+    a.cache.invalidate_all();
+    let reached = eventually(Duration::from_secs(3), || b.cache.get(&1).is_none()).await;
+    assert!(
+        reached && a.tier.stats().invalidations_pending == 0,
+        "B still serves {:?}; a {:?}",
+        b.cache.get(&1),
+        a.tier.stats()
+    );
 }
 
 /// A lease of the current generation stored without an expiry (garbage, or a server whose

@@ -715,3 +715,32 @@ async fn the_largest_capacity_with_huge_weights_never_overflows() {
     }
     assert!(cache.stats().weight <= u64::MAX);
 }
+
+/// `get_many_with` registers a flight per missing key (`join_flight`) while it walks the
+/// caller's key iterator, and only hands the tickets to the load task after the walk. The
+/// iterator is user code: when it panics part-way, the tickets already taken are dropped
+/// (`Ticket` has no `Drop`), so their flights stay registered for ever, never completed: every
+/// later read of those keys joins a flight nobody will finish and hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG: a bulk read whose key iterator panics leaks the flights it registered: those keys hang for ever"]
+async fn a_bulk_read_whose_key_iterator_panics_strands_nobody() {
+    let cache: Cache<u32, u32> = Cache::new(100);
+    let bulk = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            let keys = (1..=3u32).map(|k| {
+                assert!(k != 3, "a key that does not parse");
+                k
+            });
+            cache
+                .get_many_with(keys, |keys: Vec<u32>| async move {
+                    Ok::<_, BackendDown>(keys.into_iter().map(|k| (k, k * 10)).collect())
+                })
+                .await
+        }
+    });
+    assert!(bulk.await.unwrap_err().is_panic());
+    let read = tokio::time::timeout(BOUND, cache.get_with(1, || async { 10 })).await;
+    assert_eq!(read.ok(), Some(10), "the read of key 1 hung: {:?}", cache.stats());
+    assert_eq!(cache.stats().in_flight, 0, "{:?}", cache.stats());
+}
