@@ -569,3 +569,56 @@ async fn a_hung_leader_cut_by_load_timeout_releases_its_lease_at_once() {
     assert_eq!(hung.get_with(1, backend.load(1)).await, "row 1 v0");
     assert_eq!(backend.calls(), 1);
 }
+
+/// Two instances' bulk reads of overlapping cold keys: A leases 1, 2, 3 and loads them; B
+/// asks for 3, 4, 5, leases 4 and 5 and is told to wait for 3. A `get_many_with` batch calls
+/// its loader once (`Calls::Once`), and once it holds a lease it does not wait for other
+/// instances: it loads the key A is loading too. On a single server the wait could not
+/// deadlock (a batch only waits for leases granted before its own), yet key 3 reaches the
+/// backend twice with a healthy Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG: overlapping bulk reads on two instances load the shared cold key twice"]
+async fn overlapping_bulk_reads_on_two_instances_load_each_key_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (instance(&redis), instance(&redis));
+    let per_key = Arc::new(Mutex::new(HashMap::<u64, usize>::new()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let bulk = |cache: Cache<u64, String>, keys: [u64; 3], gated: bool| {
+        let (per_key, gate) = (per_key.clone(), gate.clone());
+        tokio::spawn(async move {
+            cache
+                .get_many_with(keys, move |keys: Vec<u64>| async move {
+                    for &k in &keys {
+                        *per_key.lock().unwrap().entry(k).or_default() += 1;
+                    }
+                    if gated {
+                        gate.acquire().await.unwrap().forget();
+                    }
+                    Ok::<_, std::io::Error>(
+                        keys.into_iter().map(|k| (k, format!("row {k}"))).collect::<HashMap<_, _>>(),
+                    )
+                })
+                .await
+        })
+    };
+    let first = bulk(a.cache.clone(), [1, 2, 3], true);
+    assert!(eventually(Duration::from_secs(3), || a.tier.stats().leases == 3).await);
+    let second = bulk(b.cache.clone(), [3, 4, 5], false);
+    assert!(eventually(Duration::from_secs(3), || b.tier.stats().leases == 2).await);
+    // Give B's batch the time to load (it does not wait for A), then let A finish.
+    let b_done = eventually(Duration::from_millis(500), || second.is_finished()).await;
+    gate.add_permits(1);
+    let (x, y) = (
+        bounded("a", Duration::from_secs(5), first).await.unwrap().unwrap(),
+        bounded("b", Duration::from_secs(5), second).await.unwrap().unwrap(),
+    );
+    assert_eq!((x.len(), y.len()), (3, 3));
+    let counts = per_key.lock().unwrap().clone();
+    assert_eq!(
+        counts.get(&3),
+        Some(&1),
+        "key 3 loaded by both instances (B finished before A's fill: {b_done}): {counts:?}"
+    );
+}
