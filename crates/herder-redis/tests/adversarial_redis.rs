@@ -58,7 +58,12 @@ fn instance_within(redis: &RedisServer, budget: Duration) -> Instance {
 async fn subscribed(instances: &[&Instance]) {
     for instance in instances {
         assert!(
-            eventually(Duration::from_secs(3), || instance.tier.stats().subscriptions >= 1).await,
+            eventually(Duration::from_secs(3), || instance
+                .tier
+                .stats()
+                .subscriptions
+                >= 1)
+            .await,
             "never subscribed"
         );
     }
@@ -136,7 +141,11 @@ async fn an_invalidation_before_the_first_subscription_is_not_lost() {
     assert_eq!((backend.calls(), b.tier.stats().l2_hits), (1, 1));
     backend.version.store(1, SeqCst);
     a.cache.invalidate(&1);
-    assert!(eventually(Duration::from_secs(3), || a.tier.stats().invalidations_sent == 1).await);
+    assert!(
+        eventually(Duration::from_secs(3), || a.tier.stats().invalidations_sent
+            == 1)
+        .await
+    );
     tokio::spawn(b_worker.run());
     subscribed(&[&b]).await;
     let evicted = eventually(Duration::from_secs(2), || b.cache.get(&1).is_none()).await;
@@ -162,8 +171,14 @@ async fn a_value_with_an_unrepresentable_deadline_is_a_miss_and_is_replaced() {
     let backend = Backend::default();
     let (a, b) = (instance(&redis), instance(&redis));
     for key in [1, 2] {
-        assert_eq!(a.cache.get_with(key, backend.load(key)).await, format!("row {key} v0"));
-        assert_eq!(b.cache.get_with(key, backend.load(key)).await, format!("row {key} v0"));
+        assert_eq!(
+            a.cache.get_with(key, backend.load(key)).await,
+            format!("row {key} v0")
+        );
+        assert_eq!(
+            b.cache.get_with(key, backend.load(key)).await,
+            format!("row {key} v0")
+        );
     }
     let stored: Vec<Vec<u8>> = vec![
         raw.get(redis_key("v", 1)).await.unwrap(),
@@ -175,7 +190,10 @@ async fn a_value_with_an_unrepresentable_deadline_is_a_miss_and_is_replaced() {
         "B did not read A's value from Redis: a {:?}, b {:?}, redis holds {:?}",
         a.tier.stats(),
         b.tier.stats(),
-        stored.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect::<Vec<_>>()
+        stored
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect::<Vec<_>>()
     );
 }
 
@@ -213,7 +231,10 @@ async fn a_wrong_type_epoch_key_neither_blocks_invalidation_nor_trips_the_breake
     let c = instance(&redis);
     for key in 10..13 {
         let _: () = raw.rpush(redis_key("e", key), "garbage").await.unwrap();
-        assert_eq!(c.cache.get_with(key, backend.load(key)).await, format!("row {key} v1"));
+        assert_eq!(
+            c.cache.get_with(key, backend.load(key)).await,
+            format!("row {key} v1")
+        );
     }
     let sc = c.tier.stats();
     assert!(
@@ -240,7 +261,11 @@ async fn a_non_numeric_generation_key_does_not_block_invalidate_all() {
     subscribed(&[&a, &b]).await;
     assert_eq!(a.cache.get_with(1, backend.load(1)).await, "row 1 v0");
     assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v0");
-    assert_eq!(backend.calls(), 1, "generation `abc` works for reads and fills");
+    assert_eq!(
+        backend.calls(),
+        1,
+        "generation `abc` works for reads and fills"
+    );
     backend.version.store(1, SeqCst);
     a.cache.invalidate_all();
     let reached = eventually(Duration::from_secs(3), || b.cache.get(&1).is_none()).await;
@@ -272,14 +297,27 @@ async fn a_lease_without_expiry_is_taken_over_like_a_dead_holders() {
         .unwrap();
     let cache = cache_over(&tier);
     let backend = Backend::default();
-    let info_before: String = redis::cmd("INFO").arg("commandstats").query_async(&mut raw).await.unwrap();
+    let info_before: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     let started = Instant::now();
     assert_eq!(
-        bounded("read", Duration::from_secs(10), cache.get_with(1, backend.load(1))).await,
+        bounded(
+            "read",
+            Duration::from_secs(10),
+            cache.get_with(1, backend.load(1))
+        )
+        .await,
         "row 1 v0"
     );
     let waited = started.elapsed();
-    let info_after: String = redis::cmd("INFO").arg("commandstats").query_async(&mut raw).await.unwrap();
+    let info_after: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     let scripts = script_calls(&info_after) - script_calls(&info_before);
     assert!(
         waited < Duration::from_millis(300 + 1_500) && tier.stats().fills == 1,
@@ -302,18 +340,36 @@ async fn wrong_type_value_and_lease_keys_are_misses_that_are_replaced() {
     let _: () = raw.hset(redis_key("l", 2), "a", "hash").await.unwrap();
     let _: () = raw.sadd(redis_key("v", 3), "a set").await.unwrap();
     let _: () = raw.sadd(redis_key("l", 3), "a set").await.unwrap();
-    let _: () = raw.set(redis_key("v", 4), &b"0|12|\x01\x00\xff\xff\xff"[..]).await.unwrap();
+    let _: () = raw
+        .set(redis_key("v", 4), &b"0|12|\x01\x00\xff\xff\xff"[..])
+        .await
+        .unwrap();
     let backend = Backend::default();
     let (a, b) = (instance(&redis), instance(&redis));
     for key in 1..=4 {
-        assert_eq!(a.cache.get_with(key, backend.load(key)).await, format!("row {key} v0"));
+        assert_eq!(
+            a.cache.get_with(key, backend.load(key)).await,
+            format!("row {key} v0")
+        );
     }
     for key in 1..=4 {
-        assert_eq!(b.cache.get_with(key, backend.load(key)).await, format!("row {key} v0"));
+        assert_eq!(
+            b.cache.get_with(key, backend.load(key)).await,
+            format!("row {key} v0")
+        );
     }
-    assert_eq!(backend.calls(), 4, "b read every key from redis: {:?}", b.tier.stats());
+    assert_eq!(
+        backend.calls(),
+        4,
+        "b read every key from redis: {:?}",
+        b.tier.stats()
+    );
     let (sa, sb) = (a.tier.stats(), b.tier.stats());
-    assert_eq!((sa.errors, sa.fills, sb.l2_hits, sb.errors), (0, 4, 4, 0), "{sa:?} {sb:?}");
+    assert_eq!(
+        (sa.errors, sa.fills, sb.l2_hits, sb.errors),
+        (0, 4, 4, 0),
+        "{sa:?} {sb:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,8 +406,12 @@ async fn a_load_in_flight_on_b_during_as_invalidation_leaves_nothing_old_behind(
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let started = Arc::new(tokio::sync::Notify::new());
     let old = tokio::spawn({
-        let (cache, gate, started, backend) =
-            (b.cache.clone(), gate.clone(), started.clone(), backend.clone());
+        let (cache, gate, started, backend) = (
+            b.cache.clone(),
+            gate.clone(),
+            started.clone(),
+            backend.clone(),
+        );
         async move {
             cache
                 .get_with(1, move || async move {
@@ -368,15 +428,27 @@ async fn a_load_in_flight_on_b_during_as_invalidation_leaves_nothing_old_behind(
     backend.version.store(1, SeqCst);
     a.cache.invalidate(&1);
     assert!(
-        eventually(Duration::from_secs(3), || b.tier.stats().invalidations_received == 1).await
+        eventually(Duration::from_secs(3), || b
+            .tier
+            .stats()
+            .invalidations_received
+            == 1)
+        .await
     );
     gate.add_permits(1);
     assert_eq!(bounded("old", BUDGET * 3, old).await.unwrap(), "row 1 v0");
     assert!(eventually(Duration::from_secs(3), || b.tier.stats().fills_lost == 1).await);
-    assert_eq!(b.cache.get(&1), None, "B's L1 kept the row loaded before the invalidation");
+    assert_eq!(
+        b.cache.get(&1),
+        None,
+        "B's L1 kept the row loaded before the invalidation"
+    );
     let mut raw = raw(&redis).await;
     let stored: Option<Vec<u8>> = raw.get(redis_key("v", 1)).await.unwrap();
-    assert_eq!(stored, None, "redis kept the row loaded before the invalidation");
+    assert_eq!(
+        stored, None,
+        "redis kept the row loaded before the invalidation"
+    );
     assert_eq!(c.cache.get_with(1, backend.load(1)).await, "row 1 v1");
     assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v1");
 }
@@ -388,7 +460,10 @@ async fn an_invalidation_made_while_redis_is_dead_reaches_the_fleet_after_restar
     };
     let backend = Backend::default();
     let budget = Duration::from_millis(200);
-    let (a, b) = (instance_within(&redis, budget), instance_within(&redis, budget));
+    let (a, b) = (
+        instance_within(&redis, budget),
+        instance_within(&redis, budget),
+    );
     subscribed(&[&a, &b]).await;
     assert_eq!(a.cache.get_with(1, backend.load(1)).await, "row 1 v0");
     assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v0");
@@ -400,16 +475,32 @@ async fn an_invalidation_made_while_redis_is_dead_reaches_the_fleet_after_restar
     assert!(started.elapsed() < budget + Duration::from_secs(1));
     for key in 100..110 {
         let started = Instant::now();
-        assert_eq!(b.cache.get_with(key, backend.load(key)).await, format!("row {key} v1"));
-        assert!(started.elapsed() < budget + Duration::from_secs(1), "{:?}", started.elapsed());
+        assert_eq!(
+            b.cache.get_with(key, backend.load(key)).await,
+            format!("row {key} v1")
+        );
+        assert!(
+            started.elapsed() < budget + Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
     }
     redis.restart();
     assert!(
-        eventually(Duration::from_secs(5), || b.cache.get(&1).as_deref() != Some("row 1 v0")).await,
+        eventually(Duration::from_secs(5), || b.cache.get(&1).as_deref()
+            != Some("row 1 v0"))
+        .await,
         "B serves the row A invalidated while redis was dead: {:?}",
         b.tier.stats()
     );
-    assert!(eventually(Duration::from_secs(5), || a.tier.stats().invalidations_pending == 0).await);
+    assert!(
+        eventually(Duration::from_secs(5), || a
+            .tier
+            .stats()
+            .invalidations_pending
+            == 0)
+        .await
+    );
     assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v1");
 }
 
@@ -479,7 +570,10 @@ async fn bulk_reads_of_the_same_cold_keys_on_three_instances_load_each_key_once(
         })
         .collect();
     for read in reads {
-        let values = bounded("bulk", Duration::from_secs(10), read).await.unwrap().unwrap();
+        let values = bounded("bulk", Duration::from_secs(10), read)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(values.len(), 5);
         assert!(values.iter().all(|(k, v)| *v == format!("row {k}")));
     }
@@ -509,9 +603,9 @@ async fn a_dead_instances_lease_is_taken_over_within_its_ttl() {
                 .build()
                 .unwrap();
             let cache = cache_over(&tier);
-            tokio::spawn(async move {
-                cache.get_with(1, || std::future::pending::<String>()).await
-            });
+            tokio::spawn(
+                async move { cache.get_with(1, || std::future::pending::<String>()).await },
+            );
             assert!(eventually(Duration::from_secs(3), || tier.stats().leases == 1).await);
             granted_tx.send(()).unwrap();
             // Keep the watchdog extending the lease a while, then die.
@@ -525,11 +619,20 @@ async fn a_dead_instances_lease_is_taken_over_within_its_ttl() {
     holder.join().unwrap();
     let started = Instant::now();
     assert_eq!(
-        bounded("survivor", Duration::from_secs(10), survivor.cache.get_with(1, backend.load(1))).await,
+        bounded(
+            "survivor",
+            Duration::from_secs(10),
+            survivor.cache.get_with(1, backend.load(1))
+        )
+        .await,
         "row 1 v0"
     );
     assert_eq!(backend.calls(), 1);
-    assert!(started.elapsed() < Duration::from_millis(600 + 1_500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(600 + 1_500),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A leader hung on a cold key, cut by its cache's hard `load_timeout`: its lease is released
@@ -554,16 +657,31 @@ async fn a_hung_leader_cut_by_load_timeout_releases_its_lease_at_once() {
     let stuck = tokio::spawn({
         let hung = hung.clone();
         async move {
-            hung.try_get_with(1, || std::future::pending::<Result<String, std::io::Error>>())
-                .await
+            hung.try_get_with(1, || {
+                std::future::pending::<Result<String, std::io::Error>>()
+            })
+            .await
         }
     });
     assert!(eventually(Duration::from_secs(3), || tier.stats().leases == 1).await);
     let started = Instant::now();
     let waiting = b.cache.get_with(1, backend.load(1));
-    assert_eq!(bounded("b", Duration::from_secs(5), waiting).await, "row 1 v0");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
-    assert!(bounded("stuck", BUDGET, stuck).await.unwrap().unwrap_err().is_timeout());
+    assert_eq!(
+        bounded("b", Duration::from_secs(5), waiting).await,
+        "row 1 v0"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        bounded("stuck", BUDGET, stuck)
+            .await
+            .unwrap()
+            .unwrap_err()
+            .is_timeout()
+    );
     assert_eq!((backend.calls(), b.tier.stats().lease_waits), (1, 1));
     // The next read on the hung instance reads B's value from Redis.
     assert_eq!(hung.get_with(1, backend.load(1)).await, "row 1 v0");
@@ -597,7 +715,9 @@ async fn overlapping_bulk_reads_on_two_instances_load_each_key_once() {
                         gate.acquire().await.unwrap().forget();
                     }
                     Ok::<_, std::io::Error>(
-                        keys.into_iter().map(|k| (k, format!("row {k}"))).collect::<HashMap<_, _>>(),
+                        keys.into_iter()
+                            .map(|k| (k, format!("row {k}")))
+                            .collect::<HashMap<_, _>>(),
                     )
                 })
                 .await
@@ -611,8 +731,14 @@ async fn overlapping_bulk_reads_on_two_instances_load_each_key_once() {
     let b_done = eventually(Duration::from_millis(500), || second.is_finished()).await;
     gate.add_permits(1);
     let (x, y) = (
-        bounded("a", Duration::from_secs(5), first).await.unwrap().unwrap(),
-        bounded("b", Duration::from_secs(5), second).await.unwrap().unwrap(),
+        bounded("a", Duration::from_secs(5), first)
+            .await
+            .unwrap()
+            .unwrap(),
+        bounded("b", Duration::from_secs(5), second)
+            .await
+            .unwrap()
+            .unwrap(),
     );
     assert_eq!((x.len(), y.len()), (3, 3));
     let counts = per_key.lock().unwrap().clone();

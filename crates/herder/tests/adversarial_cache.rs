@@ -230,7 +230,10 @@ async fn gated_get_with(
                 .await
         }
     });
-    until("the load reaches the backend", || gate.calls() == before + 1).await;
+    until("the load reaches the backend", || {
+        gate.calls() == before + 1
+    })
+    .await;
     task
 }
 
@@ -291,7 +294,11 @@ async fn a_refresh_in_flight_during_invalidate_stores_nothing() {
         gate.open(1);
         until("the refresh ends", || cache.stats().in_flight == 0).await;
         settle().await;
-        assert_eq!(cache.get(&1), None, "early={early}: the refresh put its value back");
+        assert_eq!(
+            cache.get(&1),
+            None,
+            "early={early}: the refresh put its value back"
+        );
     }
 }
 
@@ -309,7 +316,10 @@ async fn fail_safe_never_serves_a_value_older_than_the_last_invalidation() {
     tokio::time::advance(Duration::from_secs(2)).await;
     // Kept as a fallback; a failed load serves it (the control).
     let control = cache.fetch(1, fail).await.unwrap();
-    assert_eq!((control.value.as_deref(), control.status), (Some("v1"), Status::StaleOnError));
+    assert_eq!(
+        (control.value.as_deref(), control.status),
+        (Some("v1"), Status::StaleOnError)
+    );
     // The throttled re-store is invalidated: no fail-safe value after that.
     cache.invalidate(&1);
     let after = cache.fetch(1, fail).await;
@@ -335,7 +345,11 @@ async fn fail_safe_never_serves_a_value_older_than_the_last_invalidation() {
     cache.invalidate(&2);
     gate.open(1);
     let _ = read.await.unwrap();
-    assert_eq!(cache.get(&2), None, "the fail-safe value came back after invalidate");
+    assert_eq!(
+        cache.get(&2),
+        None,
+        "the fail-safe value came back after invalidate"
+    );
     let next = cache.fetch(2, fail).await;
     assert!(next.is_err(), "fail-safe served {:?}", next.ok());
 }
@@ -369,8 +383,15 @@ async fn a_soft_timed_out_load_that_lands_after_invalidate_stores_nothing() {
     gate.open(1);
     until("the load ends", || cache.stats().in_flight == 0).await;
     settle().await;
-    assert_eq!(cache.get(&1), None, "the late landing was stored after invalidate");
-    assert_eq!(cache.get_with(1, || async { "new".to_string() }).await, "new");
+    assert_eq!(
+        cache.get(&1),
+        None,
+        "the late landing was stored after invalidate"
+    );
+    assert_eq!(
+        cache.get_with(1, || async { "new".to_string() }).await,
+        "new"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,7 +459,11 @@ async fn a_cold_key_read_by_many_makes_one_call_with_exact_counts() {
     }
     let stats = cache.stats();
     assert_eq!(gate.calls(), 1);
-    assert_eq!((stats.misses, stats.coalesced, stats.loads), (64, 63, 1), "{stats:?}");
+    assert_eq!(
+        (stats.misses, stats.coalesced, stats.loads),
+        (64, 63, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,7 +506,9 @@ async fn a_panicking_or_erring_leader_fails_its_waiters_once_and_the_next_read_l
             let cache = cache.clone();
             async move {
                 cache
-                    .try_get_with(1, || async { unreachable!("joined") as Result<String, BackendDown> })
+                    .try_get_with(1, || async {
+                        unreachable!("joined") as Result<String, BackendDown>
+                    })
                     .await
             }
         });
@@ -530,7 +557,9 @@ async fn a_hung_leader_is_cut_by_load_timeout_and_the_next_read_loads_again() {
         let cache = cache.clone();
         async move {
             cache
-                .try_get_with(1, || async { unreachable!("joined") as Result<String, BackendDown> })
+                .try_get_with(1, || async {
+                    unreachable!("joined") as Result<String, BackendDown>
+                })
                 .await
         }
     });
@@ -606,14 +635,18 @@ async fn extreme_settings_are_refused_or_saturate() {
     tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
     assert_eq!((cache.get(&1), cache.get(&2)), (Some(1), Some(2)));
     let fetched = cache
-        .fetch(3, || async { Ok::<_, BackendDown>(Loaded::found(3).ttl(Duration::MAX)) })
+        .fetch(3, || async {
+            Ok::<_, BackendDown>(Loaded::found(3).ttl(Duration::MAX))
+        })
         .await
         .unwrap();
     assert_eq!(fetched.value, Some(3));
     // Zero where zero makes no sense is refused.
     for builder in [
         Cache::<u32, u32>::builder().max_capacity(0),
-        Cache::builder().max_capacity(1).time_to_idle(Duration::ZERO),
+        Cache::builder()
+            .max_capacity(1)
+            .time_to_idle(Duration::ZERO),
         Cache::builder()
             .max_capacity(1)
             .soft_load_timeout(Duration::MAX)
@@ -625,10 +658,7 @@ async fn extreme_settings_are_refused_or_saturate() {
 
 #[tokio::test(start_paused = true)]
 async fn weights_of_zero_and_u32_max_and_a_capacity_of_one() {
-    let cache: Cache<u32, u32> = Cache::builder()
-        .max_capacity(1)
-        .build()
-        .unwrap();
+    let cache: Cache<u32, u32> = Cache::builder().max_capacity(1).build().unwrap();
     for k in 0..10 {
         assert_eq!(cache.get_with(k, move || async move { k }).await, k);
     }
@@ -644,7 +674,11 @@ async fn weights_of_zero_and_u32_max_and_a_capacity_of_one() {
     for k in 0..100 {
         zero.insert(k, k);
     }
-    assert!(zero.stats().entries <= 4, "weight 0 counts as 1: {:?}", zero.stats());
+    assert!(
+        zero.stats().entries <= 4,
+        "weight 0 counts as 1: {:?}",
+        zero.stats()
+    );
 
     let heavy: Cache<u32, u32> = Cache::builder()
         .max_capacity(u64::MAX)
@@ -741,7 +775,12 @@ async fn a_bulk_read_whose_key_iterator_panics_strands_nobody() {
     });
     assert!(bulk.await.unwrap_err().is_panic());
     let read = tokio::time::timeout(BOUND, cache.get_with(1, || async { 10 })).await;
-    assert_eq!(read.ok(), Some(10), "the read of key 1 hung: {:?}", cache.stats());
+    assert_eq!(
+        read.ok(),
+        Some(10),
+        "the read of key 1 hung: {:?}",
+        cache.stats()
+    );
     assert_eq!(cache.stats().in_flight, 0, "{:?}", cache.stats());
 }
 
@@ -779,11 +818,17 @@ async fn a_soft_timed_out_load_never_serves_a_fallback_past_max_stale() {
     until("the load runs", || gate.calls() == 1).await;
     tokio::time::advance(Duration::from_millis(200)).await;
     let first = first.await.unwrap().unwrap();
-    assert_eq!(first.status, Status::StaleOnTimeout, "the control: within max_stale");
+    assert_eq!(
+        first.status,
+        Status::StaleOnTimeout,
+        "the control: within max_stale"
+    );
     // 100 s later, the load still under way (its hard limit is an hour).
     tokio::time::advance(Duration::from_secs(100)).await;
     let late = cache
-        .fetch(1, || async { Ok::<_, BackendDown>(Loaded::found("v3".to_string())) })
+        .fetch(1, || async {
+            Ok::<_, BackendDown>(Loaded::found("v3".to_string()))
+        })
         .await;
     assert!(
         !matches!(&late, Ok(f) if f.value.as_deref() == Some("v1")),

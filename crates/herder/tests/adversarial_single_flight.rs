@@ -197,7 +197,9 @@ async fn abort_unused_stops_work_nobody_waits_for_and_the_next_caller_starts_fre
     assert_eq!(flights.stats().cancelled, 1);
     gate.open(1);
     assert_eq!(
-        bounded("fresh", flights.run(1, || async { 9 })).await.unwrap(),
+        bounded("fresh", flights.run(1, || async { 9 }))
+            .await
+            .unwrap(),
         9
     );
 }
