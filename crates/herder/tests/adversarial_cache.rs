@@ -2,7 +2,6 @@
 //! bulk loads in flight; stampedes with cancelled, panicking, erring and hung leaders; settings
 //! and weights at their extremes; exact stats; the eviction listener.
 //!
-//! Tests marked `#[ignore = "BUG: ..."]` fail on the current code; each says what breaks.
 
 mod support;
 
@@ -35,7 +34,6 @@ async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T 
 /// is completed: every waiter hangs forever and every later read of the key joins the dead
 /// flight. (`sync::lock`'s comment assumes only `Hash`/`Eq`/`Clone` run under the lock.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a panicking weigher strands every waiter of the key and wedges the key forever"]
 async fn a_panicking_weigher_never_strands_the_waiters() {
     let cache: Cache<u32, String> = Cache::builder()
         .max_capacity(1_000)
@@ -87,7 +85,6 @@ async fn a_panicking_weigher_never_strands_the_waiters() {
 /// (`tests/cache.rs`'s `a_weigher_bounds_the_total_weight` passes only because every one of its
 /// 500-byte values is rejected: its weight stays 0.)
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: a weighted cache rejects any entry heavier than ~capacity/32 (per-shard split)"]
 async fn a_weighted_cache_keeps_an_entry_far_below_its_capacity() {
     let cache: Cache<u32, Vec<u8>> = Cache::builder()
         .max_capacity(10_000)
@@ -111,7 +108,6 @@ async fn a_weighted_cache_keeps_an_entry_far_below_its_capacity() {
 /// The other face of the per-shard split: quick_cache rounds each shard's capacity up, so a
 /// weighted cache of capacity 1 holds one entry per shard (32), not one.
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: a weighted cache holds up to 32x its max_capacity (per-shard capacity rounded up)"]
 async fn a_weighted_cache_never_holds_more_than_its_capacity() {
     let cache: Cache<u32, u32> = Cache::builder()
         .max_capacity(1)
@@ -133,7 +129,6 @@ async fn a_weighted_cache_never_holds_more_than_its_capacity() {
 /// lookup counts a negative hit before it counts the miss of the load it leads: one read, two
 /// counters.
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: a get_with that loads over a cached absence counts a negative hit and a miss"]
 async fn a_get_with_over_a_cached_absence_counts_one_miss_and_no_negative_hit() {
     let cache: Cache<u32, u32> = Cache::builder()
         .max_capacity(100)
@@ -160,7 +155,6 @@ async fn a_get_with_over_a_cached_absence_counts_one_miss_and_no_negative_hit() 
 /// writes and with the rechecks of `get_with`, but `Cache::get` and `contains_key` read the
 /// storage without it, so on another thread they see a fresh key as absent.
 #[test]
-#[ignore = "BUG: with time_to_idle, a concurrent get() misses a fresh key while another read touches it"]
 fn with_time_to_idle_a_fresh_key_is_never_missing_for_a_concurrent_get() {
     let cache: Cache<u32, u32> = Cache::builder()
         .max_capacity(100)
@@ -182,15 +176,21 @@ fn with_time_to_idle_a_fresh_key_is_never_missing_for_a_concurrent_get() {
             std::thread::spawn(move || {
                 while std::time::Instant::now() < deadline {
                     for _ in 0..1_000 {
+                        // Odd while thread 0 re-inserts (a seqlock): a miss and a hit around an
+                        // insert are not counted.
                         let epoch = reinserts.load(SeqCst);
                         if cache.get(&1).is_some() {
                             continue;
                         }
-                        if cache.get(&1).is_some() && reinserts.load(SeqCst) == epoch {
+                        if cache.get(&1).is_some()
+                            && epoch % 2 == 0
+                            && reinserts.load(SeqCst) == epoch
+                        {
                             transient.fetch_add(1, SeqCst);
                         } else if thread == 0 {
                             reinserts.fetch_add(1, SeqCst);
                             cache.insert(1, 1);
+                            reinserts.fetch_add(1, SeqCst);
                         }
                     }
                 }
@@ -548,7 +548,7 @@ async fn a_hung_leader_is_cut_by_load_timeout_and_the_next_read_loads_again() {
         let cache = cache.clone();
         async move {
             cache
-                .try_get_with(1, || std::future::pending::<Result<String, BackendDown>>())
+                .try_get_with(1, std::future::pending::<Result<String, BackendDown>>)
                 .await
         }
     });
@@ -735,7 +735,6 @@ async fn a_panicking_listener_is_told_every_removal_and_breaks_nothing() {
 /// a debug build, under the key's flight lock when it happens in a load's store step (see
 /// `a_panicking_weigher_never_strands_the_waiters`): the key's waiters hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: max_capacity(u64::MAX) with large weights overflows quick_cache's weight sum (panic, then a wedged key)"]
 async fn the_largest_capacity_with_huge_weights_never_overflows() {
     let cache: Cache<u32, u32> = Cache::builder()
         .max_capacity(u64::MAX)
@@ -747,7 +746,8 @@ async fn the_largest_capacity_with_huge_weights_never_overflows() {
         let read = tokio::time::timeout(BOUND, cache.get_with(k, move || async move { k })).await;
         assert_eq!(read.ok(), Some(k), "read {k} hung: {:?}", cache.stats());
     }
-    assert!(cache.stats().weight <= u64::MAX);
+    // Capacities are capped at a quarter of `u64::MAX`, so that sums of weights cannot overflow.
+    assert!(cache.stats().weight <= u64::MAX / 4, "{:?}", cache.stats());
 }
 
 /// `get_many_with` registers a flight per missing key (`join_flight`) while it walks the
@@ -756,16 +756,12 @@ async fn the_largest_capacity_with_huge_weights_never_overflows() {
 /// (`Ticket` has no `Drop`), so their flights stay registered for ever, never completed: every
 /// later read of those keys joins a flight nobody will finish and hangs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a bulk read whose key iterator panics leaks the flights it registered: those keys hang for ever"]
 async fn a_bulk_read_whose_key_iterator_panics_strands_nobody() {
     let cache: Cache<u32, u32> = Cache::new(100);
     let bulk = tokio::spawn({
         let cache = cache.clone();
         async move {
-            let keys = (1..=3u32).map(|k| {
-                assert!(k != 3, "a key that does not parse");
-                k
-            });
+            let keys = (1..=3u32).inspect(|k| assert!(*k != 3, "a key that does not parse"));
             cache
                 .get_many_with(keys, |keys: Vec<u32>| async move {
                     Ok::<_, BackendDown>(keys.into_iter().map(|k| (k, k * 10)).collect())
@@ -791,7 +787,6 @@ async fn a_bulk_read_whose_key_iterator_panics_strands_nobody() {
 /// `max_stale` 1 s is served 100 s past its TTL, while a read with no flight under way would
 /// find it gone.
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: a soft-timed-out load serves its fail-safe fallback to new readers long past max_stale"]
 async fn a_soft_timed_out_load_never_serves_a_fallback_past_max_stale() {
     let cache: Cache<u32, String> = Cache::builder()
         .max_capacity(100)

@@ -80,7 +80,11 @@ where
     }
 
     /// Weighs entries (in any unit: bytes, rows...) so that `max_capacity` bounds the total
-    /// weight. Every entry weighs at least 1.
+    /// weight. Every entry weighs at least 1. An entry heavier than 97 % of the capacity
+    /// (quick_cache's share for entries read more than once) is not kept, and neither is one whose
+    /// weigher panics (the read that loaded it still gets its value). A weighted cache is one
+    /// shard, so that any entry up to the capacity fits and the total never exceeds it; a
+    /// capacity above 2^62 counts as 2^62.
     pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u64 + Send + Sync + 'static) -> Self {
         self.weigher = Some(Arc::new(weigher));
         self

@@ -50,6 +50,9 @@ where
     let mut leads: Vec<Lead<K, V>> = Vec::new();
     let mut seen = HashSet::new();
     let mut runtime: Option<Handle> = None;
+    // The caller's iterator runs before any flight is registered: if it panics, no key is left
+    // with a flight that nothing will finish.
+    let keys: Vec<K> = keys.into_iter().collect();
     for key in keys {
         if !seen.insert(key.clone()) {
             continue;

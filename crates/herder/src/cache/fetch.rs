@@ -41,7 +41,17 @@ where
         K: Borrow<Q>,
     {
         match self.storage.get(key) {
-            Some(entry) => self.classify(key, entry),
+            Some(entry) => self.classify(key, entry, true),
+            None => Lookup::Miss(None),
+        }
+    }
+
+    /// [`lookup`](Self::lookup) for a read that wants a value (`get_with`): a cached absence is a
+    /// miss, not a negative hit, since the read goes on to load the key.
+    pub(crate) fn lookup_present(&self, key: &K) -> Lookup<V> {
+        match self.storage.get(key) {
+            Some(entry) if entry.value().is_none() => Lookup::Miss(None),
+            Some(entry) => self.classify(key, entry, true),
             None => Lookup::Miss(None),
         }
     }
@@ -54,7 +64,11 @@ where
     where
         K: Borrow<Q>,
     {
-        let entry = self.storage.get(key)?;
+        let entry = match self.storage.get(key) {
+            Some(entry) => entry,
+            None if self.config.tti.is_some() => self.reread(key)?,
+            None => return None,
+        };
         // Never expires; or fresh, with nothing to do on a hit (no early refresh, no idle
         // timer to push back). Anything else takes the full classification.
         if !entry.needs_clock()
@@ -70,15 +84,33 @@ where
             });
             return value;
         }
-        match self.classify(key, entry) {
+        match self.classify(key, entry, true) {
             Lookup::Serve { fetched, .. } => fetched.value,
             Lookup::Miss(_) => None,
         }
     }
 
+    /// A miss, read again under the key's flight lock. With an idle timer, a read that pushes
+    /// an entry's deadline back replaces it under that lock (`Inner::touch`: removed, then
+    /// inserted again): read without the lock, a key read all the time could look missing.
+    pub(crate) fn reread<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<Entry<V>>
+    where
+        K: Borrow<Q>,
+    {
+        self.flights.with_lock(key, || self.storage.get(key))
+    }
+
+    /// [`reread`](Self::reread) without counting as a use (`peek`).
+    pub(crate) fn reread_quietly<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<Entry<V>>
+    where
+        K: Borrow<Q>,
+    {
+        self.flights.with_lock(key, || self.storage.peek(key))
+    }
+
     /// What a stored entry means now: served (fresh, stale or re-served by fail-safe, maybe
     /// with a refresh due), or a miss (expired, maybe with a fallback).
-    fn classify<Q: Hash + Eq + ?Sized>(&self, key: &Q, entry: Entry<V>) -> Lookup<V>
+    fn classify<Q: Hash + Eq + ?Sized>(&self, key: &Q, entry: Entry<V>, first: bool) -> Lookup<V>
     where
         K: Borrow<Q>,
     {
@@ -158,8 +190,19 @@ where
                 let reclaimed = self.storage.remove_if(key, |e| {
                     e.fresh_until == fresh_until && e.is_degraded() == degraded
                 });
-                if let Some((key, entry)) = reclaimed {
-                    removed.entry(key, entry, RemovalCause::Expired, now, &self.config);
+                match reclaimed {
+                    Some((key, entry)) => {
+                        removed.entry(key, entry, RemovalCause::Expired, now, &self.config);
+                    }
+                    // Replaced since this read took its copy (a write, or a read with a time to
+                    // idle pushing the deadline back while this one was descheduled): the copy
+                    // was stale, the entry that is there now decides, once.
+                    None if first => {
+                        if let Some(current) = self.storage.peek(key) {
+                            return self.classify(key, current, false);
+                        }
+                    }
+                    None => {}
                 }
                 Lookup::Miss(None)
             }
@@ -340,6 +383,10 @@ where
         fallback: Option<Fallback<V>>,
         patient: bool,
     ) -> Result<Fetched<V>, CacheError<E>> {
+        // The load's fallback is the value fail-safe kept when it started. Only a caller that
+        // found that value still servable itself may be given it: one that joins later (past
+        // `max_stale`, or after the entry left) gets the load's error instead.
+        let may_serve_stale = fallback.is_some();
         let mut outcome = match deadline {
             None => waiter.await,
             Some((at, wait)) => match tokio::time::timeout_at(at, waiter).await {
@@ -360,14 +407,15 @@ where
         };
         if patient
             && let Ok(Landing::Failed {
-                fallback: None,
+                fallback,
                 late: Some(late),
                 ..
             }) = &outcome
+            && (fallback.is_none() || !may_serve_stale)
         {
             outcome = Waiter::new(late.clone()).await;
         }
-        self.interpret(outcome, status)
+        self.interpret(outcome, status, may_serve_stale)
     }
 
     /// What a waiter makes of a load's outcome.
@@ -375,6 +423,7 @@ where
         &self,
         outcome: Outcome<Landing<V>>,
         status: Status,
+        may_serve_stale: bool,
     ) -> Result<Fetched<V>, CacheError<E>> {
         match outcome {
             Ok(Landing::Loaded { value, .. }) => Ok(Fetched { value, status }),
@@ -382,7 +431,7 @@ where
                 cause,
                 fallback: Some(value),
                 ..
-            }) => {
+            }) if may_serve_stale => {
                 self.stats.bump(Counter::StaleServed);
                 let status = match cause {
                     load::Cause::TimedOut(_) => Status::StaleOnTimeout,
@@ -393,11 +442,7 @@ where
                     status,
                 })
             }
-            Ok(Landing::Failed {
-                cause,
-                fallback: None,
-                ..
-            }) => Err(CacheError::from_cause(cause)),
+            Ok(Landing::Failed { cause, .. }) => Err(CacheError::from_cause(cause)),
             Err(failure) => Err(CacheError::from_failure(failure)),
         }
     }

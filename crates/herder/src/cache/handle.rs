@@ -199,7 +199,7 @@ where
         Fut: Future<Output = V> + Send + 'static,
     {
         // The hit path first: nothing to allocate for a value that is there.
-        let mut looked = match self.inner.lookup(&key) {
+        let mut looked = match self.inner.lookup_present(&key) {
             Lookup::Serve {
                 fetched: Fetched {
                     value: Some(value), ..
@@ -223,7 +223,9 @@ where
                     Ok::<_, Infallible>(Loaded::found(init().await))
                 }
             };
-            let looked = looked.take().unwrap_or_else(|| self.inner.lookup(&key));
+            let looked = looked
+                .take()
+                .unwrap_or_else(|| self.inner.lookup_present(&key));
             let fetched = fetch::fetch_after(&self.inner, key.clone(), looked, load, read);
             let failed = match fetched.await {
                 Ok(Fetched {
@@ -508,8 +510,14 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let Some(entry) = self.inner.storage.peek(key) else {
-            return false;
+        let entry = match self.inner.storage.peek(key) {
+            Some(entry) => entry,
+            // See `Inner::reread`.
+            None if self.inner.config.tti.is_some() => match self.inner.reread_quietly(key) {
+                Some(entry) => entry,
+                None => return false,
+            },
+            None => return false,
         };
         let now = self.inner.clock.now();
         entry.value().is_some()

@@ -20,19 +20,38 @@ use super::entry::Entry;
 /// The user's weigher: the weight of one value (at least 1 is charged).
 pub(crate) type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 
-pub(crate) struct EntryWeighter<K, V>(Option<Weigher<K, V>>);
+/// The weight quick_cache sees: the user's weigher, at least 1, at most one more than the
+/// capacity (an entry that heavy is rejected either way, and sums of weights cannot overflow).
+pub(crate) struct EntryWeighter<K, V> {
+    weigher: Option<Weigher<K, V>>,
+    heaviest: u64,
+}
 
 impl<K, V> Clone for EntryWeighter<K, V> {
     fn clone(&self) -> Self {
-        EntryWeighter(self.0.clone())
+        EntryWeighter {
+            weigher: self.weigher.clone(),
+            heaviest: self.heaviest,
+        }
     }
 }
 
 impl<K, V> Weighter<K, Entry<V>> for EntryWeighter<K, V> {
     fn weight(&self, key: &K, entry: &Entry<V>) -> u64 {
-        // quick_cache never evicts a weight-0 entry: everything costs at least 1.
-        match (&self.0, entry.value()) {
-            (Some(weigher), Some(value)) => weigher(key, value).max(1),
+        match (&self.weigher, entry.value()) {
+            (Some(weigher), Some(value)) => {
+                // User code, called under the key's flight lock while a load stores its value:
+                // a weigher that panics must not unwind through the store step (the flight's
+                // waiters would never hear of it). Its entry weighs too much to be kept.
+                let weight =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| weigher(key, value)))
+                        .unwrap_or_else(|payload| {
+                            crate::flight::quietly(move || drop(payload));
+                            u64::MAX
+                        });
+                // quick_cache never evicts a weight-0 entry: everything costs at least 1.
+                weight.clamp(1, self.heaviest)
+            }
             _ => 1,
         }
     }
@@ -69,8 +88,19 @@ impl<K: Eq + Hash + Clone, V: Clone> Storage<K, V> {
         // More shards than quick_cache's default (4 per core): two threads reading hot keys then
         // rarely share a shard lock's cache line (measured: 116 → 100 ns per read with a TTL and
         // 70 → 45 ns without, 2 threads, 10,000 keys). quick_cache lowers it for small caches.
+        //
+        // A weighted cache is one shard: quick_cache splits the capacity evenly between its
+        // shards (rounding each share up), so with many shards an entry heavier than a share
+        // would never be kept and the shares would add up to more than the capacity. With one,
+        // an entry up to (nearly) the whole capacity is kept and the total never exceeds it.
+        // (The capacity is capped at a quarter of `u64::MAX`, far beyond any memory, so that
+        // quick_cache's sums of weights cannot overflow.)
+        let capacity = capacity.min(u64::MAX / 4);
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        let shards = (cores * 16).max(64);
+        let shards = match weigher {
+            Some(_) => 1,
+            None => (cores * 16).max(64),
+        };
         let options = OptionsBuilder::new()
             .shards(shards)
             .estimated_items_capacity(estimated_items)
@@ -79,7 +109,10 @@ impl<K: Eq + Hash + Clone, V: Clone> Storage<K, V> {
             .expect("capacity checked by the builder");
         let shards = Shards::with_options(
             options,
-            EntryWeighter(weigher),
+            EntryWeighter {
+                weigher,
+                heaviest: capacity + 1,
+            },
             DefaultHashBuilder::default(),
             Evictions,
         );
