@@ -603,9 +603,7 @@ async fn a_dead_instances_lease_is_taken_over_within_its_ttl() {
                 .build()
                 .unwrap();
             let cache = cache_over(&tier);
-            tokio::spawn(
-                async move { cache.get_with(1, || std::future::pending::<String>()).await },
-            );
+            tokio::spawn(async move { cache.get_with(1, std::future::pending::<String>).await });
             assert!(eventually(Duration::from_secs(3), || tier.stats().leases == 1).await);
             granted_tx.send(()).unwrap();
             // Keep the watchdog extending the lease a while, then die.

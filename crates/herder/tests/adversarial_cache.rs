@@ -832,3 +832,34 @@ async fn a_soft_timed_out_load_never_serves_a_fallback_past_max_stale() {
     );
     gate.open(1);
 }
+
+/// `Clone` of the value is user code too, and a load's store step clones the loaded value under
+/// the key's flight lock: if it panics there, the flight still ends (its waiters get the value
+/// or the panic) and the key is not wedged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_whose_clone_panics_never_wedges_its_key() {
+    static EXPLODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    #[derive(Debug, PartialEq)]
+    struct Fragile(u32);
+    impl Clone for Fragile {
+        fn clone(&self) -> Self {
+            assert!(!EXPLODE.load(SeqCst), "clone exploded");
+            Fragile(self.0)
+        }
+    }
+    let cache: Cache<u32, Fragile> = Cache::new(10);
+    EXPLODE.store(true, SeqCst);
+    let first = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.get_with(1, || async { Fragile(1) }).await }
+    });
+    // Answered, or failed with the panic: never hung.
+    let first = tokio::time::timeout(BOUND, first).await;
+    EXPLODE.store(false, SeqCst);
+    assert!(first.is_ok(), "the read hung: {:?}", cache.stats());
+    let later = tokio::time::timeout(BOUND, cache.get_with(1, || async { Fragile(2) }))
+        .await
+        .expect("the key is wedged");
+    assert!(later == Fragile(1) || later == Fragile(2), "{later:?}");
+    assert_eq!(cache.stats().in_flight, 0, "{:?}", cache.stats());
+}

@@ -182,6 +182,12 @@ where
     /// load panics with its message) or was cut by the hard `load_timeout`. And when polled
     /// outside a Tokio runtime on a miss.
     ///
+    /// # Deadlocks
+    ///
+    /// An `init` that reads the same key through the cache (`get_with`, `try_get_with`,
+    /// `fetch`) waits for its own load, which never ends (as with moka's `get_with` and Go's
+    /// singleflight); set a `load_timeout` if loaders may recurse. Other keys are fine.
+    ///
     /// ```
     /// # use herder::Cache;
     /// # #[tokio::main(flavor = "current_thread")]

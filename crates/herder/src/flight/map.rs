@@ -157,7 +157,10 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
                 .get(&ticket.key)
                 .is_some_and(|entry| entry.id == ticket.id);
             if current {
-                store(&ticket.key, &outcome);
+                // User code may run in `store` (a cache's weigher, `Clone` of the value, an
+                // eviction's bookkeeping): if it panics, the flight still ends and its waiters
+                // still get the outcome; only the store is lost.
+                super::quietly(|| store(&ticket.key, &outcome));
                 shard.remove(&ticket.key);
             }
             current

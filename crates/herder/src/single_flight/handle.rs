@@ -108,6 +108,11 @@ where
     ///
     /// When polled outside a Tokio runtime.
     ///
+    /// # Deadlocks
+    ///
+    /// Work that calls `run` for its own key waits for itself, as with Go's singleflight: it
+    /// never ends. Other keys are fine.
+    ///
     /// ```
     /// use herder::SingleFlight;
     /// use std::sync::atomic::{AtomicUsize, Ordering};
