@@ -25,6 +25,9 @@ use crate::scripts::{ACQUIRE_MANY, ACQUIRE_MANY_CROSS};
 use crate::stats::bump;
 use crate::tier::{Reply, Shared, WaitGuard, answers_of, batch_keys, loaded, lock, parse};
 
+/// The shortest wait between two asks for keys other instances hold.
+const MIN_POLL: Duration = Duration::from_millis(5);
+
 /// A key still to be answered.
 struct Ask {
     /// Its place in the batch.
@@ -60,6 +63,8 @@ where
     V: Clone + Send + Sync + 'static,
 {
     pub(crate) async fn acquire_many(self: &Arc<Self>, keys: &[K]) -> Acquisition<V> {
+        // Whatever this answers (a value, a lease, or nothing) ends up in L1.
+        self.expose();
         let mut unavailable = Vec::new();
         let mut asks = Vec::with_capacity(keys.len());
         {
@@ -126,9 +131,12 @@ where
                     // A fill or release of any of them wakes us; otherwise poll, in case a
                     // message was lost or a holder died (its lease then expires and the next
                     // ask takes it).
+                    // Never faster than `MIN_POLL`, whatever the leases' time left says (a
+                    // lease about to expire, or a reply that is not a time).
                     let poll = self
                         .backoff
-                        .min(Duration::from_millis(self.lease_left.max(1)));
+                        .min(Duration::from_millis(self.lease_left))
+                        .max(MIN_POLL);
                     let woken = self.listening.iter_mut().map(|(woken, _)| woken.as_mut());
                     let _ =
                         tokio::time::timeout(poll, futures_util::future::select_all(woken)).await;

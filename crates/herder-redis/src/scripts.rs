@@ -24,25 +24,71 @@ local function now_ms()
 end
 ";
 
+/// How long a key's epoch outlives its last invalidation (ms): longer than any load should take.
+pub(crate) const EPOCH_TTL_MS: u64 = 3_600_000;
+
+/// Lua helpers for counters (epochs and generations) that are not what the scripts keep there.
+///
+/// A counter is what a lease recorded (its epoch and generation) and what its fill compares
+/// again: an invalidation (`INCR`) must move it to a value no lease was granted under, or a fill
+/// of a load begun before the invalidation would land after it. A counter key of another type,
+/// or a string `INCR` refuses (not an integer, or at the top of the range), would make `INCR` or
+/// `GET` raise: the script would fail (against the breaker) and, for an invalidation, never
+/// publish, retried for ever. Such a key is corrupt: `renew` replaces it with a fresh value, the
+/// server time in microseconds (`{seconds}{micros:06}`, about 1.7e15): whatever a lease could
+/// have recorded was either garbage (a non-integer string, never equal to it), a small count (a
+/// counter starts at 1 and grows by one per invalidation), or an earlier fresh value plus the
+/// invalidations since, which cannot catch up with the clock (Redis does not run a script per
+/// microsecond on one key). `counter` reads a counter for a lease: absent is `'0'`, another type
+/// is renewed (a miss, never an error).
+const COUNTERS: &str = r"
+local function fresh_value()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2]))
+end
+local function renew(k, px)
+  local v = fresh_value()
+  if px then
+    redis.call('SET', k, v, 'PX', px)
+  else
+    redis.call('SET', k, v)
+  end
+  return v
+end
+local function bump(k)
+  local n = redis.pcall('INCR', k)
+  if type(n) == 'number' then return n end
+  return tonumber(renew(k, nil))
+end
+local function counter(k, px)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'string' then return v end
+  if v then return renew(k, px) end
+  return '0'
+end
+";
+
 /// INVALIDATE(KEYS value, lease, epoch; ARGV epoch_ttl_ms, channel, message) → the message:
-/// drops the value and the lease, bumps the key's epoch, and tells every instance. Answering
-/// with its own message, it cannot be taken as applied on a reply meant for another command.
+/// drops the value and the lease, bumps the key's epoch (renewing a corrupt one, see
+/// `COUNTERS`), and tells every instance. Answering with its own message, it cannot be taken as
+/// applied on a reply meant for another command.
 pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{COUNTERS}
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('INCR', KEYS[3])
+bump(KEYS[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return ARGV[3]
-",
-    )
+"
+    ))
 });
 
-/// NEXT_GENERATION(KEYS gen): a new generation of one bucket orphans its values and leases.
-/// `invalidate_all` runs it for every bucket, then publishes.
+/// NEXT_GENERATION(KEYS gen): a new generation of one bucket orphans its values and leases (a
+/// corrupt generation is renewed, see `COUNTERS`). `invalidate_all` runs it for every bucket,
+/// then publishes.
 pub(crate) static NEXT_GENERATION: LazyLock<Script> =
-    LazyLock::new(|| Script::new("return redis.call('INCR', KEYS[1])"));
+    LazyLock::new(|| Script::new(&format!("{COUNTERS}\nreturn bump(KEYS[1])\n")));
 
 /// A batch script's Redis keys, `K`: its declared keys.
 const DECLARED: &str = "local K = KEYS\n";
@@ -69,17 +115,20 @@ for i = tonumber(ARGV[#ARGV]), #ARGV - 1 do K[#K + 1] = ARGV[i] end
 ///
 /// A stored value this script cannot read (not `gen|deadline|body`, a deadline that is not a
 /// number, a key of another type) is a miss: it is deleted and the lease granted, so the next
-/// fill replaces it. It never raises a Lua error, which would count as a Redis failure against
-/// the breaker.
+/// fill replaces it. A lease that is not one (another type, no token) or that has no expiry
+/// (it would never expire, and every instance would wait for it until `max_wait`) is garbage,
+/// taken over like an expired one. A generation or epoch key of another type is renewed (see
+/// `COUNTERS`). It never raises a Lua error, which would count as a Redis failure against the
+/// breaker.
 fn acquire_many() -> String {
     format!(
-        r"{NOW}
+        r"{NOW}{COUNTERS}
 local now = now_ms()
 local gens = {{}}
 local function one(gk, vk, lk, ek, ignore)
   local gen = gens[gk]
   if not gen then
-    gen = redis.call('GET', gk) or '0'
+    gen = counter(gk, nil)
     gens[gk] = gen
   end
   local body = false
@@ -106,12 +155,16 @@ local function one(gk, vk, lk, ek, ignore)
   end
   local mine = gen .. '|'
   local held = redis.pcall('GET', lk)
-  if type(held) ~= 'string' or string.sub(held, 1, #mine) ~= mine then
+  local left = -1
+  if type(held) == 'string' and #held > #mine and string.sub(held, 1, #mine) == mine then
+    left = redis.call('PTTL', lk)
+  end
+  if left < 0 then
     redis.call('SET', lk, mine .. ARGV[1], 'PX', ARGV[2])
-    return {{2, redis.call('GET', ek) or '0', gen, corrupt}}
+    return {{2, counter(ek, {EPOCH_TTL_MS}), gen, corrupt}}
   end
   if body then return {{3, body}} end
-  return {{4, redis.call('PTTL', lk)}}
+  return {{4, left}}
 end
 local out = {{}}
 for i = 1, math.floor(#K / 4) do
@@ -146,14 +199,14 @@ for i = 1, math.floor(#K / 4) do
   local a = 8 * (i - 1) + 1
   local lease = ARGV[a + 2]
   local r = 0
-  if redis.call('GET', K[k + 2]) == lease then
+  if redis.pcall('GET', K[k + 2]) == lease then
     if ARGV[a + 1] == 'r' then
       redis.call('DEL', K[k + 2])
       redis.call('PUBLISH', ARGV[1], ARGV[a + 8])
       r = 1
-    elseif (redis.call('GET', K[k]) or '0') ~= ARGV[a + 4] then
+    elseif (redis.pcall('GET', K[k]) or '0') ~= ARGV[a + 4] then
       r = 0
-    elseif (redis.call('GET', K[k + 3]) or '0') ~= ARGV[a + 3] then
+    elseif (redis.pcall('GET', K[k + 3]) or '0') ~= ARGV[a + 3] then
       redis.call('DEL', K[k + 2])
     else
       local body = ARGV[a + 6]
@@ -187,7 +240,7 @@ pub(crate) static FILL_MANY_CROSS: LazyLock<Script> =
 const EXTEND_MANY_BODY: &str = r"
 local n = 0
 for i = 1, #K do
-  if redis.call('GET', K[i]) == ARGV[i + 1] then
+  if redis.pcall('GET', K[i]) == ARGV[i + 1] then
     redis.call('PEXPIRE', K[i], ARGV[1])
     n = n + 1
   end

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -88,6 +89,9 @@ pub(crate) struct Shared<K, V> {
     pub(crate) nodes: Nodes,
     /// Wakes the worker when an invalidation is added, or when the tier is dropped.
     pub(crate) pending_added: Arc<Notify>,
+    /// Set by whatever may put a value in L1 (a read through the tier, an insert) before the
+    /// first subscription; that subscription then flushes L1 (see `Listener::subscribed`).
+    pub(crate) exposed: AtomicBool,
     pub(crate) name: Option<Arc<str>>,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: crate::metrics::RedisMetrics,
@@ -251,6 +255,7 @@ impl<K, V> Shared<K, V> {
             pending: Mutex::new(Pending::new(config.max_pending)),
             nodes: Nodes::default(),
             pending_added: Arc::new(Notify::new()),
+            exposed: AtomicBool::new(false),
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::RedisMetrics::new(name.as_ref()),
             name,
@@ -359,6 +364,16 @@ impl<K, V> Shared<K, V> {
             (true, cross)
         } else {
             (false, declared)
+        }
+    }
+
+    /// Notes that L1 may get a value now: if this instance has never subscribed, invalidations
+    /// published from now on may be missed until it does, so its first subscription flushes L1.
+    /// Called before the value is read from Redis (or written): a subscription that completes
+    /// first has seen the mark, or was in place before the read.
+    pub(crate) fn expose(&self) {
+        if self.stats.subscriptions.load(SeqCst) == 0 && !self.exposed.load(SeqCst) {
+            self.exposed.store(true, SeqCst);
         }
     }
 
@@ -496,6 +511,8 @@ where
     }
 
     fn invalidate(&self, key: &K) {
+        // An insert invalidates, then writes L1.
+        self.shared.expose();
         // A key that does not serialize was never read from or written to Redis.
         if let Ok(key) = postcard::to_stdvec(key) {
             self.shared.add_pending(Some(key));

@@ -5,7 +5,7 @@
 //! subscriber.
 
 use std::fmt;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -15,12 +15,9 @@ use tokio::sync::Notify;
 use crate::connection::{Listener, MAX_RETRY, Subscriber};
 use crate::events::{self, Kind};
 use crate::pending::Job;
-use crate::scripts::{INVALIDATE, NEXT_GENERATION};
+use crate::scripts::{EPOCH_TTL_MS, INVALIDATE, NEXT_GENERATION};
 use crate::stats::bump;
 use crate::tier::{Shared, lock};
-
-/// How long a key's epoch outlives its last invalidation: longer than any load should take.
-const EPOCH_TTL_MS: u64 = 3_600_000;
 
 /// The background half of a [`RedisTier`](crate::RedisTier), from
 /// [`Builder::build_with_worker`](crate::Builder::build_with_worker): run it with
@@ -90,15 +87,37 @@ where
     V: Clone + Send + Sync + 'static,
 {
     fn subscribed(&self) {
-        if self.stats.subscriptions.fetch_add(1, Relaxed) == 0 {
+        // Pub/sub is at most once: what was published while this instance was not subscribed
+        // never reaches it, and anything its L1 got meanwhile (read through the tier or loaded
+        // before a publication it missed) may be stale. So L1 is flushed
+        // * on every resubscription (messages were lost while disconnected), and
+        // * on the first subscription if anything could have been cached before it (`exposed`,
+        //   set by every read through the tier and every insert until then, see
+        //   `Shared::expose`): until the first SUBSCRIBE completes, which takes a round trip or,
+        //   after a start with Redis down, up to the subscriber's retry, the cache already reads
+        //   and fills L1 through the command connection.
+        // `exposed` is taken before the counter says "subscribed" (only this subscriber calls
+        // this, one call at a time): a read that saw no subscription set `exposed` before its
+        // script was sent, so either the swap sees it, or the read reached Redis after this
+        // subscription was in place (this is called once SUBSCRIBE has completed). Counting
+        // last also means that whoever waits for `subscriptions` finds L1 flushed already.
+        let first = self.stats.subscriptions.load(SeqCst) == 0;
+        let exposed = self.exposed.swap(false, SeqCst);
+        if first && !exposed {
+            bump(&self.stats.subscriptions);
             return;
         }
-        // Messages were lost while disconnected: every L1 entry may be stale.
         if let Some(local) = self.local.get() {
             local.evict_all();
         }
-        bump(&self.stats.resubscribes);
         self.wake(None);
+        bump(&self.stats.subscriptions);
+        if first {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(prefix = %self.layout.prefix(), "redis tier: subscribed, L1 cached before it flushed");
+            return;
+        }
+        bump(&self.stats.resubscribes);
         #[cfg(feature = "tracing")]
         tracing::info!(prefix = %self.layout.prefix(), "redis tier: resubscribed, L1 flushed");
     }

@@ -84,6 +84,9 @@ async fn three_tiers_on_one_connection_use_two_connections_not_six() {
         .all(|stats| stats.subscriptions == 1))
         .await
     );
+    // What a tier cached before its first subscription is flushed by it (it may have missed
+    // invalidations meanwhile): read ratings again, into L1, for the check below.
+    assert_eq!(ratings_cache.get_with(1, || async { 4.5 }).await, 4.5);
     assert_eq!(
         other_clients(&redis).await,
         2,

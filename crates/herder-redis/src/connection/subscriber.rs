@@ -27,7 +27,8 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 pub(crate) trait Listener: Send + Sync {
     /// A message on the tier's channel.
     fn receive(&self, message: &[u8]);
-    /// The tier's channel is subscribed (again, after a lost connection, if not the first time).
+    /// The tier's channel is subscribed (again, after a lost connection, if not the first time);
+    /// invalidations published before may have been missed.
     fn subscribed(&self);
     /// The connection did not answer its heartbeat: it is given up, and a new one made.
     fn heartbeat_missed(&self);
