@@ -792,3 +792,38 @@ async fn crossing_bulk_reads_on_three_instances_never_wait_for_each_other() {
     let counts = per_key.lock().unwrap().clone();
     assert_eq!(counts, (1..=3).map(|k| (k, 1)).collect(), "{counts:?}");
 }
+
+/// The namespace's generation key holding another type (a list): reads treat it as corrupt and
+/// renew it (no error against the breaker, values are shared), and `invalidate_all` goes
+/// through and reaches the other instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_type_generation_key_is_renewed_by_reads_and_invalidate_all() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut raw = raw(&redis).await;
+    let generation = format!("{NAMESPACE}:h1:gen");
+    let _: () = raw.rpush(&generation, "not a counter").await.unwrap();
+    let backend = Backend::default();
+    let (a, b) = (instance(&redis), instance(&redis));
+    subscribed(&[&a, &b]).await;
+    assert_eq!(a.cache.get_with(1, backend.load(1)).await, "row 1 v0");
+    assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v0");
+    assert_eq!(backend.calls(), 1, "b read a's value from redis");
+    let _: () = raw.del(&generation).await.unwrap();
+    let _: () = raw.rpush(&generation, "not a counter").await.unwrap();
+    backend.version.store(1, SeqCst);
+    a.cache.invalidate_all();
+    assert!(eventually(Duration::from_secs(3), || b.cache.get(&1).is_none()).await);
+    assert!(
+        eventually(Duration::from_secs(3), || a
+            .tier
+            .stats()
+            .invalidations_pending
+            == 0)
+        .await
+    );
+    assert_eq!(b.cache.get_with(1, backend.load(1)).await, "row 1 v1");
+    let (sa, sb) = (a.tier.stats(), b.tier.stats());
+    assert_eq!((sa.errors, sb.errors), (0, 0), "{sa:?} {sb:?}");
+}
