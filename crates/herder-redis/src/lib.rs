@@ -83,7 +83,8 @@
 //!   ([`RedisStats::invalidations_pending`], `invalidations_replayed`, `invalidations_collapsed`).
 //!   The replay publishes, so an instance whose subscription survived (a paused server) evicts;
 //!   an instance whose subscription broke flushes its L1 when it resubscribes (retried at least
-//!   every 250 ms); a subscription that went silent (a half-open socket) is found by a `PING`
+//!   every 250 ms), and one that read or wrote through the tier before its first subscription
+//!   flushes it then; a subscription that went silent (a half-open socket) is found by a `PING`
 //!   every second and replaced. The fleet checker holds every read to 3 s after a fault ends;
 //!   the worst it saw over a 3-minute run of injected faults (latency, stalls, blackholes,
 //!   resets, refused connections, a paused, killed and restarted server) was 1.1 s, with 0
@@ -94,7 +95,9 @@
 //!
 //! Bad input is a miss, never an error against the breaker and never a stale read: a stored
 //! value that does not parse or decode (or a key of another type) is dropped and replaced by the
-//! next fill; a pub/sub message that does not decode is ignored, and a forged one can only
+//! next fill; a lease without an expiry is taken over; an epoch or generation key of another
+//! type, or one `INCR` refuses, is renewed to a value no lease was granted under; a pub/sub
+//! message that does not decode is ignored, and a forged one can only
 //! evict.
 //!
 //! # Feature flags

@@ -107,6 +107,18 @@ async fn a_cold_key_read_by_many_instances_reaches_the_backend_once() {
     let instances: Vec<_> = (0..4)
         .map(|_| instance(&redis, Duration::from_secs(2)))
         .collect();
+    // A tier's first subscription flushes what its L1 got before (and retires the loads under
+    // way, which would start a second local flight): subscribe first, to count one per instance.
+    for instance in &instances {
+        assert!(
+            eventually(Duration::from_secs(3), || instance
+                .tier
+                .stats()
+                .subscriptions
+                >= 1)
+            .await
+        );
+    }
     let mut reads = Vec::new();
     for instance in &instances {
         for _ in 0..50 {
@@ -313,6 +325,12 @@ async fn after_a_restart_the_tier_recovers_its_scripts_and_subscriptions() {
     let (a, b) = (
         impatient_instance(&redis, Duration::from_secs(2)),
         impatient_instance(&redis, Duration::from_secs(2)),
+    );
+    // Subscribed before the restart (else the one after it is a first subscription).
+    assert!(
+        eventually(Duration::from_secs(3), || a.tier.stats().subscriptions >= 1
+            && b.tier.stats().subscriptions >= 1)
+        .await
     );
     a.cache.get_with(1, backend.load(1)).await;
     redis.restart(); // empty, no scripts loaded, no subscribers
