@@ -1,0 +1,670 @@
+//! Round 3 of the adversarial tests: the seams between primitives (a DataLoader with a Cache in
+//! front, an OperationQueue paused on a Line whose recoveries come from inside the queue) and
+//! the `metrics` feature (gauges back at zero after storms of cancels, panics and timeouts).
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use herder::line::Credential;
+use herder::{Cache, DataLoader, Line, OperationQueue};
+use support::{Reply, gated, poll_once, settle, until};
+use tokio::sync::oneshot;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(5 * SECOND, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("hung: {what}"),
+    }
+}
+
+fn cache(ttl: Duration) -> Cache<u64, u64> {
+    Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(ttl)
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. DataLoader with a Cache in front
+// ---------------------------------------------------------------------------------------------
+
+/// `cache.invalidate_all()` and `loader.clear_all()` while a batch is at the backend: none of
+/// its values may land in the cache, and every later load goes back to the backend.
+#[tokio::test(start_paused = true)]
+async fn invalidate_all_or_clear_all_during_a_batch_keeps_every_value_out() {
+    for via_loader in [false, true] {
+        let cache = cache(60 * SECOND);
+        let (backend, mut calls) = gated();
+        let loader = DataLoader::builder(backend.clone())
+            .cache(cache.clone())
+            .build()
+            .unwrap();
+        let mut load = Box::pin(loader.load_many([1, 2, 3]));
+        assert!(poll_once(&mut load).await);
+        let call = bounded("first batch", calls.next()).await;
+        if via_loader {
+            loader.clear_all();
+        } else {
+            cache.invalidate_all();
+        }
+        call.reply(Reply::Values);
+        let values = bounded("load_many", load).await.unwrap();
+        assert_eq!(values.len(), 3, "the batch still answers its caller");
+        settle().await;
+        for k in 1..=3 {
+            assert_eq!(cache.get(&k), None, "via_loader={via_loader}: key {k} stored");
+        }
+        let mut again = Box::pin(loader.load(2));
+        assert!(poll_once(&mut again).await, "answered from a stale value");
+        let call = bounded("second batch", calls.next()).await;
+        assert_eq!(call.keys, vec![2]);
+        call.reply(Reply::Map(HashMap::from([(2, 222)])));
+        assert_eq!(bounded("reload", again).await.unwrap(), Some(222));
+        assert_eq!(cache.get(&2), Some(222));
+    }
+}
+
+/// A load started after `cache.invalidate(k)` while the old batch for k is still at the
+/// backend must not join the old batch; the old batch, answering last, must not overwrite the
+/// fresh value.
+#[tokio::test(start_paused = true)]
+async fn a_load_after_a_cache_invalidate_does_not_join_the_stale_batch() {
+    let cache = cache(60 * SECOND);
+    let (backend, mut calls) = gated();
+    let loader = DataLoader::builder(backend.clone())
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    let mut old = Box::pin(loader.load(9));
+    assert!(poll_once(&mut old).await);
+    let old_call = bounded("old batch", calls.next()).await;
+    cache.invalidate(&9);
+    let mut fresh = Box::pin(loader.load(9));
+    assert!(poll_once(&mut fresh).await);
+    // Also a plain cache reader after the invalidation: it must not take the old value.
+    let mut read = Box::pin(cache.try_get_with(9, || async { Ok::<u64, std::io::Error>(7) }));
+    let read_pending = poll_once(&mut read).await;
+    let fresh_call = bounded("a fresh batch after invalidate", calls.next()).await;
+    assert_eq!(fresh_call.keys, vec![9]);
+    fresh_call.reply(Reply::Map(HashMap::from([(9, 999)])));
+    assert_eq!(bounded("fresh", fresh).await.unwrap(), Some(999));
+    old_call.reply(Reply::Values);
+    assert_eq!(bounded("old", old).await.unwrap(), Some(90));
+    settle().await;
+    if read_pending {
+        let got = bounded("read", read).await.unwrap();
+        assert_ne!(got, 90, "a read started after invalidate got the stale batch's value");
+    }
+    assert_eq!(cache.get(&9), Some(999), "the stale batch overwrote the fresh value");
+    assert_eq!(loader.load(9).await.unwrap(), Some(999));
+    assert_eq!(*backend.count.lock().unwrap(), 2);
+}
+
+/// `load_many` over keys that are cached, in flight through a plain cache read, missing, and
+/// duplicated: the backend sees each missing key once, the in-flight one not at all.
+#[tokio::test(start_paused = true)]
+async fn load_many_over_cached_in_flight_missing_and_duplicate_keys() {
+    let cache = cache(60 * SECOND);
+    let (backend, mut calls) = gated();
+    let loader = DataLoader::builder(backend.clone())
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    cache.insert(1, 11);
+    let (release, gate) = oneshot::channel::<u64>();
+    let mut read = Box::pin(cache.try_get_with(2, || async move {
+        Ok::<u64, support::BackendDown>(gate.await.unwrap())
+    }));
+    assert!(poll_once(&mut read).await);
+    let mut many = Box::pin(loader.load_many([1, 2, 3, 3, 2, 1, 4, 4]));
+    assert!(poll_once(&mut many).await);
+    let call = bounded("batch", calls.next()).await;
+    let mut keys = call.keys.clone();
+    keys.sort_unstable();
+    assert_eq!(keys, vec![3, 4], "only the missing keys, once each");
+    call.reply(Reply::Values);
+    settle().await;
+    release.send(22).unwrap();
+    assert_eq!(bounded("read", read).await.unwrap(), 22);
+    let values = bounded("load_many", many).await.unwrap();
+    assert_eq!(values, HashMap::from([(1, 11), (2, 22), (3, 30), (4, 40)]));
+    assert_eq!(*backend.count.lock().unwrap(), 1);
+    assert!(calls.try_next().is_none());
+    let stats = loader.stats();
+    assert_eq!(stats.in_flight, 0);
+}
+
+/// A plain cache reader joined to a DataLoader batch whose loader omits its key (no negative
+/// TTL): the reader must not hang, and later loads of the key go back to the backend.
+#[tokio::test(start_paused = true)]
+async fn a_cache_reader_joined_to_a_batch_that_omits_its_key_completes() {
+    let cache = cache(60 * SECOND);
+    let (backend, mut calls) = gated();
+    let loader = DataLoader::builder(backend.clone())
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    let mut load = Box::pin(loader.load(2));
+    assert!(poll_once(&mut load).await);
+    let call = bounded("batch", calls.next()).await;
+    let mut read = Box::pin(cache.try_get_with(2, || async { Ok::<u64, std::io::Error>(5) }));
+    assert!(poll_once(&mut read).await, "the reader did not join the batch");
+    call.reply(Reply::Map(HashMap::new()));
+    assert_eq!(bounded("load", load).await.unwrap(), None);
+    let got = bounded("the joined reader", read).await;
+    eprintln!("reader joined to an omitting batch got {got:?}");
+    // The reader asked for a value and its own init can give one: anything but a hang or a
+    // stale/absent marker leaking as a value is acceptable; it must not be cached as absent.
+    if let Ok(v) = &got {
+        assert_eq!(*v, 5, "the reader got a value nobody loaded");
+    }
+    let mut again = Box::pin(loader.load(2));
+    if poll_once(&mut again).await {
+        let call = bounded("second batch", calls.next()).await;
+        call.reply(Reply::Values);
+        assert_eq!(bounded("again", again).await.unwrap(), Some(20));
+    } else {
+        // Answered from the cache: only legitimate if the reader's own init filled it.
+        assert!(matches!(got, Ok(5)), "an omitted key was answered from the cache");
+    }
+}
+
+/// Stale-while-revalidate seen through a DataLoader: an invalidation while the refresh batch is
+/// at the backend keeps the refreshed value out, and the next load goes to the backend.
+#[tokio::test(start_paused = true)]
+async fn invalidate_during_a_stale_refresh_batch_keeps_it_out() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(10 * SECOND)
+        .stale_while_revalidate(60 * SECOND)
+        .build()
+        .unwrap();
+    cache.insert(4, 1);
+    tokio::time::advance(11 * SECOND).await;
+    let (backend, mut calls) = gated();
+    let loader = DataLoader::builder(backend.clone())
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    assert_eq!(bounded("stale", loader.load(4)).await.unwrap(), Some(1));
+    let refresh = bounded("refresh batch", calls.next()).await;
+    cache.invalidate(&4);
+    refresh.reply(Reply::Map(HashMap::from([(4, 444)])));
+    bounded("refresh end", until("no load in flight", || cache.stats().in_flight == 0)).await;
+    assert_eq!(cache.get(&4), None, "the refresh begun before invalidate was stored");
+    let mut again = Box::pin(loader.load(4));
+    assert!(poll_once(&mut again).await, "answered from the invalidated refresh");
+    let call = bounded("reload", calls.next()).await;
+    call.reply(Reply::Values);
+    assert_eq!(bounded("again", again).await.unwrap(), Some(40));
+}
+
+/// `prime` while a plain cache reader and a DataLoader batch both wait on the key: the primed
+/// value wins in the cache over both the batch and the reader's own result.
+#[tokio::test(start_paused = true)]
+async fn prime_during_a_batch_joined_by_a_cache_reader_wins() {
+    let cache = cache(60 * SECOND);
+    let (backend, mut calls) = gated();
+    let loader = DataLoader::builder(backend.clone())
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    let mut load = Box::pin(loader.load(3));
+    assert!(poll_once(&mut load).await);
+    let call = bounded("batch", calls.next()).await;
+    let mut read = Box::pin(cache.try_get_with(3, || async { Ok::<u64, std::io::Error>(5) }));
+    assert!(poll_once(&mut read).await);
+    loader.prime(3, 333);
+    call.reply(Reply::Values);
+    let _ = bounded("load", load).await.unwrap();
+    let _ = bounded("read", read).await;
+    settle().await;
+    assert_eq!(cache.get(&3), Some(333), "the batch overwrote the primed value");
+    assert_eq!(loader.load(3).await.unwrap(), Some(333));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. OperationQueue paused on a Line
+// ---------------------------------------------------------------------------------------------
+
+/// A recovery that submits to the queue paused on its own line waits for itself; with a
+/// recovery timeout it must fail, free the line, and the queue must resume.
+#[tokio::test(start_paused = true)]
+async fn a_recovery_waiting_on_its_own_paused_queue_times_out_and_the_queue_resumes() {
+    let line: Line<u32> = Line::builder().recovery_timeout(SECOND).build().unwrap();
+    let queue = OperationQueue::builder()
+        .runners(1)
+        .pause_while_recovering(&line)
+        .build()
+        .unwrap();
+    let inner = queue.clone();
+    let result = bounded(
+        "recover",
+        line.recover(line.epoch(), move || async move {
+            let handle = inner.submit(async { 1u32 }).await.unwrap();
+            handle.await.unwrap_or(0)
+        }),
+    )
+    .await;
+    assert!(result.is_err(), "got {result:?}");
+    assert!(!line.is_recovering());
+    let after = bounded("submit after", queue.submit(async { 2u32 })).await.unwrap();
+    assert_eq!(bounded("op after", after).await.unwrap(), 2);
+    bounded("idle", queue.wait_idle()).await;
+    let stats = queue.stats();
+    assert_eq!((stats.queued, stats.running), (0, 0));
+    assert_eq!(stats.completed + stats.cancelled, 2, "{stats:?}");
+}
+
+/// An operation running on the queue leads a recovery of the line its queue pauses on (a
+/// credential refresh from inside a queued op): the running op finishes, ops queued meanwhile
+/// start only after the recovery, nothing deadlocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_op_that_leads_a_recovery_of_its_queues_line_completes() {
+    let line: Line<u32> = Line::new();
+    let queue = OperationQueue::builder()
+        .runners(2)
+        .pause_while_recovering(&line)
+        .build()
+        .unwrap();
+    let (release, gate) = oneshot::channel::<()>();
+    let started_recovery = Arc::new(tokio::sync::Notify::new());
+    let (l, s) = (line.clone(), started_recovery.clone());
+    let leader = queue
+        .submit(async move {
+            let seen = l.epoch();
+            l.recover(seen, move || async move {
+                s.notify_one();
+                gate.await.unwrap();
+                7u32
+            })
+            .await
+        })
+        .await
+        .unwrap();
+    bounded("recovery started", started_recovery.notified()).await;
+    let ran_during = Arc::new(AtomicBool::new(false));
+    let (flag, l2) = (ran_during.clone(), line.clone());
+    let follower = queue
+        .submit(async move {
+            if l2.is_recovering() {
+                flag.store(true, SeqCst);
+            }
+            1u32
+        })
+        .await
+        .unwrap();
+    // Give the free runner every chance to (wrongly) start the follower.
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(queue.stats().running, 1, "{:?}", queue.stats());
+    release.send(()).unwrap();
+    let led = bounded("leader op", leader).await.unwrap().unwrap();
+    assert_eq!(led, herder::Recovery::Led(7));
+    assert_eq!(bounded("follower", follower).await.unwrap(), 1);
+    assert!(!ran_during.load(SeqCst), "an op started during the recovery");
+}
+
+/// Many queued ops calling `Credential::call` whose line pauses their own queue: one refresh,
+/// every op succeeds, nothing deadlocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_calls_from_ops_of_a_queue_paused_on_the_credentials_line() {
+    let line: Line<Result<u32, String>> = Line::new();
+    let queue = OperationQueue::builder()
+        .runners(4)
+        .pause_while_recovering(&line)
+        .build()
+        .unwrap();
+    let logins = Arc::new(AtomicUsize::new(0));
+    let server_token = Arc::new(AtomicUsize::new(1));
+    let (lg, st) = (logins.clone(), server_token.clone());
+    let auth = Credential::new(line.clone(), 0u32, move || {
+        let (lg, st) = (lg.clone(), st.clone());
+        async move {
+            lg.fetch_add(1, SeqCst);
+            tokio::task::yield_now().await;
+            Ok(st.load(SeqCst) as u32)
+        }
+    });
+    let mut handles = Vec::new();
+    for i in 0..16u32 {
+        let (auth, st) = (auth.clone(), server_token.clone());
+        handles.push(
+            queue
+                .submit(async move {
+                    auth.call(
+                        |token| {
+                            let ok = token as usize == st.load(SeqCst);
+                            async move { if ok { Ok(i) } else { Err(401u16) } }
+                        },
+                        |status| *status == 401,
+                    )
+                    .await
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        let out = bounded("op", h).await.unwrap();
+        assert_eq!(out.ok(), Some(i as u32));
+    }
+    assert_eq!(logins.load(SeqCst), 1);
+    bounded("idle", queue.wait_idle()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Loads and submits polled on the block_on thread of a hand-built multi-thread runtime
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn block_on_body_drives_a_cached_loader_inside_a_queue_paused_on_a_line() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        bounded("block_on body", async {
+            let cache = cache(60 * SECOND);
+            let backend = support::Instant::default();
+            let loader = Arc::new(
+                DataLoader::builder(backend.clone())
+                    .cache(cache.clone())
+                    .build()
+                    .unwrap(),
+            );
+            let line: Line<u32> = Line::new();
+            let queue = OperationQueue::builder()
+                .runners(2)
+                .pause_while_recovering(&line)
+                .build()
+                .unwrap();
+            // Loads polled right here, on the block_on thread, with a cache read joining.
+            let (a, b, c) = tokio::join!(
+                loader.load_many([1, 2, 3]),
+                loader.load(2),
+                cache.get_with(3, || async { 0 })
+            );
+            assert_eq!(a.unwrap().len(), 3);
+            assert_eq!(b.unwrap(), Some(20));
+            assert!(c == 30 || c == 0);
+            // A recovery under way while the body submits loads to the queue.
+            let (release, gate) = oneshot::channel::<()>();
+            let l = line.clone();
+            let seen = l.epoch();
+            let recovery = tokio::spawn(async move {
+                l.recover(seen, || async move {
+                    gate.await.unwrap();
+                    1
+                })
+                .await
+            });
+            until("recovering", || line.is_recovering()).await;
+            let mut ops = Vec::new();
+            for k in 10..20u64 {
+                let loader = loader.clone();
+                ops.push(
+                    queue
+                        .submit(async move { loader.load(k).await.unwrap() })
+                        .await
+                        .unwrap(),
+                );
+            }
+            assert_eq!(queue.stats().running, 0);
+            release.send(()).unwrap();
+            recovery.await.unwrap().unwrap();
+            for (i, op) in ops.into_iter().enumerate() {
+                assert_eq!(op.await.unwrap(), Some((10 + i as u64) * 10));
+            }
+            assert_eq!(loader.stats().in_flight, 0);
+        })
+        .await
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The metrics feature
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(feature = "metrics")]
+mod with_metrics {
+    use super::*;
+    use herder::SingleFlight;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+    fn gauges(snapshotter: &Snapshotter, name: &str) -> HashMap<String, f64> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| {
+                key.key()
+                    .labels()
+                    .any(|label| label.key() == "name" && label.value() == name)
+            })
+            .filter_map(|(key, _, _, value)| match value {
+                DebugValue::Gauge(v) => Some((key.key().name().to_owned(), v.into_inner())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[derive(Clone)]
+    struct Flaky;
+
+    impl herder::Loader for Flaky {
+        type Key = u64;
+        type Value = u64;
+        type Error = support::BackendDown;
+
+        async fn load(&self, keys: &[u64]) -> Result<HashMap<u64, u64>, support::BackendDown> {
+            match keys.iter().max().copied().unwrap_or(0) % 4 {
+                0 => panic!("flaky panic"),
+                1 => {
+                    std::future::pending::<()>().await;
+                    unreachable!()
+                }
+                2 => Err(support::BackendDown("flaky".into())),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok(keys.iter().map(|k| (*k, *k)).collect())
+                }
+            }
+        }
+    }
+
+    /// After a storm of cancelled, panicking, erring and timed-out work on every primitive, a
+    /// flush reports every in-flight gauge at zero.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_in_flight_gauge_returns_to_zero_after_a_storm() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let (cache, loader, queue, line, flight) = metrics::with_local_recorder(&recorder, || {
+            let cache: Cache<u64, u64> = Cache::builder()
+                .name("seam-cache")
+                .max_capacity(1000)
+                .load_timeout(Duration::from_millis(200))
+                .build()
+                .unwrap();
+            let loader = DataLoader::builder(Flaky)
+                .name("seam-loader")
+                .cache(cache.clone())
+                .load_timeout(Duration::from_millis(100))
+                .build()
+                .unwrap();
+            let line: Line<u32> = Line::builder()
+                .name("seam-line")
+                .recovery_timeout(Duration::from_millis(50))
+                .build()
+                .unwrap();
+            let queue = OperationQueue::builder()
+                .name("seam-queue")
+                .runners(2)
+                .timeout(Duration::from_millis(100))
+                .pause_while_recovering(&line)
+                .build()
+                .unwrap();
+            let flight: SingleFlight<u64, u64> =
+                SingleFlight::builder().name("seam-flight").abort_unused(true).build();
+            (cache, loader, queue, line, flight)
+        });
+        let loader = Arc::new(loader);
+        let flight = Arc::new(flight);
+        bounded("storm", async {
+            let mut handles = Vec::new();
+            for k in 0..64u64 {
+                let (loader, cache, flight, line) =
+                    (loader.clone(), cache.clone(), flight.clone(), line.clone());
+                let op = async move {
+                    match k % 5 {
+                        0 => {
+                            // A load dropped at once or mid-batch.
+                            let _ = tokio::time::timeout(
+                                Duration::from_millis(k % 3 * 5),
+                                loader.load_many([k, k + 1]),
+                            )
+                            .await;
+                        }
+                        1 => {
+                            let _ = loader.load(k).await;
+                        }
+                        2 => {
+                            let _ = tokio::time::timeout(
+                                Duration::from_millis(5),
+                                cache.try_get_with(k, move || async move {
+                                    if k % 2 == 0 {
+                                        std::future::pending::<()>().await;
+                                    }
+                                    Ok::<u64, std::io::Error>(k)
+                                }),
+                            )
+                            .await;
+                        }
+                        3 => {
+                            let _ = tokio::time::timeout(
+                                Duration::from_millis(5),
+                                flight.run(k % 4, move || async move {
+                                    if k % 2 == 0 {
+                                        panic!("flight panic");
+                                    }
+                                    std::future::pending::<u64>().await
+                                }),
+                            )
+                            .await;
+                        }
+                        _ => {
+                            let _ = line
+                                .recover(line.epoch(), move || async move {
+                                    if k % 2 == 0 {
+                                        std::future::pending::<()>().await;
+                                    }
+                                    panic!("recovery panic")
+                                })
+                                .await;
+                        }
+                    }
+                    if k % 7 == 0 {
+                        panic!("op panic");
+                    }
+                    k
+                };
+                // Some handles are dropped while queued (cancelled), the rest awaited.
+                let handle = queue.submit(op).await.unwrap();
+                if k % 6 != 0 {
+                    handles.push(handle);
+                }
+            }
+            for h in handles {
+                let _ = h.await;
+            }
+            queue.wait_idle().await;
+            until("loader idle", || loader.stats().in_flight == 0).await;
+            until("cache idle", || cache.stats().in_flight == 0).await;
+            until("flight idle", || flight.in_flight() == 0).await;
+            until("line clear", || !line.is_recovering()).await;
+        })
+        .await;
+        // Let timed-out/abandoned background work (hung loads, pending flights) be dropped.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        herder::metrics::flush();
+        let checks = [
+            ("seam-cache", "herder_cache_loads_in_flight"),
+            ("seam-loader", "herder_dataloader_keys_in_flight"),
+            ("seam-queue", "herder_queue_depth"),
+            ("seam-queue", "herder_queue_running"),
+            ("seam-line", "herder_line_recovering"),
+            ("seam-flight", "herder_single_flight_in_flight"),
+        ];
+        let mut wrong = Vec::new();
+        for (name, metric) in checks {
+            let g = gauges(&snapshotter, name);
+            match g.get(metric) {
+                Some(v) if *v == 0.0 => {}
+                other => wrong.push(format!("{name}/{metric} = {other:?}")),
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:?}");
+        let s = queue.stats();
+        assert_eq!((s.queued, s.running), (0, 0), "{s:?}");
+    }
+
+    /// A DataLoader dropped while its batch is at the backend flushes on drop (keys in flight);
+    /// once the batch ends, the recorder must not keep reporting those keys.
+    #[tokio::test(start_paused = true)]
+    async fn a_loader_dropped_mid_batch_leaves_no_keys_in_flight_in_the_recorder() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let (backend, mut calls) = gated();
+        let loader = metrics::with_local_recorder(&recorder, || {
+            DataLoader::builder(backend.clone())
+                .name("dropped-loader")
+                .build()
+                .unwrap()
+        });
+        let mut load = Box::pin(loader.load_many([1, 2, 3]));
+        assert!(poll_once(&mut load).await);
+        let call = bounded("batch", calls.next()).await;
+        drop(load);
+        drop(loader);
+        call.reply(Reply::Values);
+        settle().await;
+        herder::metrics::flush();
+        let g = gauges(&snapshotter, "dropped-loader");
+        assert_eq!(g.get("herder_dataloader_keys_in_flight"), Some(&0.0), "{g:?}");
+    }
+
+    /// With the feature on and no recorder at all, every primitive and `flush` work.
+    #[tokio::test(start_paused = true)]
+    async fn no_recorder_installed_nothing_panics() {
+        let cache: Cache<u64, u64> = Cache::builder().name("x").max_capacity(10).build().unwrap();
+        let loader = DataLoader::builder(support::Instant::default())
+            .name("x")
+            .cache(cache.clone())
+            .build()
+            .unwrap();
+        let line: Line<u32> = Line::builder().name("x").build().unwrap();
+        let queue = OperationQueue::builder()
+            .name("x")
+            .runners(1)
+            .pause_while_recovering(&line)
+            .build()
+            .unwrap();
+        let flight: SingleFlight<u64, u64> = SingleFlight::builder().name("x").build();
+        assert_eq!(loader.load(1).await.unwrap(), Some(10));
+        assert_eq!(line.recover(line.epoch(), || async { 3 }).await.unwrap(), herder::Recovery::Led(3));
+        assert_eq!(queue.submit(async { 4 }).await.unwrap().await.unwrap(), 4);
+        let _ = flight.run(1, || async { 5 }).await;
+        herder::metrics::flush();
+        drop((loader, queue, flight, line, cache));
+        herder::metrics::flush();
+    }
+}
