@@ -230,6 +230,183 @@ async fn prime_during_a_batch_joined_by_a_cache_reader_wins() {
     assert_eq!(loader.load(3).await.unwrap(), Some(333));
 }
 
+/// `get_with` cannot fail: joined to a DataLoader batch that fails, panics or leaves its key
+/// out, it must load the key with its own `init` (as documented), not panic or hang.
+#[tokio::test(start_paused = true)]
+async fn get_with_joined_to_a_failing_panicking_or_omitting_batch_uses_its_own_init() {
+    for (i, reply) in [
+        Reply::Fail("down"),
+        Reply::Panic("boom"),
+        Reply::Map(HashMap::new()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cache = cache(60 * SECOND);
+        let (backend, mut calls) = gated();
+        let loader = DataLoader::builder(backend.clone())
+            .cache(cache.clone())
+            .build()
+            .unwrap();
+        let mut load = Box::pin(loader.load(2));
+        assert!(poll_once(&mut load).await);
+        let call = bounded("batch", calls.next()).await;
+        let cache2 = cache.clone();
+        let read = tokio::spawn(async move { cache2.get_with(2, || async { 5 }).await });
+        settle().await;
+        call.reply(reply);
+        let _ = bounded("load", load).await;
+        let got = bounded("get_with", read).await;
+        assert_eq!(got.ok(), Some(5), "variant {i}: get_with panicked or got another value");
+    }
+    // Cached as absent by a batch (negative TTL): get_with loads it with its own init.
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .negative_ttl(60 * SECOND)
+        .build()
+        .unwrap();
+    let loader = DataLoader::builder(support::Instant::omitting(vec![2]))
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    assert_eq!(loader.load(2).await.unwrap(), None);
+    assert_eq!(bounded("get_with", cache.get_with(2, || async { 5 })).await, 5);
+}
+
+/// With a cache in front the cache is the memo and `memo(true)` has no effect: a key the cache
+/// invalidated must not be served from a memo of the loader's own.
+#[tokio::test(start_paused = true)]
+async fn memo_with_a_cache_in_front_never_serves_what_the_cache_invalidated() {
+    let cache = cache(60 * SECOND);
+    let backend = support::Instant::default();
+    let loader = DataLoader::builder(backend.clone())
+        .memo(true)
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    assert_eq!(loader.load(1).await.unwrap(), Some(10));
+    cache.invalidate(&1);
+    assert_eq!(loader.load(1).await.unwrap(), Some(10));
+    assert_eq!(backend.calls(), 2, "served from the loader's memo after invalidate");
+    cache.insert(1, 77);
+    assert_eq!(loader.load(1).await.unwrap(), Some(77), "the memo shadowed the cache");
+    cache.invalidate_all();
+    assert_eq!(loader.load(1).await.unwrap(), Some(10));
+    assert_eq!(backend.calls(), 3);
+    assert_eq!(loader.stats().memoized, 0);
+}
+
+/// A plain cache reader joined a DataLoader batch, then the batch's only DataLoader caller
+/// leaves: the reader must still get an answer (the batch's value, its own init, or an error),
+/// never hang.
+#[tokio::test(start_paused = true)]
+async fn a_cache_reader_joined_to_a_batch_whose_callers_all_left_is_answered() {
+    for fallible in [true, false] {
+        let cache = cache(60 * SECOND);
+        let (backend, mut calls) = gated();
+        let loader = DataLoader::builder(backend.clone())
+            .cache(cache.clone())
+            .build()
+            .unwrap();
+        let mut load = Box::pin(loader.load(5));
+        assert!(poll_once(&mut load).await);
+        let call = bounded("batch", calls.next()).await;
+        let cache2 = cache.clone();
+        let read = tokio::spawn(async move {
+            if fallible {
+                cache2
+                    .try_get_with(5, || async { Ok::<u64, std::io::Error>(1) })
+                    .await
+                    .ok()
+            } else {
+                Some(cache2.get_with(5, || async { 1 }).await)
+            }
+        });
+        settle().await;
+        drop(load);
+        settle().await;
+        // Whether the batch goes on or not, answer what reached the backend.
+        call.reply(Reply::Values);
+        while let Some(call) = calls.try_next() {
+            call.reply(Reply::Values);
+        }
+        let got = bounded("the joined reader", read).await.unwrap();
+        assert!(
+            matches!(got, Some(50) | Some(1)) || (fallible && got.is_none()),
+            "fallible={fallible}: {got:?}"
+        );
+        assert_eq!(loader.stats().in_flight, 0);
+    }
+}
+
+/// A DataLoader load that finds its key being loaded by another reader of the cache shares that
+/// load's outcome: a value, "not found" from a `fetch`, or a panic of its init.
+#[tokio::test(start_paused = true)]
+async fn a_load_joining_a_cache_readers_load_shares_its_value_absence_or_panic() {
+    for case in 0..3 {
+        let cache = cache(60 * SECOND);
+        let (backend, mut calls) = gated();
+        let loader = DataLoader::builder(backend.clone())
+            .cache(cache.clone())
+            .build()
+            .unwrap();
+        let (release, gate) = oneshot::channel::<()>();
+        let cache2 = cache.clone();
+        let read = tokio::spawn(async move {
+            let _ = cache2
+                .fetch(8, move || async move {
+                    gate.await.unwrap();
+                    match case {
+                        0 => Ok::<_, support::BackendDown>(herder::cache::Loaded::found(88)),
+                        1 => Ok(herder::cache::Loaded::not_found()),
+                        _ => panic!("init panic"),
+                    }
+                })
+                .await;
+        });
+        settle().await;
+        let mut load = Box::pin(loader.load(8));
+        assert!(poll_once(&mut load).await);
+        release.send(()).unwrap();
+        settle().await;
+        // If the load did not join, answer its batch so nothing hangs, and fail below.
+        let own = calls.try_next();
+        let own_batch = own.is_some();
+        if let Some(call) = own {
+            call.reply(Reply::Values);
+        }
+        let got = bounded("load", load).await;
+        let _ = read.await;
+        assert!(!own_batch, "case {case}: the load did not join the reader's load");
+        match case {
+            0 => assert_eq!(got.unwrap(), Some(88)),
+            1 => assert_eq!(got.unwrap(), None),
+            _ => assert!(got.unwrap_err().is_panic(), "case 2"),
+        }
+        let _ = backend;
+    }
+}
+
+/// An explicit `cache.insert` during a batch wins over the batch, as `prime` does.
+#[tokio::test(start_paused = true)]
+async fn a_cache_insert_during_a_batch_wins() {
+    let cache = cache(60 * SECOND);
+    let (backend, mut calls) = gated();
+    let loader = DataLoader::builder(backend.clone())
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    let mut load = Box::pin(loader.load_many([3, 4]));
+    assert!(poll_once(&mut load).await);
+    let call = bounded("batch", calls.next()).await;
+    cache.insert(3, 333);
+    call.reply(Reply::Values);
+    let _ = bounded("load", load).await.unwrap();
+    settle().await;
+    assert_eq!(cache.get(&3), Some(333), "the batch overwrote an explicit insert");
+    assert_eq!(cache.get(&4), Some(40));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. OperationQueue paused on a Line
 // ---------------------------------------------------------------------------------------------
