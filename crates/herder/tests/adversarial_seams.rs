@@ -538,6 +538,94 @@ async fn credential_calls_from_ops_of_a_queue_paused_on_the_credentials_line() {
     bounded("idle", queue.wait_idle()).await;
 }
 
+/// A queued op leading a recovery of the line its queue pauses on is cut by the queue's
+/// per-operation timeout: the recovery runs on (its own task) for the ops that joined it, the
+/// queue stays paused only until it ends, and nothing wedges.
+#[tokio::test(start_paused = true)]
+async fn an_op_leading_a_recovery_cut_by_the_queue_timeout_does_not_wedge_the_queue() {
+    let line: Line<u32> = Line::new();
+    let queue = OperationQueue::builder()
+        .runners(2)
+        .timeout(SECOND)
+        .pause_while_recovering(&line)
+        .build()
+        .unwrap();
+    let (release, gate) = oneshot::channel::<()>();
+    let seen = line.epoch();
+    let l = line.clone();
+    let leader = queue
+        .submit(async move {
+            l.recover(seen, move || async move {
+                gate.await.unwrap();
+                9
+            })
+            .await
+        })
+        .await
+        .unwrap();
+    until("recovering", || line.is_recovering()).await;
+    let joiner = {
+        let l = line.clone();
+        tokio::spawn(async move { l.recover(seen, || async { 0 }).await })
+    };
+    let after = queue.submit(async { 5u32 }).await.unwrap();
+    let err = bounded("leader op", leader).await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(line.is_recovering(), "the recovery stopped with its leader's op");
+    assert_eq!(queue.stats().running, 0);
+    release.send(()).unwrap();
+    let joined = bounded("joiner", joiner).await.unwrap().unwrap();
+    assert_eq!(joined.outcome(), Some(&9));
+    assert_eq!(bounded("op after", after).await.unwrap(), 5);
+    bounded("idle", queue.wait_idle()).await;
+    let s = queue.stats();
+    assert_eq!((s.completed, s.timed_out, s.queued, s.running), (1, 1, 0, 0), "{s:?}");
+}
+
+/// The cache in front has a hard `load_timeout` shorter than the DataLoader's batch: nobody
+/// hangs, the in-flight counts of both return to zero, and a value the cache already gave up
+/// on does not turn up later as if it were fresh (or, if it does, it is the batch's value).
+#[tokio::test(start_paused = true)]
+async fn a_cache_load_timeout_shorter_than_the_batch() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .load_timeout(SECOND)
+        .build()
+        .unwrap();
+    let (backend, mut calls) = gated();
+    let loader = DataLoader::builder(backend.clone())
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    let load = tokio::spawn({
+        let loader = Arc::new(loader);
+        let l = loader.clone();
+        async move { (l.load(6).await.map_err(|e| e.to_string()), l) }
+    });
+    let call = bounded("batch", calls.next()).await;
+    let cache2 = cache.clone();
+    let read = tokio::spawn(async move {
+        cache2
+            .try_get_with(6, || async { Ok::<u64, std::io::Error>(1) })
+            .await
+            .map_err(|e| e.to_string())
+    });
+    settle().await;
+    tokio::time::advance(2 * SECOND).await;
+    settle().await;
+    call.reply(Reply::Values);
+    while let Some(call) = calls.try_next() {
+        call.reply(Reply::Values);
+    }
+    let (loaded, loader) = bounded("load", load).await.unwrap();
+    let read = bounded("read", read).await.unwrap();
+    eprintln!("load {loaded:?} read {read:?} cached {:?}", cache.get(&6));
+    assert!(matches!(loaded, Ok(Some(60))) || loaded.is_err(), "{loaded:?}");
+    assert!(matches!(read, Ok(60) | Ok(1)) || read.is_err(), "{read:?}");
+    bounded("idle", until("idle", || cache.stats().in_flight == 0 && loader.stats().in_flight == 0)).await;
+    assert!(matches!(cache.get(&6), None | Some(60) | Some(1)));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Loads and submits polled on the block_on thread of a hand-built multi-thread runtime
 // ---------------------------------------------------------------------------------------------
