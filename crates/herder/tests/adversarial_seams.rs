@@ -626,6 +626,55 @@ async fn a_cache_load_timeout_shorter_than_the_batch() {
     assert!(matches!(cache.get(&6), None | Some(60) | Some(1)));
 }
 
+/// The cache's `load_timeout` ("a hung backend cannot hold a key forever") and `wait_timeout`
+/// ("the longest a caller waits for a load") seen by a plain cache reader joined to a hung
+/// DataLoader batch (the DataLoader has no load timeout of its own).
+#[tokio::test(start_paused = true)]
+#[ignore = "BUG: the cache's hard load_timeout does not bound a DataLoader batch: a try_get_with reader joined to a hung batch waits forever and the key stays held"]
+async fn a_cache_reader_joined_to_a_hung_batch_is_bounded_by_the_caches_load_timeout() {
+    hung_batch_reader(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cache_reader_joined_to_a_hung_batch_is_bounded_by_the_caches_wait_timeout() {
+    hung_batch_reader(true).await;
+}
+
+async fn hung_batch_reader(wait: bool) {
+    {
+        let builder = Cache::builder().max_capacity(100);
+        let cache: Cache<u64, u64> = if wait {
+            builder.wait_timeout(SECOND).build().unwrap()
+        } else {
+            builder.load_timeout(SECOND).build().unwrap()
+        };
+        let (backend, mut calls) = gated();
+        let loader = DataLoader::builder(backend.clone())
+            .cache(cache.clone())
+            .build()
+            .unwrap();
+        let mut load = Box::pin(loader.load(6));
+        assert!(poll_once(&mut load).await);
+        let _hung = bounded("batch", calls.next()).await;
+        let read = cache.try_get_with(6, || async { Ok::<u64, std::io::Error>(1) });
+        let got = tokio::time::timeout(3 * SECOND, read).await;
+        assert!(
+            matches!(&got, Ok(Err(e)) if e.is_timeout()),
+            "wait_timeout={wait}: reader joined to a hung batch got {got:?} (Err(Elapsed) = still waiting after 3 s)"
+        );
+        if !wait {
+            // The hard limit frees the key: the next read loads again.
+            let next = tokio::time::timeout(
+                SECOND,
+                cache.try_get_with(6, || async { Ok::<u64, std::io::Error>(2) }),
+            )
+            .await;
+            assert!(matches!(next, Ok(Ok(2))), "the hung batch still holds the key: {next:?}");
+        }
+        drop(load);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Loads and submits polled on the block_on thread of a hand-built multi-thread runtime
 // ---------------------------------------------------------------------------------------------
