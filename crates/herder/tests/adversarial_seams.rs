@@ -1121,4 +1121,63 @@ mod with_metrics {
         let s = queue.stats();
         assert_eq!((s.runners, s.queued, s.running), (0, 0, 0), "{s:?}");
     }
+
+    /// Counters across the seam: a DataLoader batch of three keys through a named cache is
+    /// three cache loads (one duration each), one batch of three keys; an invalidated batch
+    /// is still three loads but stores nothing; no counter goes backwards or double counts.
+    #[tokio::test(start_paused = true)]
+    async fn counters_across_the_dataloader_cache_seam() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let (backend, mut calls) = gated();
+        let (cache, loader) = metrics::with_local_recorder(&recorder, || {
+            let cache: Cache<u64, u64> = Cache::builder()
+                .name("seam-c")
+                .max_capacity(100)
+                .build()
+                .unwrap();
+            let loader = DataLoader::builder(backend.clone())
+                .name("seam-l")
+                .cache(cache.clone())
+                .build()
+                .unwrap();
+            (cache, loader)
+        });
+        let mut many = Box::pin(loader.load_many([1, 2, 3]));
+        assert!(poll_once(&mut many).await);
+        bounded("batch", calls.next()).await.reply(Reply::Values);
+        bounded("many", many).await.unwrap();
+        let mut again = Box::pin(loader.load_many([4, 5, 6]));
+        assert!(poll_once(&mut again).await);
+        let call = bounded("batch 2", calls.next()).await;
+        cache.invalidate_all();
+        call.reply(Reply::Values);
+        bounded("again", again).await.unwrap();
+        settle().await;
+        herder::metrics::flush();
+        let mut counters = HashMap::new();
+        let mut hist = HashMap::new();
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let name = key.key().name().to_owned();
+            match value {
+                DebugValue::Counter(v) => {
+                    counters.insert(name, v);
+                }
+                DebugValue::Histogram(v) => {
+                    hist.insert(name, v.len());
+                }
+                _ => {}
+            }
+        }
+        let c = |n: &str| counters.get(n).copied().unwrap_or(0);
+        assert_eq!(c("herder_dataloader_batches_total"), 2, "{counters:?}");
+        assert_eq!(c("herder_dataloader_keys_loaded_total"), 6, "{counters:?}");
+        assert_eq!(c("herder_dataloader_requests_total"), 6, "{counters:?}");
+        assert_eq!(c("herder_cache_loads_total"), 6, "{counters:?}");
+        assert_eq!(c("herder_cache_invalidations_total"), 1, "{counters:?}");
+        assert_eq!(c("herder_cache_load_errors_total"), 0, "{counters:?}");
+        assert_eq!(hist.get("herder_dataloader_batch_size"), Some(&2), "{hist:?}");
+        // invalidate_all dropped batch 1 too, and batch 2 was kept out.
+        assert_eq!(cache.stats().entries, 0);
+    }
 }
