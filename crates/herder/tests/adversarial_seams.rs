@@ -756,7 +756,7 @@ fn block_on_body_drives_a_cached_loader_inside_a_queue_paused_on_a_line() {
             }
             assert_eq!(queue.stats().running, 0);
             release.send(()).unwrap();
-            recovery.await.unwrap().unwrap();
+            let _ = recovery.await.unwrap().unwrap();
             for (i, op) in ops.into_iter().enumerate() {
                 assert_eq!(op.await.unwrap(), Some((10 + i as u64) * 10));
             }
