@@ -59,7 +59,11 @@ async fn invalidate_all_or_clear_all_during_a_batch_keeps_every_value_out() {
         assert_eq!(values.len(), 3, "the batch still answers its caller");
         settle().await;
         for k in 1..=3 {
-            assert_eq!(cache.get(&k), None, "via_loader={via_loader}: key {k} stored");
+            assert_eq!(
+                cache.get(&k),
+                None,
+                "via_loader={via_loader}: key {k} stored"
+            );
         }
         let mut again = Box::pin(loader.load(2));
         assert!(poll_once(&mut again).await, "answered from a stale value");
@@ -100,9 +104,16 @@ async fn a_load_after_a_cache_invalidate_does_not_join_the_stale_batch() {
     settle().await;
     if read_pending {
         let got = bounded("read", read).await.unwrap();
-        assert_ne!(got, 90, "a read started after invalidate got the stale batch's value");
+        assert_ne!(
+            got, 90,
+            "a read started after invalidate got the stale batch's value"
+        );
     }
-    assert_eq!(cache.get(&9), Some(999), "the stale batch overwrote the fresh value");
+    assert_eq!(
+        cache.get(&9),
+        Some(999),
+        "the stale batch overwrote the fresh value"
+    );
     assert_eq!(loader.load(9).await.unwrap(), Some(999));
     assert_eq!(*backend.count.lock().unwrap(), 2);
 }
@@ -155,7 +166,10 @@ async fn a_cache_reader_joined_to_a_batch_that_omits_its_key_completes() {
     assert!(poll_once(&mut load).await);
     let call = bounded("batch", calls.next()).await;
     let mut read = Box::pin(cache.try_get_with(2, || async { Ok::<u64, std::io::Error>(5) }));
-    assert!(poll_once(&mut read).await, "the reader did not join the batch");
+    assert!(
+        poll_once(&mut read).await,
+        "the reader did not join the batch"
+    );
     call.reply(Reply::Map(HashMap::new()));
     assert_eq!(bounded("load", load).await.unwrap(), None);
     let got = bounded("the joined reader", read).await;
@@ -172,7 +186,10 @@ async fn a_cache_reader_joined_to_a_batch_that_omits_its_key_completes() {
         assert_eq!(bounded("again", again).await.unwrap(), Some(20));
     } else {
         // Answered from the cache: only legitimate if the reader's own init filled it.
-        assert!(matches!(got, Ok(5)), "an omitted key was answered from the cache");
+        assert!(
+            matches!(got, Ok(5)),
+            "an omitted key was answered from the cache"
+        );
     }
 }
 
@@ -197,10 +214,21 @@ async fn invalidate_during_a_stale_refresh_batch_keeps_it_out() {
     let refresh = bounded("refresh batch", calls.next()).await;
     cache.invalidate(&4);
     refresh.reply(Reply::Map(HashMap::from([(4, 444)])));
-    bounded("refresh end", until("no load in flight", || cache.stats().in_flight == 0)).await;
-    assert_eq!(cache.get(&4), None, "the refresh begun before invalidate was stored");
+    bounded(
+        "refresh end",
+        until("no load in flight", || cache.stats().in_flight == 0),
+    )
+    .await;
+    assert_eq!(
+        cache.get(&4),
+        None,
+        "the refresh begun before invalidate was stored"
+    );
     let mut again = Box::pin(loader.load(4));
-    assert!(poll_once(&mut again).await, "answered from the invalidated refresh");
+    assert!(
+        poll_once(&mut again).await,
+        "answered from the invalidated refresh"
+    );
     let call = bounded("reload", calls.next()).await;
     call.reply(Reply::Values);
     assert_eq!(bounded("again", again).await.unwrap(), Some(40));
@@ -226,7 +254,11 @@ async fn prime_during_a_batch_joined_by_a_cache_reader_wins() {
     let _ = bounded("load", load).await.unwrap();
     let _ = bounded("read", read).await;
     settle().await;
-    assert_eq!(cache.get(&3), Some(333), "the batch overwrote the primed value");
+    assert_eq!(
+        cache.get(&3),
+        Some(333),
+        "the batch overwrote the primed value"
+    );
     assert_eq!(loader.load(3).await.unwrap(), Some(333));
 }
 
@@ -257,7 +289,11 @@ async fn get_with_joined_to_a_failing_panicking_or_omitting_batch_uses_its_own_i
         call.reply(reply);
         let _ = bounded("load", load).await;
         let got = bounded("get_with", read).await;
-        assert_eq!(got.ok(), Some(5), "variant {i}: get_with panicked or got another value");
+        assert_eq!(
+            got.ok(),
+            Some(5),
+            "variant {i}: get_with panicked or got another value"
+        );
     }
     // Cached as absent by a batch (negative TTL): get_with loads it with its own init.
     let cache: Cache<u64, u64> = Cache::builder()
@@ -270,7 +306,10 @@ async fn get_with_joined_to_a_failing_panicking_or_omitting_batch_uses_its_own_i
         .build()
         .unwrap();
     assert_eq!(loader.load(2).await.unwrap(), None);
-    assert_eq!(bounded("get_with", cache.get_with(2, || async { 5 })).await, 5);
+    assert_eq!(
+        bounded("get_with", cache.get_with(2, || async { 5 })).await,
+        5
+    );
 }
 
 /// With a cache in front the cache is the memo and `memo(true)` has no effect: a key the cache
@@ -287,9 +326,17 @@ async fn memo_with_a_cache_in_front_never_serves_what_the_cache_invalidated() {
     assert_eq!(loader.load(1).await.unwrap(), Some(10));
     cache.invalidate(&1);
     assert_eq!(loader.load(1).await.unwrap(), Some(10));
-    assert_eq!(backend.calls(), 2, "served from the loader's memo after invalidate");
+    assert_eq!(
+        backend.calls(),
+        2,
+        "served from the loader's memo after invalidate"
+    );
     cache.insert(1, 77);
-    assert_eq!(loader.load(1).await.unwrap(), Some(77), "the memo shadowed the cache");
+    assert_eq!(
+        loader.load(1).await.unwrap(),
+        Some(77),
+        "the memo shadowed the cache"
+    );
     cache.invalidate_all();
     assert_eq!(loader.load(1).await.unwrap(), Some(10));
     assert_eq!(backend.calls(), 3);
@@ -377,7 +424,10 @@ async fn a_load_joining_a_cache_readers_load_shares_its_value_absence_or_panic()
         }
         let got = bounded("load", load).await;
         let _ = read.await;
-        assert!(!own_batch, "case {case}: the load did not join the reader's load");
+        assert!(
+            !own_batch,
+            "case {case}: the load did not join the reader's load"
+        );
         match case {
             0 => assert_eq!(got.unwrap(), Some(88)),
             1 => assert_eq!(got.unwrap(), None),
@@ -403,7 +453,11 @@ async fn a_cache_insert_during_a_batch_wins() {
     call.reply(Reply::Values);
     let _ = bounded("load", load).await.unwrap();
     settle().await;
-    assert_eq!(cache.get(&3), Some(333), "the batch overwrote an explicit insert");
+    assert_eq!(
+        cache.get(&3),
+        Some(333),
+        "the batch overwrote an explicit insert"
+    );
     assert_eq!(cache.get(&4), Some(40));
 }
 
@@ -432,7 +486,9 @@ async fn a_recovery_waiting_on_its_own_paused_queue_times_out_and_the_queue_resu
     .await;
     assert!(result.is_err(), "got {result:?}");
     assert!(!line.is_recovering());
-    let after = bounded("submit after", queue.submit(async { 2u32 })).await.unwrap();
+    let after = bounded("submit after", queue.submit(async { 2u32 }))
+        .await
+        .unwrap();
     assert_eq!(bounded("op after", after).await.unwrap(), 2);
     bounded("idle", queue.wait_idle()).await;
     let stats = queue.stats();
@@ -487,7 +543,10 @@ async fn a_queued_op_that_leads_a_recovery_of_its_queues_line_completes() {
     let led = bounded("leader op", leader).await.unwrap().unwrap();
     assert_eq!(led, herder::Recovery::Led(7));
     assert_eq!(bounded("follower", follower).await.unwrap(), 1);
-    assert!(!ran_during.load(SeqCst), "an op started during the recovery");
+    assert!(
+        !ran_during.load(SeqCst),
+        "an op started during the recovery"
+    );
 }
 
 /// Many queued ops calling `Credential::call` whose line pauses their own queue: one refresh,
@@ -571,7 +630,10 @@ async fn an_op_leading_a_recovery_cut_by_the_queue_timeout_does_not_wedge_the_qu
     let after = queue.submit(async { 5u32 }).await.unwrap();
     let err = bounded("leader op", leader).await.unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
-    assert!(line.is_recovering(), "the recovery stopped with its leader's op");
+    assert!(
+        line.is_recovering(),
+        "the recovery stopped with its leader's op"
+    );
     assert_eq!(queue.stats().running, 0);
     release.send(()).unwrap();
     let joined = bounded("joiner", joiner).await.unwrap().unwrap();
@@ -579,7 +641,11 @@ async fn an_op_leading_a_recovery_cut_by_the_queue_timeout_does_not_wedge_the_qu
     assert_eq!(bounded("op after", after).await.unwrap(), 5);
     bounded("idle", queue.wait_idle()).await;
     let s = queue.stats();
-    assert_eq!((s.completed, s.timed_out, s.queued, s.running), (1, 1, 0, 0), "{s:?}");
+    assert_eq!(
+        (s.completed, s.timed_out, s.queued, s.running),
+        (1, 1, 0, 0),
+        "{s:?}"
+    );
 }
 
 /// The cache in front has a hard `load_timeout` shorter than the DataLoader's batch: nobody
@@ -620,9 +686,18 @@ async fn a_cache_load_timeout_shorter_than_the_batch() {
     let (loaded, loader) = bounded("load", load).await.unwrap();
     let read = bounded("read", read).await.unwrap();
     eprintln!("load {loaded:?} read {read:?} cached {:?}", cache.get(&6));
-    assert!(matches!(loaded, Ok(Some(60))) || loaded.is_err(), "{loaded:?}");
+    assert!(
+        matches!(loaded, Ok(Some(60))) || loaded.is_err(),
+        "{loaded:?}"
+    );
     assert!(matches!(read, Ok(60) | Ok(1)) || read.is_err(), "{read:?}");
-    bounded("idle", until("idle", || cache.stats().in_flight == 0 && loader.stats().in_flight == 0)).await;
+    bounded(
+        "idle",
+        until("idle", || {
+            cache.stats().in_flight == 0 && loader.stats().in_flight == 0
+        }),
+    )
+    .await;
     assert!(matches!(cache.get(&6), None | Some(60) | Some(1)));
 }
 
@@ -649,7 +724,10 @@ async fn a_cache_reader_joined_to_a_hung_batch_is_bounded_by_the_caches_soft_loa
         .build()
         .unwrap();
     let (backend, mut calls) = gated();
-    let loader = DataLoader::builder(backend).cache(cache.clone()).build().unwrap();
+    let loader = DataLoader::builder(backend)
+        .cache(cache.clone())
+        .build()
+        .unwrap();
     let mut load = Box::pin(loader.load(6));
     assert!(poll_once(&mut load).await);
     let _hung = bounded("batch", calls.next()).await;
@@ -690,7 +768,10 @@ async fn hung_batch_reader(wait: bool) {
                 cache.try_get_with(6, || async { Ok::<u64, std::io::Error>(2) }),
             )
             .await;
-            assert!(matches!(next, Ok(Ok(2))), "the hung batch still holds the key: {next:?}");
+            assert!(
+                matches!(next, Ok(Ok(2))),
+                "the hung batch still holds the key: {next:?}"
+            );
         }
         drop(load);
     }
@@ -859,8 +940,10 @@ mod with_metrics {
                 .pause_while_recovering(&line)
                 .build()
                 .unwrap();
-            let flight: SingleFlight<u64, u64> =
-                SingleFlight::builder().name("seam-flight").abort_unused(true).build();
+            let flight: SingleFlight<u64, u64> = SingleFlight::builder()
+                .name("seam-flight")
+                .abort_unused(true)
+                .build();
             (cache, loader, queue, line, flight)
         });
         let loader = Arc::new(loader);
@@ -1010,7 +1093,10 @@ mod with_metrics {
             .unwrap();
         let flight: SingleFlight<u64, u64> = SingleFlight::builder().name("x").build();
         assert_eq!(loader.load(1).await.unwrap(), Some(10));
-        assert_eq!(line.recover(line.epoch(), || async { 3 }).await.unwrap(), herder::Recovery::Led(3));
+        assert_eq!(
+            line.recover(line.epoch(), || async { 3 }).await.unwrap(),
+            herder::Recovery::Led(3)
+        );
         assert_eq!(queue.submit(async { 4 }).await.unwrap().await.unwrap(), 4);
         let _ = flight.run(1, || async { 5 }).await;
         herder::metrics::flush();
@@ -1027,8 +1113,11 @@ mod with_metrics {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         let (cache, loader, queue) = metrics::with_local_recorder(&recorder, || {
-            let cache: Cache<u64, u64> =
-                Cache::builder().name("gone-cache").max_capacity(100).build().unwrap();
+            let cache: Cache<u64, u64> = Cache::builder()
+                .name("gone-cache")
+                .max_capacity(100)
+                .build()
+                .unwrap();
             let loader = DataLoader::builder(support::Instant::default())
                 .name("gone-loader")
                 .memo(true)
@@ -1103,7 +1192,11 @@ mod with_metrics {
         until("one runner", || queue.stats().runners == 1).await;
         herder::metrics::flush();
         let all = gauges(&snapshotter);
-        assert_eq!(gauge(&all, "shut-queue", "herder_queue_runners"), Some(1.0), "{all:?}");
+        assert_eq!(
+            gauge(&all, "shut-queue", "herder_queue_runners"),
+            Some(1.0),
+            "{all:?}"
+        );
         drop(release);
         let report = bounded(
             "shutdown",
@@ -1115,8 +1208,16 @@ mod with_metrics {
         settle().await;
         herder::metrics::flush();
         let all = gauges(&snapshotter);
-        for metric in ["herder_queue_runners", "herder_queue_depth", "herder_queue_running"] {
-            assert_eq!(gauge(&all, "shut-queue", metric), Some(0.0), "{metric}: {all:?}");
+        for metric in [
+            "herder_queue_runners",
+            "herder_queue_depth",
+            "herder_queue_running",
+        ] {
+            assert_eq!(
+                gauge(&all, "shut-queue", metric),
+                Some(0.0),
+                "{metric}: {all:?}"
+            );
         }
         let s = queue.stats();
         assert_eq!((s.runners, s.queued, s.running), (0, 0, 0), "{s:?}");
@@ -1176,8 +1277,118 @@ mod with_metrics {
         assert_eq!(c("herder_cache_loads_total"), 6, "{counters:?}");
         assert_eq!(c("herder_cache_invalidations_total"), 1, "{counters:?}");
         assert_eq!(c("herder_cache_load_errors_total"), 0, "{counters:?}");
-        assert_eq!(hist.get("herder_dataloader_batch_size"), Some(&2), "{hist:?}");
+        assert_eq!(
+            hist.get("herder_dataloader_batch_size"),
+            Some(&2),
+            "{hist:?}"
+        );
         // invalidate_all dropped batch 1 too, and batch 2 was kept out.
         assert_eq!(cache.stats().entries, 0);
+    }
+
+    /// `#[tokio::main]`-style: per-request DataLoaders (named, cache in front) built, polled and
+    /// dropped on the block_on thread of a hand-built multi-thread runtime, some cancelled
+    /// mid-batch, while queued ops do the same behind a line recovery: every in-flight gauge
+    /// ends at zero and every cache reader is answered.
+    #[test]
+    fn block_on_per_request_loaders_with_metrics_leave_nothing_in_flight() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let recorder = Arc::new(recorder);
+        rt.block_on(async {
+            let (cache, line, queue) = metrics::with_local_recorder(&*recorder, || {
+                let cache: Cache<u64, u64> = Cache::builder()
+                    .name("bo-cache")
+                    .max_capacity(1000)
+                    .build()
+                    .unwrap();
+                let line: Line<u32> = Line::builder().name("bo-line").build().unwrap();
+                let queue = OperationQueue::builder()
+                    .name("bo-queue")
+                    .runners(2)
+                    .pause_while_recovering(&line)
+                    .build()
+                    .unwrap();
+                (cache, line, queue)
+            });
+            let make = {
+                let (cache, recorder) = (cache.clone(), recorder.clone());
+                move || {
+                    metrics::with_local_recorder(&*recorder, || {
+                        DataLoader::builder(support::Instant::default())
+                            .name("bo-loader")
+                            .cache(cache.clone())
+                            .build()
+                            .unwrap()
+                    })
+                }
+            };
+            bounded("body", async {
+                let (release, gate) = oneshot::channel::<()>();
+                let l = line.clone();
+                let seen = l.epoch();
+                let recovery = tokio::spawn(async move {
+                    l.recover(seen, || async move {
+                        gate.await.unwrap();
+                        1
+                    })
+                    .await
+                });
+                until("recovering", || line.is_recovering()).await;
+                let mut ops = Vec::new();
+                for r in 0..20u64 {
+                    let make2 = make.clone();
+                    ops.push(
+                        queue
+                            .submit(async move {
+                                let loader = make2();
+                                loader.load_many([r, r + 1, r + 2]).await.unwrap().len()
+                            })
+                            .await
+                            .unwrap(),
+                    );
+                    // On the block_on thread: a per-request loader, sometimes cancelled.
+                    let loader = make();
+                    let mut fut = Box::pin(loader.load_many([r + 100, r]));
+                    if r % 3 == 0 {
+                        let _ = poll_once(&mut fut).await;
+                        drop(fut);
+                    } else {
+                        assert_eq!(fut.await.unwrap().len(), 2);
+                    }
+                    let read = cache.get_with(r + 100, || async { 7 }).await;
+                    assert!(read == (r + 100) * 10 || read == 7);
+                }
+                release.send(()).unwrap();
+                let _ = recovery.await.unwrap().unwrap();
+                for op in ops {
+                    assert_eq!(op.await.unwrap(), 3);
+                }
+                queue.wait_idle().await;
+                until("cache idle", || cache.stats().in_flight == 0).await;
+            })
+            .await;
+            herder::metrics::flush();
+        });
+        let all = gauges(&snapshotter);
+        let mut wrong = Vec::new();
+        for (name, metric) in [
+            ("bo-cache", "herder_cache_loads_in_flight"),
+            ("bo-loader", "herder_dataloader_keys_in_flight"),
+            ("bo-queue", "herder_queue_depth"),
+            ("bo-queue", "herder_queue_running"),
+            ("bo-line", "herder_line_recovering"),
+        ] {
+            match gauge(&all, name, metric) {
+                Some(v) if v == 0.0 => {}
+                other => wrong.push(format!("{name}/{metric} = {other:?}")),
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:?}");
     }
 }
