@@ -1037,7 +1037,7 @@ mod with_metrics {
         let all = gauges(&snapshotter);
         for (name, metric) in checks {
             match gauge(&all, name, metric) {
-                Some(v) if v == 0.0 => {}
+                Some(0.0) => {}
                 other => wrong.push(format!("{name}/{metric} = {other:?}")),
             }
         }
@@ -1385,7 +1385,7 @@ mod with_metrics {
             ("bo-line", "herder_line_recovering"),
         ] {
             match gauge(&all, name, metric) {
-                Some(v) if v == 0.0 => {}
+                Some(0.0) => {}
                 other => wrong.push(format!("{name}/{metric} = {other:?}")),
             }
         }
