@@ -5,6 +5,8 @@
 //!   queued job next to a runner asleep with nobody to wake it.
 //! * **No exit under a submission**: a close racing a submission and a runner. If the
 //!   submission is accepted, the runner does not exit before taking the job.
+//! * **Held off, still reachable**: a runner held off by a recovering line parks where a close
+//!   reaches it, so that an empty queue drains while the line recovers.
 //! * **Runner lifecycle**: registering and attaching a runner (as `set_runners` does around
 //!   the spawn) racing the runner's exit and a shutdown collecting the abort handles. No
 //!   runner escapes the shutdown, and an attach never reaches a runner that reused the index.
@@ -105,6 +107,29 @@ fn a_runner_does_not_exit_under_an_accepted_submission() {
             // or exits if there is none).
             Pass::Parked => assert_eq!(waking, 1, "a parked runner was left asleep"),
             Pass::Exited => assert!(!accepted, "the runner exited under an accepted job"),
+        }
+    });
+}
+
+/// A runner held off by a recovering line parks where `close` reaches it: closing an empty
+/// queue wakes it (or it sees the close and exits), so `drain` never waits on the line.
+#[test]
+fn a_runner_held_off_by_a_line_is_reached_by_close() {
+    loom::model(|| {
+        let (core, (key, _, _)) = queue();
+        let closer = {
+            let core = core.clone();
+            thread::spawn(move || core.close())
+        };
+        let pass = match core.idle(key.id, true) {
+            Idle::Retry => panic!("a held-off runner never retries"),
+            Idle::Wait => Pass::Parked,
+            Idle::Exit => Pass::Exited,
+        };
+        closer.join().unwrap();
+        let (_, waking) = core.lifecycle();
+        if pass == Pass::Parked {
+            assert_eq!(waking, 1, "close left a held-off runner asleep");
         }
     });
 }
