@@ -173,6 +173,11 @@ impl<L: Loader> Builder<L> {
     ///
     /// The loader's keys the batch leaves out are cached as absent when the cache has a
     /// `negative_ttl`. Fail-safe does not apply to batches (a failed batch fails its callers).
+    /// The cache's `load_timeout` bounds a batch as this loader's own `load_timeout` does (the
+    /// shorter wins), so that a hung backend cannot hold the cache's keys through a batch; its
+    /// `soft_load_timeout` does not apply to batches, as to the cache's own bulk loads (a
+    /// batch has no single stale value to answer with): its readers can bound their wait with
+    /// the cache's `wait_timeout`.
     ///
     /// A load that finds its key being loaded by another reader of the cache waits for that
     /// load and shares its outcome: its value, or its failure when the other reader's loader
@@ -236,6 +241,10 @@ impl<L: Loader> Builder<L> {
         // the cache has invalidated.
         config.memo &= self.cache.is_none();
         let cache = self.cache.as_ref().map(CacheFront::new);
+        // A batch that fills the cache is bounded by the cache's hard load limit too.
+        if let Some(limit) = cache.as_ref().and_then(CacheFront::load_timeout) {
+            config.load_timeout = Some(config.load_timeout.map_or(limit, |own| own.min(limit)));
+        }
         Ok(DataLoader::from_parts(
             self.loader,
             config,

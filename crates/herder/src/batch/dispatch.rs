@@ -292,9 +292,8 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
                     took,
                 },
                 Ok(Landed::Done(Err(error))) => BatchEnd::Error(error),
-                // The cache's own contract for a timed-out batch is the cache side's to settle;
-                // until then its flights end as cancelled, so that no reader waits for them.
-                Ok(Landed::TimedOut(_)) => BatchEnd::Failed(&CANCELLED),
+                // Its readers get a timeout, as from a load of the cache's own cut by its limit.
+                Ok(Landed::TimedOut(limit)) => BatchEnd::TimedOut(*limit),
                 Err(failure) => BatchEnd::Failed(failure),
             };
             cache.finish(tickets, end, &ttls);
@@ -303,9 +302,6 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
         guard.closed = next;
     }
 }
-
-/// How the cache's flights of a timed-out batch end (see [`run`]).
-const CANCELLED: Failure = Failure::Cancelled;
 
 /// Fails the running batch, and the batches queued behind it, if its task is dropped first.
 struct RunGuard<L: Loader> {

@@ -76,6 +76,8 @@ pub(crate) enum BatchEnd<'a, V, E> {
     Error(&'a Arc<E>),
     /// The loader panicked, or its batch was cancelled.
     Failed(&'a Failure),
+    /// The batch ran past its load timeout (the loader's, or the cache's `load_timeout`).
+    TimedOut(Duration),
 }
 
 /// The TTLs a tier's answers carry, by key, for [`CacheFront::finish`].
@@ -96,6 +98,13 @@ where
         CacheFront {
             inner: cache.inner.clone(),
         }
+    }
+
+    /// The cache's hard limit on a load (its `load_timeout`), which bounds a batch that leads
+    /// its flights as it bounds the cache's own loads: a hung backend cannot hold a key of the
+    /// cache for ever through a DataLoader either.
+    pub(crate) fn load_timeout(&self) -> Option<std::time::Duration> {
+        self.inner.config.load_timeout
     }
 
     /// Looks `key` up; on a miss, leads or joins its flight.
@@ -189,6 +198,11 @@ where
                     late: None,
                 }),
                 BatchEnd::Failed(Failure::Cancelled) => Err(Failure::Cancelled),
+                BatchEnd::TimedOut(limit) => Ok(Landing::Failed {
+                    cause: Cause::TimedOut(*limit),
+                    fallback: None,
+                    late: None,
+                }),
             };
             self.inner.finish_load(ticket, landing, None);
         }

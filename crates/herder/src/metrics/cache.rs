@@ -77,3 +77,13 @@ impl CacheMetrics {
         self.in_flight.set(stats.in_flight as f64);
     }
 }
+
+/// A primitive that is gone holds nothing: its gauges go back to 0 rather than keep its last
+/// value (its counters keep what it counted).
+impl Drop for CacheMetrics {
+    fn drop(&mut self) {
+        self.entries.set(0.0);
+        self.weight.set(0.0);
+        self.in_flight.set(0.0);
+    }
+}

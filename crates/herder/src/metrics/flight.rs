@@ -42,3 +42,11 @@ impl FlightMetrics {
         self.in_flight.set(stats.in_flight as f64);
     }
 }
+
+/// A primitive that is gone holds nothing: its gauges go back to 0 rather than keep its last
+/// value (its counters keep what it counted).
+impl Drop for FlightMetrics {
+    fn drop(&mut self) {
+        self.in_flight.set(0.0);
+    }
+}

@@ -49,3 +49,11 @@ impl LineMetrics {
             .set(if stats.recovering { 1.0 } else { 0.0 });
     }
 }
+
+/// A primitive that is gone holds nothing: its gauges go back to 0 rather than keep its last
+/// value (its counters keep what it counted).
+impl Drop for LineMetrics {
+    fn drop(&mut self) {
+        self.recovering.set(0.0);
+    }
+}

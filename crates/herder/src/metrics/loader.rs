@@ -66,3 +66,12 @@ impl LoaderMetrics {
         self.memoized.set(stats.memoized as f64);
     }
 }
+
+/// A primitive that is gone holds nothing: its gauges go back to 0 rather than keep its last
+/// value (its counters keep what it counted).
+impl Drop for LoaderMetrics {
+    fn drop(&mut self) {
+        self.in_flight.set(0.0);
+        self.memoized.set(0.0);
+    }
+}

@@ -6,7 +6,8 @@
 //! [`SingleFlight`](crate::single_flight::Builder::name), [`Line`](crate::line::Builder::name),
 //! [`OperationQueue`](crate::queue::Builder::name)): it becomes the label `name` of every
 //! series that primitive records (`herder_cache_hits_total{name="books"}`). Unnamed primitives
-//! record under `name=""`; their counters add up, their gauges are the last one's.
+//! record under `name=""`; their counters add up, their gauges are the last one's. A dropped
+//! primitive sets its gauges to 0 (the next flush of a live one of the same name sets them again).
 //!
 //! # When values are recorded
 //!

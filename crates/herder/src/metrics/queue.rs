@@ -92,3 +92,13 @@ impl QueueMetrics {
         self.runners.set(stats.runners as f64);
     }
 }
+
+/// A primitive that is gone holds nothing: its gauges go back to 0 rather than keep its last
+/// value (its counters keep what it counted).
+impl Drop for QueueMetrics {
+    fn drop(&mut self) {
+        self.depth.set(0.0);
+        self.running.set(0.0);
+        self.runners.set(0.0);
+    }
+}

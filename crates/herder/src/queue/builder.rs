@@ -104,7 +104,8 @@ impl<Q> Builder<Q> {
     /// Starts no new operation while `line` runs a recovery (operations already running carry
     /// on). Operations that would fail for the reason the line is recovering from (an expired
     /// token) then wait in the queue instead of failing one after the other. May be called for
-    /// several lines.
+    /// several lines. A recovery of `line` must not wait for an operation of this queue (it
+    /// would wait for itself): give the line a `recovery_timeout` if it might.
     pub fn pause_while_recovering<O>(mut self, line: &Line<O>) -> Self
     where
         O: Clone + Send + 'static,
