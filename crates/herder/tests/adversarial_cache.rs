@@ -863,3 +863,59 @@ async fn a_value_whose_clone_panics_never_wedges_its_key() {
     assert!(later == Fragile(1) || later == Fragile(2), "{later:?}");
     assert_eq!(cache.stats().in_flight, 0, "{:?}", cache.stats());
 }
+
+/// The same across the DataLoader seam: a DataLoader load that joins a cache load released
+/// early at its soft timeout takes that load's fail-safe fallback only if the cache could still
+/// serve it (here 100 s past `max_stale`, it could not).
+#[tokio::test(start_paused = true)]
+async fn a_dataloader_joined_to_a_soft_timed_out_load_never_gets_a_fallback_past_max_stale() {
+    struct Rows;
+    impl herder::Loader for Rows {
+        type Key = u32;
+        type Value = String;
+        type Error = BackendDown;
+        async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, String>, BackendDown> {
+            Ok(keys.iter().map(|k| (*k, "v3".to_string())).collect())
+        }
+    }
+    let cache: Cache<u32, String> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(10))
+        .fail_safe(Duration::from_secs(1), Duration::from_secs(5))
+        .soft_load_timeout(Duration::from_millis(100))
+        .load_timeout(Duration::from_secs(3_600))
+        .build()
+        .unwrap();
+    let rows = herder::DataLoader::builder(Rows)
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    cache.insert(1, "v1".into());
+    tokio::time::advance(Duration::from_millis(10_500)).await; // kept: 0.5 s past its TTL
+    let gate = Gate::default();
+    let first = tokio::spawn({
+        let (cache, gate) = (cache.clone(), gate.clone());
+        async move {
+            cache
+                .fetch(1, move || async move {
+                    gate.pass().await;
+                    Ok::<_, BackendDown>(Loaded::found("v2".to_string()))
+                })
+                .await
+        }
+    });
+    until("the load runs", || gate.calls() == 1).await;
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status, Status::StaleOnTimeout, "the control");
+    // 100 s later, the cache's load still under way.
+    tokio::time::advance(Duration::from_secs(100)).await;
+    let late = tokio::time::timeout(BOUND, rows.load(1))
+        .await
+        .expect("the load hung");
+    assert!(
+        !matches!(&late, Ok(Some(v)) if v == "v1"),
+        "served v1, 100 s past its TTL with max_stale 1 s: {late:?}"
+    );
+    gate.open(1);
+}

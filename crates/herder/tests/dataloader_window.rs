@@ -400,6 +400,15 @@ async fn a_batch_its_opener_started_goes_on_without_the_opener() {
         tokio::task::yield_now().await;
     };
     assert_eq!(call.keys, vec![1]);
+    // The joiner has asked (and joined the batch) before the batch answers: on a busy machine
+    // its task may not have run yet, and it would then load key 1 in a batch of its own.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while loader.stats().requests < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the joiner never asked");
     // The opener is never polled again: the batch, now its own task, answers the joiner.
     call.reply(Reply::Values);
     let answer = tokio::time::timeout(Duration::from_secs(5), joiner)

@@ -49,7 +49,10 @@ pub(crate) enum Consult<K, V> {
 pub(crate) struct LoadTicket<K, V>(CacheTicket<K, V>);
 
 /// The wait for a load of the cache that another reader started.
-pub(crate) struct JoinedLoad<V>(Waiter<Landing<V>>);
+/// The flag says whether fail-safe could still serve this key's stale value to this load: only
+/// then may it take the one a load released early (at its soft timeout) with, as a reader of the
+/// cache would (see `Inner::wait`).
+pub(crate) struct JoinedLoad<V>(Waiter<Landing<V>>, bool);
 
 /// Why a joined load gave no value, in the joiner's terms.
 #[derive(Debug)]
@@ -122,9 +125,9 @@ where
                 Some((ticket, _)) => Consult::HitAndRefresh(fetched.value, LoadTicket(ticket)),
                 None => Consult::Hit(fetched.value),
             },
-            Lookup::Miss(_) => match cache.join_flight(key, true).0 {
+            Lookup::Miss(fallback) => match cache.join_flight(key, true).0 {
                 Join::Found(fetched) => Consult::Hit(fetched.value),
-                Join::Follow(waiter, _) => Consult::Wait(JoinedLoad(waiter)),
+                Join::Follow(waiter, _) => Consult::Wait(JoinedLoad(waiter, fallback.is_some())),
                 Join::Lead(ticket, _) => Consult::Lead(LoadTicket(ticket)),
             },
         }
@@ -249,12 +252,8 @@ impl<V: Clone> JoinedLoad<V> {
             Ok(Landing::Failed {
                 fallback: Some(value),
                 ..
-            }) => Ok(Some(value)),
-            Ok(Landing::Failed {
-                cause,
-                fallback: None,
-                ..
-            }) => Err(match cause {
+            }) if self.1 => Ok(Some(value)),
+            Ok(Landing::Failed { cause, .. }) => Err(match cause {
                 Cause::Error(error) => {
                     let error: Arc<dyn Any + Send + Sync> = error;
                     match error.downcast::<E>() {
