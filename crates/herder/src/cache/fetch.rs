@@ -28,6 +28,9 @@ pub(crate) enum Lookup<V> {
     Miss(Option<Fallback<V>>),
 }
 
+/// How many times a read re-judges an entry that was replaced while it judged an older copy.
+const RETRIES: u8 = 16;
+
 impl<K, V> Inner<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
@@ -41,7 +44,7 @@ where
         K: Borrow<Q>,
     {
         match self.storage.get(key) {
-            Some(entry) => self.classify(key, entry, true),
+            Some(entry) => self.classify(key, entry, RETRIES),
             None => Lookup::Miss(None),
         }
     }
@@ -51,7 +54,7 @@ where
     pub(crate) fn lookup_present(&self, key: &K) -> Lookup<V> {
         match self.storage.get(key) {
             Some(entry) if entry.value().is_none() => Lookup::Miss(None),
-            Some(entry) => self.classify(key, entry, true),
+            Some(entry) => self.classify(key, entry, RETRIES),
             None => Lookup::Miss(None),
         }
     }
@@ -84,7 +87,7 @@ where
             });
             return value;
         }
-        match self.classify(key, entry, true) {
+        match self.classify(key, entry, RETRIES) {
             Lookup::Serve { fetched, .. } => fetched.value,
             Lookup::Miss(_) => None,
         }
@@ -110,7 +113,7 @@ where
 
     /// What a stored entry means now: served (fresh, stale or re-served by fail-safe, maybe
     /// with a refresh due), or a miss (expired, maybe with a fallback).
-    fn classify<Q: Hash + Eq + ?Sized>(&self, key: &Q, entry: Entry<V>, first: bool) -> Lookup<V>
+    fn classify<Q: Hash + Eq + ?Sized>(&self, key: &Q, entry: Entry<V>, retries: u8) -> Lookup<V>
     where
         K: Borrow<Q>,
     {
@@ -196,10 +199,15 @@ where
                     }
                     // Replaced since this read took its copy (a write, or a read with a time to
                     // idle pushing the deadline back while this one was descheduled): the copy
-                    // was stale, the entry that is there now decides, once.
-                    None if first => {
-                        if let Some(current) = self.storage.peek(key) {
-                            return self.classify(key, current, false);
+                    // was stale, the entry that is there now decides. A miss is only ever
+                    // answered for an entry this read found expired and still there (it removed
+                    // it), or found gone: the key really was missing during the read. (Bounded:
+                    // each retry means another write or idle push happened meanwhile.)
+                    None if retries > 0 => {
+                        // Under the key's flight lock: a push of the idle deadline (removed, then
+                        // inserted) may be half done.
+                        if let Some(current) = self.reread_quietly(key) {
+                            return self.classify(key, current, retries - 1);
                         }
                     }
                     None => {}
