@@ -38,11 +38,6 @@ struct Ask {
     ignore_value: bool,
     /// It waited for another instance's lease.
     waited: bool,
-    /// The lease it was last told to wait for (its value).
-    blocked_by: Option<Vec<u8>>,
-    /// While the batch holds its answers back (see `Rounds::holding`): the lease it waits for,
-    /// granted before the batch's own.
-    older: Option<Vec<u8>>,
 }
 
 /// The keys of a batch still to be answered, and how to ask for them.
@@ -60,12 +55,6 @@ struct Rounds<K, V> {
     listening: Vec<(Pin<Box<OwnedNotified>>, WaitGuard<K, V>)>,
     /// The shortest time left on the leases the keys wait for (ms).
     lease_left: u64,
-    /// Answers held back, with the leases among them, while the batch waits for the keys other
-    /// instances hold (see `Rounds::run`); `holding` once it does.
-    held: Vec<(usize, Acquired<V>)>,
-    holding: bool,
-    /// Whether the batch may hold its answers back: on a single server only.
-    may_hold: bool,
 }
 
 impl<K, V> Shared<K, V>
@@ -98,8 +87,6 @@ where
                     keys,
                     ignore_value: false,
                     waited: false,
-                    blocked_by: None,
-                    older: None,
                 });
             }
         }
@@ -112,9 +99,6 @@ where
             backoff: Duration::from_millis(5),
             listening: Vec::new(),
             lease_left: u64::MAX,
-            held: Vec::new(),
-            holding: false,
-            may_hold: !self.connection.is_cluster(),
         };
         let mut acquisition = if rounds.asks.is_empty() {
             Acquisition {
@@ -176,7 +160,6 @@ where
                 let mut retry_now = false;
                 self.lease_left = u64::MAX;
                 for (mut ask, reply) in std::mem::take(&mut self.asks).into_iter().zip(replies) {
-                    ask.blocked_by = None;
                     let answer = match reply {
                         None => Acquired::Unavailable,
                         Some(Reply::Fresh(body, left_ms)) => {
@@ -220,12 +203,11 @@ where
                                 group.grant(ask.key, ask.keys, &self.token, epoch, generation);
                             Acquired::Lead(Box::new(lease))
                         }
-                        Some(Reply::Wait(left_ms, lease)) => {
+                        Some(Reply::Wait(left_ms)) => {
                             if !ask.waited {
                                 ask.waited = true;
                                 bump(&shared.stats.lease_waits);
                             }
-                            ask.blocked_by = Some(lease);
                             self.lease_left = self.lease_left.min(left_ms);
                             again.push(ask);
                             continue;
@@ -234,11 +216,7 @@ where
                     answers.push((ask.index, answer));
                 }
                 self.asks = again;
-                if self.may_hold && !self.asks.is_empty() {
-                    answers = self.hold(answers);
-                }
                 if self.asks.is_empty() {
-                    answers.append(&mut self.held);
                     return Acquisition {
                         answers,
                         later: None,
@@ -256,7 +234,7 @@ where
                     continue;
                 }
                 if self.started.elapsed() >= shared.config.max_wait {
-                    let mut answers: Vec<_> = self
+                    let answers = self
                         .asks
                         .iter()
                         .map(|ask| {
@@ -264,7 +242,6 @@ where
                             (ask.index, Acquired::Unavailable)
                         })
                         .collect();
-                    answers.append(&mut self.held);
                     return Acquisition {
                         answers,
                         later: None,
@@ -272,50 +249,6 @@ where
                 }
             }
         })
-    }
-}
-
-impl<K, V> Rounds<K, V> {
-    /// Whether to hold this round's `answers` back (returning none) and wait for the keys left,
-    /// all held by other instances: what it returns is to be answered now.
-    ///
-    /// A batch that answers a lease at once, with keys other instances are loading still to
-    /// come, loads (`get_many_with` calls its loader once) the keys it waits for too: they would
-    /// reach the backend twice. So a batch that got a lease holds its answers back (its
-    /// watchdog extends its leases meanwhile) while it waits for the others' leases, provided
-    /// each is one it saw held in the round where it got its first lease, so granted before that
-    /// round. That cannot deadlock: such a batch waits only for leases granted before it began
-    /// holding any, by batches that began holding before (a lease is granted in the holder's
-    /// round, after it began), so a chain of waits goes back in time and never closes. It relies
-    /// on a round's script being one atomic step, which holds on a single server (on a cluster a
-    /// round is one script per node: `may_hold` is `false`, and a batch loads the keys it waits
-    /// for with its own). A lease the batch did not see at that round (re-leased since, by
-    /// another batch, after a release, an expiry or an invalidation) ends the holding: the
-    /// answers go out, and the keys left come later (a batch whose loader runs once then loads
-    /// them too), as do the keys still unanswered after `max_wait`.
-    fn hold(&mut self, mut answers: Vec<(usize, Acquired<V>)>) -> Vec<(usize, Acquired<V>)> {
-        let leased = |answers: &[(usize, Acquired<V>)]| {
-            answers
-                .iter()
-                .any(|(_, answer)| matches!(answer, Acquired::Lead(_)))
-        };
-        if !self.holding {
-            if !leased(&answers) {
-                return answers;
-            }
-            self.holding = true;
-            for ask in &mut self.asks {
-                ask.older = ask.blocked_by.clone();
-            }
-        } else if self.asks.iter().any(|ask| ask.older != ask.blocked_by) {
-            // A lease granted after the batch's own: stop holding.
-            self.holding = false;
-            self.may_hold = false;
-            answers.append(&mut self.held);
-            return answers;
-        }
-        self.held.append(&mut answers);
-        answers
     }
 }
 

@@ -106,8 +106,7 @@ for i = tonumber(ARGV[#ARGV]), #ARGV - 1 do K[#K + 1] = ARGV[i] end
 /// flags, one character per key) → one answer per key, in order, then the token (a single key's
 /// acquire is this script with one key): `{1, body, fresh_left_ms}` a fresh value; `{2, epoch, gen, corrupt}`
 /// the lease (`corrupt` is 1 when the stored value was unreadable and was dropped); `{3, body}`
-/// a stale value while another instance holds the lease; `{4, lease_pttl, lease}` wait for
-/// that lease. The token
+/// a stale value while another instance holds the lease; `{4, lease_pttl}` wait. The token
 /// at the end ties the answer to its call: a reply that is not this call's (a connection
 /// whose replies got out of step with its requests) is no answer, never another key's value.
 /// A batch's
@@ -165,7 +164,7 @@ local function one(gk, vk, lk, ek, ignore)
     return {{2, counter(ek, {EPOCH_TTL_MS}), gen, corrupt}}
   end
   if body then return {{3, body}} end
-  return {{4, left, held}}
+  return {{4, left}}
 end
 local out = {{}}
 for i = 1, math.floor(#K / 4) do

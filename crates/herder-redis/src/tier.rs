@@ -36,9 +36,7 @@ use crate::stats::{Counters, RedisStats, bump};
 /// * **Batches.** A DataLoader batch over the cache (or a `get_many_with`) asks for all its keys
 ///   in one script (one per master on a cluster), loads the keys it leased with one loader
 ///   call, fills them with one script, and waits for the keys other instances hold together:
-///   N instances batching the same cold keys load each key once. On a single server a batch
-///   that got leases holds them back while it waits for leases granted before its own, so
-///   that a batch whose loader runs once does not load those keys too (on a cluster it does).
+///   N instances batching the same cold keys load each key once.
 /// * **Invalidation backplane.** [`Cache::invalidate`](herder::Cache::invalidate) deletes the
 ///   value and the lease in Redis, bumps the key's epoch and publishes; every other instance
 ///   evicts its L1 copy. After a lost pub/sub connection an instance flushes its L1 and
@@ -114,8 +112,7 @@ pub(crate) enum Reply {
     /// The lease: epoch, generation, and whether an unreadable stored value was dropped.
     Lease(String, String, bool),
     Stale(Vec<u8>),
-    /// Another instance holds the lease: its time left (ms) and its value.
-    Wait(u64, Vec<u8>),
+    Wait(u64),
 }
 
 impl<K, V> RedisTier<K, V>
@@ -462,9 +459,6 @@ pub(crate) fn parse(value: Value) -> Option<Reply> {
         3 => Some(Reply::Stale(Vec::<u8>::from_redis_value(next()?).ok()?)),
         4 => Some(Reply::Wait(
             u64::try_from(i64::from_redis_value(next()?).ok()?).unwrap_or(0),
-            next()
-                .and_then(|v| Vec::<u8>::from_redis_value(v).ok())
-                .unwrap_or_default(),
         )),
         _ => None,
     }
