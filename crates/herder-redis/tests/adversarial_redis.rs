@@ -1,8 +1,7 @@
 //! Adversarial tests of the Redis tier against a real `redis-server` (one per test, on a free
 //! loopback port): garbage and wrong-type keys, a paused, killed and restarted server,
 //! invalidations across instances and around loads in flight, leases across instances. Each
-//! bug they found is fixed and its test stays as a regression test, but for the one marked
-//! `#[ignore = "BUG: ..."]`.
+//! bug they found is fixed and its test stays as a regression test.
 
 mod support;
 
@@ -56,17 +55,7 @@ fn instance_within(redis: &RedisServer, budget: Duration) -> Instance {
 }
 
 async fn subscribed(instances: &[&Instance]) {
-    for instance in instances {
-        assert!(
-            eventually(Duration::from_secs(3), || instance
-                .tier
-                .stats()
-                .subscriptions
-                >= 1)
-            .await,
-            "never subscribed"
-        );
-    }
+    support::subscribed(instances.iter().map(|instance| &instance.tier)).await;
 }
 
 /// A backend that counts its calls per key; each value carries the row's version.
@@ -601,9 +590,18 @@ async fn a_dead_instances_lease_is_taken_over_within_its_ttl() {
                 .budget(BUDGET)
                 .build()
                 .unwrap();
+            // Connected first, so that the read's budget is spent on the read alone. (Once, in
+            // CI, no lease was seen here within 3 s; the cause was not pinned down: a first read
+            // past its budget loads without a lease, and a lease count of 1 can be polled past.
+            // The stats are printed should it happen again.)
+            tier.ping().await.unwrap();
             let cache = cache_over(&tier);
             tokio::spawn(async move { cache.get_with(1, std::future::pending::<String>).await });
-            assert!(eventually(Duration::from_secs(3), || tier.stats().leases == 1).await);
+            assert!(
+                eventually(Duration::from_secs(3), || tier.stats().leases >= 1).await,
+                "{:?}",
+                tier.stats()
+            );
             granted_tx.send(()).unwrap();
             // Keep the watchdog extending the lease a while, then die.
             tokio::time::sleep(Duration::from_millis(700)).await;
@@ -687,12 +685,10 @@ async fn a_hung_leader_cut_by_load_timeout_releases_its_lease_at_once() {
 
 /// Two instances' bulk reads of overlapping cold keys: A leases 1, 2, 3 and loads them; B
 /// asks for 3, 4, 5, leases 4 and 5 and is told to wait for 3. A `get_many_with` batch calls
-/// its loader once (`Calls::Once`), and once it holds a lease it does not wait for other
-/// instances: it loads the key A is loading too. On a single server the wait could not
-/// deadlock (a batch only waits for leases granted before its own), yet key 3 reaches the
-/// backend twice with a healthy Redis.
+/// its loader once, and it used to load the key it would wait for itself once it held a lease:
+/// key 3 reached the backend twice with a healthy Redis. B now gives its leases back, waits
+/// for A's 3, and leases 4 and 5 again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: overlapping bulk reads on two instances load the shared cold key twice"]
 async fn overlapping_bulk_reads_on_two_instances_load_each_key_once() {
     let Some(redis) = RedisServer::start() else {
         return;
@@ -724,8 +720,9 @@ async fn overlapping_bulk_reads_on_two_instances_load_each_key_once() {
     assert!(eventually(Duration::from_secs(3), || a.tier.stats().leases == 3).await);
     let second = bulk(b.cache.clone(), [3, 4, 5], false);
     assert!(eventually(Duration::from_secs(3), || b.tier.stats().leases == 2).await);
-    // Give B's batch the time to load (it does not wait for A), then let A finish.
-    let b_done = eventually(Duration::from_millis(500), || second.is_finished()).await;
+    // B gives its leases on 4 and 5 back and waits for A's 3: it cannot end before A fills it.
+    assert_eq!(b.tier.stats().lease_waits, 1);
+    assert!(!second.is_finished());
     gate.add_permits(1);
     let (x, y) = (
         bounded("a", Duration::from_secs(5), first)
@@ -740,10 +737,13 @@ async fn overlapping_bulk_reads_on_two_instances_load_each_key_once() {
     assert_eq!((x.len(), y.len()), (3, 3));
     let counts = per_key.lock().unwrap().clone();
     assert_eq!(
-        counts.get(&3),
-        Some(&1),
-        "key 3 loaded by both instances (B finished before A's fill: {b_done}): {counts:?}"
+        counts,
+        (1..=5).map(|k| (k, 1)).collect::<HashMap<u64, usize>>(),
+        "each key loaded once"
     );
+    // B leased 4 and 5 twice (it gave them back), and read 3 from Redis.
+    assert_eq!(b.tier.stats().leases, 4);
+    assert_eq!(b.tier.stats().l2_hits, 1);
 }
 
 /// The namespace's generation key holding another type (a list): reads treat it as corrupt and

@@ -169,16 +169,7 @@ async fn four_instances_batching_the_same_200_cold_keys_load_each_key_once_fleet
         .collect();
     // What an instance caches before its first subscription is flushed by it (it may have missed
     // invalidations meanwhile): subscribe first, so that the L1s are checked below.
-    for instance in &instances {
-        assert!(
-            eventually(Duration::from_secs(3), || instance
-                .tier
-                .stats()
-                .subscriptions
-                >= 1)
-            .await
-        );
-    }
+    support::subscribed(instances.iter().map(|instance| &instance.tier)).await;
     let keys: Vec<u64> = (0..200).collect();
     let start = Arc::new(tokio::sync::Barrier::new(instances.len()));
     let mut batches = Vec::new();

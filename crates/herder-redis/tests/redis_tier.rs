@@ -109,16 +109,7 @@ async fn a_cold_key_read_by_many_instances_reaches_the_backend_once() {
         .collect();
     // A tier's first subscription flushes what its L1 got before (and retires the loads under
     // way, which would start a second local flight): subscribe first, to count one per instance.
-    for instance in &instances {
-        assert!(
-            eventually(Duration::from_secs(3), || instance
-                .tier
-                .stats()
-                .subscriptions
-                >= 1)
-            .await
-        );
-    }
+    support::subscribed(instances.iter().map(|instance| &instance.tier)).await;
     let mut reads = Vec::new();
     for instance in &instances {
         for _ in 0..50 {

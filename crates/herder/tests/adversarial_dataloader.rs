@@ -495,7 +495,7 @@ async fn a_load_started_after_clear_during_a_load_is_fresh_and_the_old_batch_doe
         let loader = loader.clone();
         async move { loader.load(1).await }
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    support::until("the fresh load is asked", || loader.stats().requests == 2).await;
     ctl.block.lock().unwrap().clear();
     ctl.release.notify_one();
     assert_eq!(

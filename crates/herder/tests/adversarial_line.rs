@@ -493,8 +493,9 @@ async fn hold_recovery(line: &Line<()>, release: Arc<Notify>) -> tokio::task::Jo
 /// A queue paused on two lines. The runner waits for the lines one after the other and does
 /// not look at the first again after the second clears: if the first started a recovery while
 /// the runner waited for the second, the operation starts during that recovery, which
-/// `pause_while_recovering` promises never happens.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// `pause_while_recovering` promises never happens. On one thread, so that the runner is known
+/// to be waiting at the gates at each step.
+#[tokio::test]
 async fn two_gating_lines_no_operation_starts_during_either_recovery() {
     let first: Line<()> = Line::new();
     let second: Line<()> = Line::new();
@@ -514,14 +515,16 @@ async fn two_gating_lines_no_operation_starts_during_either_recovery() {
         })
         .await
         .unwrap();
-    // The runner passes the first (clear) gate and waits on the second.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The runner runs (this task yields to it), passes the first (clear) gate and waits on the
+    // second.
+    support::settle().await;
     let release_first = Arc::new(Notify::new());
     let first_task = hold_recovery(&first, release_first.clone()).await;
     release_second.notify_one();
     timeout(BOUND, second_task).await.unwrap().unwrap();
-    // The first line still recovers: the operation must not have started.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The runner, woken by the second line's end, runs again. The first line still recovers:
+    // the operation must not have started.
+    support::settle().await;
     assert_eq!(
         started_during.load(SeqCst),
         usize::MAX,

@@ -204,17 +204,9 @@ async fn submit_waiting_for_a_place_is_refused_by_close_and_by_shutdown() {
     .await
     .unwrap();
     let queued = queue.submit(async { 1u8 }).await.unwrap();
-    let waiting = tokio::spawn({
-        let queue = queue.clone();
-        async move {
-            queue
-                .submit(async { 2u8 })
-                .await
-                .map(|_| ())
-                .map_err(|e| e.into_operation())
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Polled once, this submission waits for the single place.
+    let mut waiting = Box::pin(queue.submit(async { 2u8 }));
+    assert!(support::poll_once(&mut waiting).await);
     let report = timeout(
         BOUND,
         queue.shutdown(Instant::now() + Duration::from_millis(50)),
@@ -222,8 +214,8 @@ async fn submit_waiting_for_a_place_is_refused_by_close_and_by_shutdown() {
     .await
     .unwrap();
     assert_eq!((report.aborted, report.cancelled), (1, 1));
-    let refused = timeout(BOUND, waiting).await.unwrap().unwrap();
-    assert_eq!(refused.unwrap_err().await, 2);
+    let refused = timeout(BOUND, waiting).await.unwrap();
+    assert_eq!(refused.map(|_| ()).unwrap_err().into_operation().await, 2);
     assert!(
         timeout(BOUND, stuck)
             .await
@@ -437,8 +429,9 @@ async fn concurrent_shutdowns_do_not_double_count() {
 }
 
 /// Runners held back by a line whose recovery never ends: shutdown still returns at its
-/// deadline, the queued operations cancelled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// deadline, the queued operations cancelled. On one thread, so that the runners are known to
+/// be parked at the gate when the shutdown starts.
+#[tokio::test]
 async fn shutdown_returns_while_a_gating_recovery_never_ends() {
     let line: Line<()> = Line::new();
     let queue = OperationQueue::builder()
@@ -463,8 +456,9 @@ async fn shutdown_returns_while_a_gating_recovery_never_ends() {
     for i in 0..10 {
         handles.push(queue.submit(async move { i }).await.unwrap());
     }
-    // Let the runners meet the gate.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The runners run (this task yields to them), meet the gate and park.
+    support::settle().await;
+    assert_eq!(queue.stats().queued, 10);
     let report = timeout(
         BOUND,
         queue.shutdown(Instant::now() + Duration::from_millis(50)),

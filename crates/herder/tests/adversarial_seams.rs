@@ -1027,9 +1027,6 @@ mod with_metrics {
             until("line clear", || !line.is_recovering()).await;
         })
         .await;
-        // Let timed-out/abandoned background work (hung loads, pending flights) be dropped.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        herder::metrics::flush();
         let checks = [
             ("seam-cache", "herder_cache_loads_in_flight"),
             ("seam-loader", "herder_dataloader_keys_in_flight"),
@@ -1038,14 +1035,28 @@ mod with_metrics {
             ("seam-line", "herder_line_recovering"),
             ("seam-flight", "herder_single_flight_in_flight"),
         ];
-        let mut wrong = Vec::new();
-        let all = gauges(&snapshotter);
-        for (name, metric) in checks {
-            match gauge(&all, name, metric) {
-                Some(0.0) => {}
-                other => wrong.push(format!("{name}/{metric} = {other:?}")),
+        // Timed-out and abandoned background work (hung loads, pending flights) may still be
+        // on its way out: read the gauges again until they are all 0, or the bound passes. (A
+        // snapshot zeroes the recorder's gauges, but each flush sets all six again: their
+        // primitives are alive.)
+        let wrong = |all: &HashMap<(String, String), f64>| -> Vec<String> {
+            checks
+                .iter()
+                .filter_map(|&(name, metric)| match gauge(all, name, metric) {
+                    Some(0.0) => None,
+                    other => Some(format!("{name}/{metric} = {other:?}")),
+                })
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + 5 * SECOND;
+        let wrong = loop {
+            herder::metrics::flush();
+            let wrong = wrong(&gauges(&snapshotter));
+            if wrong.is_empty() || std::time::Instant::now() > deadline {
+                break wrong;
             }
-        }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         assert!(wrong.is_empty(), "{wrong:?}");
         let s = queue.stats();
         assert_eq!((s.queued, s.running), (0, 0), "{s:?}");

@@ -27,3 +27,21 @@ pub fn assert_taken_over_in_time(waited: std::time::Duration, lease_ms: u64) {
         "took over too late: {waited:?}"
     );
 }
+
+/// Waits until every tier has subscribed to its invalidation channel (within 5 s). A tier's
+/// first subscription flushes what its L1 got before it (it may have missed invalidations
+/// meanwhile): tests that count loads or look at L1s subscribe first.
+pub async fn subscribed<'a, K: 'a, V: 'a>(
+    tiers: impl IntoIterator<Item = &'a herder_redis::RedisTier<K, V>>,
+) {
+    for tier in tiers {
+        assert!(
+            eventually(std::time::Duration::from_secs(5), || tier
+                .stats()
+                .subscriptions
+                >= 1)
+            .await,
+            "never subscribed"
+        );
+    }
+}

@@ -69,7 +69,7 @@ where
     {
         let entry = match self.storage.get(key) {
             Some(entry) => entry,
-            None if self.config.tti.is_some() => self.reread(key)?,
+            None if self.config.tti.is_some() => self.reread(key, false)?,
             None => return None,
         };
         // Never expires; or fresh, with nothing to do on a hit (no early refresh, no idle
@@ -96,19 +96,15 @@ where
     /// A miss, read again under the key's flight lock. With an idle timer, a read that pushes
     /// an entry's deadline back replaces it under that lock (`Inner::touch`: removed, then
     /// inserted again): read without the lock, a key read all the time could look missing.
-    pub(crate) fn reread<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<Entry<V>>
+    /// `quietly`: without counting as a use (`peek`).
+    pub(crate) fn reread<Q: Hash + Eq + ?Sized>(&self, key: &Q, quietly: bool) -> Option<Entry<V>>
     where
         K: Borrow<Q>,
     {
-        self.flights.with_lock(key, || self.storage.get(key))
-    }
-
-    /// [`reread`](Self::reread) without counting as a use (`peek`).
-    pub(crate) fn reread_quietly<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<Entry<V>>
-    where
-        K: Borrow<Q>,
-    {
-        self.flights.with_lock(key, || self.storage.peek(key))
+        self.flights.with_lock(key, || match quietly {
+            true => self.storage.peek(key),
+            false => self.storage.get(key),
+        })
     }
 
     /// What a stored entry means now: served (fresh, stale or re-served by fail-safe, maybe
@@ -206,7 +202,7 @@ where
                     None if retries > 0 => {
                         // Under the key's flight lock: a push of the idle deadline (removed, then
                         // inserted) may be half done.
-                        if let Some(current) = self.reread_quietly(key) {
+                        if let Some(current) = self.reread(key, true) {
                             return self.classify(key, current, retries - 1);
                         }
                     }

@@ -519,7 +519,7 @@ where
         let entry = match self.inner.storage.peek(key) {
             Some(entry) => entry,
             // See `Inner::reread`.
-            None if self.inner.config.tti.is_some() => match self.inner.reread_quietly(key) {
+            None if self.inner.config.tti.is_some() => match self.inner.reread(key, true) {
                 Some(entry) => entry,
                 None => return false,
             },
