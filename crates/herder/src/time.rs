@@ -7,6 +7,7 @@
 //! that any setting a builder accepts is safe later: from [`NEVER`] on (about 30 years, where
 //! tokio's own `sleep` puts a deadline it cannot represent) a limit never fires.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -30,53 +31,67 @@ pub(crate) fn reachable(deadline: Instant) -> Instant {
 }
 
 /// What herder's own fallbacks sleep on (the DataLoader's janitor, a queue's shutdown deadline):
-/// tokio's timer, or on a runtime built without the time driver (no `enable_time`) a thread of
-/// the runtime's blocking pool, so that these work there too. (Settings that set a timer on every
-/// use, a batching delay or a timeout, need the time driver, as tokio's timers do.)
+/// tokio's timer, which follows a paused clock; or, where there is none (a runtime built without
+/// the time driver, no runtime at all), the one timer thread of `futures-timer`, shared by the
+/// process and tied to no runtime (dropping a runtime never waits for it, a busy blocking pool
+/// does not delay it). (Settings that set a timer on every use, a batching delay or a timeout,
+/// need the time driver, as tokio's timers do.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Timer {
     Tokio,
-    Blocking,
+    Thread,
 }
 
-/// The runtimes found to have no time driver. Only those are kept: the test costs a panic caught
-/// (which the panic hook reports, once per such runtime).
-static TIMERLESS: std::sync::Mutex<Vec<tokio::runtime::Id>> = std::sync::Mutex::new(Vec::new());
+/// How many runtimes found to have no time driver are remembered, the newest: a runtime that
+/// is forgotten is probed again (one more caught panic).
+const REMEMBERED: usize = 1024;
+
+/// The runtimes found to have no time driver, the newest last. Only those are kept: the test
+/// costs a panic caught (which the panic hook reports).
+static TIMERLESS: std::sync::Mutex<VecDeque<tokio::runtime::Id>> =
+    std::sync::Mutex::new(VecDeque::new());
 
 impl Timer {
-    /// The timer of the current runtime.
+    /// The timer of the current runtime, if any.
     ///
-    /// # Panics
-    ///
-    /// Outside a Tokio runtime.
+    /// tokio has no way to ask whether a runtime has the time driver: making a timer on one
+    /// that has none panics, which this catches, once per runtime (under the lock, so that
+    /// racing first uses panic once). A program built with `panic = "abort"` could not catch
+    /// it: there herder always sleeps on the timer thread (a paused clock does not apply to
+    /// these sleeps then). A panic hook that ends the process defeats the probe too: such a
+    /// program must give its runtimes the time driver.
     pub(crate) fn current() -> Timer {
-        let id = tokio::runtime::Handle::current().id();
-        let timerless = || TIMERLESS.lock().unwrap_or_else(|e| e.into_inner());
-        if timerless().contains(&id) {
-            return Timer::Blocking;
+        if cfg!(panic = "abort") {
+            return Timer::Thread;
         }
-        // tokio has no way to ask: making a timer on a runtime without one panics.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Timer::Thread;
+        };
+        let id = runtime.id();
+        let mut timerless = TIMERLESS.lock().unwrap_or_else(|e| e.into_inner());
+        if timerless.contains(&id) {
+            return Timer::Thread;
+        }
         match std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))) {
             Ok(()) => Timer::Tokio,
             Err(payload) => {
                 crate::flight::quietly(move || drop(payload));
-                timerless().push(id);
-                Timer::Blocking
+                if timerless.len() == REMEMBERED {
+                    timerless.pop_front();
+                }
+                timerless.push_back(id);
+                Timer::Thread
             }
         }
     }
 
-    /// Sleeps until `deadline`.
+    /// Sleeps until `deadline` (at most [`NEVER`] from now).
     pub(crate) async fn sleep_until(self, deadline: Instant) {
+        let deadline = reachable(deadline);
         match self {
-            Timer::Tokio => tokio::time::sleep_until(reachable(deadline)).await,
-            Timer::Blocking => {
-                // The thread waits on a channel whose sender this future holds: dropped early,
-                // the future frees the thread at once (a runtime waits for its blocking threads
-                // when it shuts down).
-                let (_awake, asleep) = std::sync::mpsc::channel::<()>();
-                let wait = deadline.saturating_duration_since(Instant::now());
-                let _ = tokio::task::spawn_blocking(move || asleep.recv_timeout(wait)).await;
+            Timer::Tokio => tokio::time::sleep_until(deadline).await,
+            Timer::Thread => {
+                futures_timer::Delay::new(deadline.saturating_duration_since(Instant::now())).await;
             }
         }
     }
@@ -124,21 +139,28 @@ mod tests {
     }
 
     #[test]
-    fn a_runtime_without_the_time_driver_sleeps_on_its_blocking_pool() {
+    fn a_runtime_without_the_time_driver_or_none_sleeps_on_the_timer_thread() {
+        assert_eq!(Timer::current(), Timer::Thread, "outside a runtime");
         let timerless = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         timerless.block_on(async {
-            assert_eq!(Timer::current(), Timer::Blocking);
+            assert_eq!(Timer::current(), Timer::Thread);
             // Remembered: no second panic.
-            assert_eq!(Timer::current(), Timer::Blocking);
+            assert_eq!(Timer::current(), Timer::Thread);
+            assert!(
+                TIMERLESS
+                    .lock()
+                    .unwrap()
+                    .contains(&tokio::runtime::Handle::current().id())
+            );
             let start = Instant::now();
             Timer::current()
                 .sleep_until(start + Duration::from_millis(20))
                 .await;
             assert!(start.elapsed() >= Duration::from_millis(20));
-            // A sleep dropped early frees its thread: the runtime shuts down at once.
-            let far = Timer::current().sleep_until(start + NEVER);
+            // A deadline past [`NEVER`] is brought within reach.
+            let far = Timer::current().sleep_until(start + 2 * NEVER);
             assert!(futures_util::FutureExt::now_or_never(Box::pin(far)).is_none());
         });
         drop(timerless);
@@ -147,5 +169,16 @@ mod tests {
             .build()
             .unwrap();
         timed.block_on(async { assert_eq!(Timer::current(), Timer::Tokio) });
+    }
+
+    #[test]
+    fn only_the_newest_timerless_runtimes_are_remembered() {
+        for _ in 0..REMEMBERED + 8 {
+            let timerless = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            timerless.block_on(async { assert_eq!(Timer::current(), Timer::Thread) });
+        }
+        assert!(TIMERLESS.lock().unwrap().len() <= REMEMBERED);
     }
 }

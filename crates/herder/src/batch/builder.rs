@@ -88,7 +88,9 @@ impl<L: Loader> Builder<L> {
     /// keys keep arriving for that long, the loader's fallback timer (one task per loader while
     /// windows keep opening) dispatches the batch 100 to 200 ms after it opened (counted in
     /// `unattended_windows`). On a runtime built without the time driver (no `enable_time`) the
-    /// fallback timer sleeps on a thread of the runtime's blocking pool; a non-zero `delay`, and
+    /// fallback timer sleeps on a timer thread shared by the process (herder finds out by
+    /// catching the panic tokio raises when a timer is made, once per runtime: a program whose
+    /// panic hook ends the process must build its runtimes with the time driver); a non-zero `delay`, and
     /// `load_timeout`, need the time driver, as tokio's timers do. Any duration is accepted.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.config.window = if delay.is_zero() {

@@ -283,8 +283,11 @@ impl OperationQueue {
     /// queued and aborts those still running. Every handle tells what happened to its operation
     /// (its output, or [`is_cancelled`](OperationError::is_cancelled) /
     /// [`is_aborted`](OperationError::is_aborted)); the report counts what had to be stopped.
-    /// On a runtime built without the time driver (no `enable_time`), the deadline is kept by a
-    /// thread of the runtime's blocking pool instead of tokio's timer.
+    /// On a runtime built without the time driver (no `enable_time`), or outside any runtime,
+    /// the deadline is kept by a timer thread shared by the process (`futures-timer`'s) instead
+    /// of tokio's timer. (herder finds out that a runtime has no time driver by catching the
+    /// panic tokio raises when a timer is made, once per runtime: a program whose panic hook
+    /// ends the process must build its runtimes with the time driver.)
     ///
     /// # Cancel safety
     ///
