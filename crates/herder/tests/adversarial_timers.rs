@@ -305,15 +305,13 @@ fn a_janitor_lost_with_its_runtime_is_replaced() {
     assert_eq!(loader.stats().cancelled, 0);
 }
 
-/// BUG. The loader's janitor belongs to the runtime of the window that started it, and while
-/// it is alive (5 s after the last window) no other is started. A loader used on a
+/// Regression: the loader's janitor belonged to the runtime of the window that started it, and
+/// while it was alive (5 s after the last window) no other was started. A loader used on a
 /// current-thread runtime whose `block_on` has returned (the runtime kept, not driven: a second
-/// runtime, a test's helper runtime, a sync wrapper) leaves its janitor there, alive and never
-/// polled; then on another runtime an opener that is parked (polled once) keeps its window open
-/// for good: no janitor looks at it, and a load that joined it waits forever. (`janitor_lost`
-/// covers only a dropped runtime.) Time driver or not: here both have it.
+/// runtime, a test's helper runtime, a sync wrapper) left its janitor there, alive and never
+/// polled; then on another runtime an opener that is parked (polled once) kept its window open
+/// for good. Each runtime that openers are polled on now has its own janitor.
 #[test]
-#[ignore = "BUG: a janitor left on a runtime that is no longer driven never closes a parked window opened on another runtime"]
 fn a_janitor_on_an_idle_runtime_leaves_parked_windows_open() {
     let backend = support::Instant::default();
     let loader = DataLoader::new(backend.clone());

@@ -85,7 +85,7 @@ impl<L: Loader> Builder<L> {
     /// polled in one task (a GraphQL resolver tree) needs, on any runtime flavour and thread, and
     /// it adds microseconds; loads spread over many spawned tasks batch too, while the runtime
     /// keeps running tasks that add keys. If the opener is parked (polled once, never again), or
-    /// keys keep arriving for that long, the loader's fallback timer (one task per loader while
+    /// keys keep arriving for that long, the loader's fallback timer (one task per loader and runtime while
     /// windows keep opening) dispatches the batch 100 to 200 ms after it opened (counted in
     /// `unattended_windows`). On a runtime built without the time driver (no `enable_time`) the
     /// fallback timer sleeps on a timer thread shared by the process (herder finds out by

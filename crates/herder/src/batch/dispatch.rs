@@ -16,8 +16,10 @@
 //! window and spawns the batch.
 //!
 //! An opener that is parked (polled once, never again) would keep its window open: the
-//! loader's janitor ([`janitor`], one task per loader, started by the first window that finds
-//! none alive) looks at the open window every [`JANITOR_PERIOD`] and closes one it finds open
+//! loader's janitor ([`janitor`], one task per loader and runtime, started by the first window
+//! whose opener finds none alive on its runtime: a janitor on a runtime that is no longer
+//! driven cannot look after windows opened on another) looks at the open window every
+//! [`JANITOR_PERIOD`] and closes one opened on its runtime that it finds open
 //! at two looks in a row (`State::sweep`). It is woken by its timer only, never by a load, so it
 //! is on no load's critical path; it ends after `JANITOR_IDLE_LOOKS` looks (5 s) in which no
 //! window opened, so that a load after a shorter quiet spell does not have to start another

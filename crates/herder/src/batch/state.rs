@@ -199,16 +199,26 @@ pub(crate) struct State<K, V, E> {
     ready: VecDeque<Closed<K, V, E>>,
     running: usize,
     counters: Counters,
-    /// Windows opened so far: the janitor compares it between its looks.
+    /// Windows opened so far: the janitors compare it between their looks.
     windows_opened: u64,
-    /// The janitor task alive, by number, if any.
-    janitor: Option<u64>,
+    /// The janitor tasks alive: one per runtime that openers were polled on (a janitor on a
+    /// runtime that is no longer driven cannot close the windows opened on another).
+    janitors: Vec<Janitor>,
     /// Janitors started so far (their numbers).
-    janitors: u64,
-    /// `windows_opened` at the janitor's last look.
-    janitor_seen: u64,
-    /// The janitor's looks in a row with no window opened and none open.
-    janitor_idle: u32,
+    janitors_started: u64,
+}
+
+/// A janitor task alive (see [`State::sweep`]).
+#[derive(Debug)]
+struct Janitor {
+    /// Its number.
+    id: u64,
+    /// The runtime it runs on: it looks after the windows whose opener was polled there.
+    runtime: Option<RuntimeId>,
+    /// `windows_opened` at its last look.
+    seen: u64,
+    /// Its looks in a row with no window opened and none open.
+    idle: u32,
 }
 
 impl<K, V, E> State<K, V, E>
@@ -225,10 +235,8 @@ where
             running: 0,
             counters: Counters::default(),
             windows_opened: 0,
-            janitor: None,
-            janitor_idle: 0,
-            janitors: 0,
-            janitor_seen: 0,
+            janitors: Vec::new(),
+            janitors_started: 0,
         }
     }
 
@@ -376,19 +384,27 @@ where
         true
     }
 
-    /// The number of a janitor to start, if a yield window is open and no janitor is alive:
-    /// the window just opened, or the janitor that was watching it went with its runtime.
+    /// The number of a janitor to start, on the runtime the open yield window's opener was
+    /// polled on, if no janitor is alive there: the window just opened, or the janitor that
+    /// was watching that runtime's windows went with it.
     pub(crate) fn needs_janitor(&mut self) -> Option<u64> {
         let open = self.open.as_ref()?;
-        if open.ctl.is_some() || open.elapsed || self.janitor.is_some() {
+        if open.ctl.is_some()
+            || open.elapsed
+            || self.janitors.iter().any(|j| j.runtime == open.runtime)
+        {
             return None;
         }
-        self.janitors += 1;
-        self.janitor = Some(self.janitors);
-        self.janitor_idle = 0;
-        // Its first look, one period from now, closes the open window if it is still open.
-        self.janitor_seen = self.windows_opened;
-        self.janitor
+        self.janitors_started += 1;
+        let id = self.janitors_started;
+        self.janitors.push(Janitor {
+            id,
+            runtime: open.runtime,
+            // Its first look, one period from now, closes the open window if it is still open.
+            seen: self.windows_opened,
+            idle: 0,
+        });
+        Some(id)
     }
 
     /// One look of the loader's janitor `janitor`, one [`JANITOR_PERIOD`] after its previous
@@ -397,24 +413,26 @@ where
     /// the janitor closes it ([`Sweep::Run`] or, every batch slot busy, it waits for a slot).
     /// No window opened and none open at [`JANITOR_IDLE_LOOKS`] looks in a row:
     /// [`Sweep::Retire`]. Otherwise [`Sweep::Watch`].
+    ///
+    /// A janitor closes only the windows whose opener was polled on its own runtime.
     pub(crate) fn sweep(&mut self, janitor: u64, config: &Config) -> Sweep<K, V, E> {
-        if self.janitor != Some(janitor) {
+        let Some(at) = self.janitors.iter().position(|j| j.id == janitor) else {
             // Replaced (its runtime dropped it and another started): a stray look.
             return Sweep::Retire;
-        }
-        let quiet = self.windows_opened == self.janitor_seen;
-        self.janitor_seen = self.windows_opened;
+        };
+        let me = &mut self.janitors[at];
+        let quiet = self.windows_opened == me.seen;
+        me.seen = self.windows_opened;
         let Some(open) = &self.open else {
-            self.janitor_idle = if quiet { self.janitor_idle + 1 } else { 0 };
-            if self.janitor_idle >= JANITOR_IDLE_LOOKS {
-                self.janitor = None;
-                self.janitor_idle = 0;
+            me.idle = if quiet { me.idle + 1 } else { 0 };
+            if me.idle >= JANITOR_IDLE_LOOKS {
+                self.janitors.swap_remove(at);
                 return Sweep::Retire;
             }
             return Sweep::Watch;
         };
-        self.janitor_idle = 0;
-        if !quiet || open.elapsed || open.ctl.is_some() {
+        me.idle = 0;
+        if !quiet || open.elapsed || open.ctl.is_some() || open.runtime != me.runtime {
             return Sweep::Watch;
         }
         let slot = open.batch.slot.clone();
@@ -435,10 +453,8 @@ where
         janitor: u64,
         runtime: RuntimeId,
     ) -> Option<Closed<K, V, E>> {
-        if self.janitor != Some(janitor) {
-            return None;
-        }
-        self.janitor = None;
+        let at = self.janitors.iter().position(|j| j.id == janitor)?;
+        self.janitors.swap_remove(at);
         let open = self.open.as_ref()?;
         if open.ctl.is_some() || open.elapsed || open.runtime != Some(runtime) {
             return None;
