@@ -669,10 +669,18 @@ async fn storm(
     seed: u64,
     max_wait: Duration,
     call_bound: Duration,
+    chaos: bool,
 ) -> Option<(HashMap<u64, usize>, usize)> {
-    let redis = RedisServer::start()?;
+    let mut redis = RedisServer::start()?;
+    // With chaos, Redis is paused during wave 3 and 4, killed during 7 and 8: a budget of
+    // 200 ms.
+    let budget = if chaos {
+        Duration::from_millis(200)
+    } else {
+        BUDGET
+    };
     let instances: Vec<Instance> = (0..4)
-        .map(|_| instance_from(builder(&redis).max_wait(max_wait)))
+        .map(|_| instance_from(builder(&redis).max_wait(max_wait).budget(budget)))
         .collect();
     subscribed(&instances.iter().collect::<Vec<_>>()).await;
     let backend = Backend::default();
@@ -732,11 +740,21 @@ async fn storm(
                 }
             }));
         }
+        if chaos {
+            match wave {
+                3 => redis.pause(),
+                5 => redis.resume(),
+                7 => redis.kill(),
+                9 => redis.restart(),
+                _ => {}
+            }
+        }
         for (at, mut call) in calls.into_iter().enumerate() {
             let outcome = match tokio::time::timeout(call_bound, &mut call).await {
                 Ok(outcome) => outcome.unwrap(),
                 Err(_) => {
-                    let left = leases_left(&redis).await;
+                    let left =
+                        tokio::time::timeout(Duration::from_secs(2), leases_left(&redis)).await;
                     let stats: Vec<_> = instances.iter().map(|i| i.tier.stats()).collect();
                     let since = Instant::now();
                     let late = tokio::time::timeout(Duration::from_secs(60), call).await;
@@ -767,6 +785,13 @@ async fn storm(
         }
     }
     let loads = backend.counts();
+    if chaos {
+        let stats: Vec<_> = instances.iter().map(|i| i.tier.stats()).collect();
+        assert!(
+            stats.iter().all(|s| s.errors > 0),
+            "the outage went unnoticed: {stats:#?}"
+        );
+    }
     // Cancelled callers' loads run on: wait for every lease to be filled or released.
     let left = leases_left_after(&redis, Duration::from_secs(10)).await;
     assert!(left.is_empty(), "seed {seed}: leases left behind: {left:?}");
@@ -828,8 +853,14 @@ fn seed() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_storm_of_overlapping_bulk_reads_answers_every_key_and_leaves_no_lease() {
     let seed = seed();
-    let Some((counts, _)) =
-        storm(false, seed, Duration::from_secs(2), Duration::from_secs(10)).await
+    let Some((counts, _)) = storm(
+        false,
+        seed,
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+        false,
+    )
+    .await
     else {
         return;
     };
@@ -841,7 +872,30 @@ async fn a_storm_of_overlapping_bulk_reads_answers_every_key_and_leaves_no_lease
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_storm_with_failing_and_panicking_loaders_answers_and_leaves_no_lease() {
     let seed = seed();
-    let _ = storm(true, seed, Duration::from_secs(2), Duration::from_secs(10)).await;
+    let _ = storm(
+        true,
+        seed,
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+        false,
+    )
+    .await;
+}
+
+/// A storm (with failing and panicking loaders) through a Redis paused for two waves, then
+/// killed for two and restarted empty: every call answers within 10 s with every key, and
+/// afterwards no lease is left and every key reads at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_storm_through_a_paused_then_killed_redis_answers_every_key() {
+    let seed = seed();
+    let _ = storm(
+        true,
+        seed,
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+        true,
+    )
+    .await;
 }
 
 /// The mechanism of `a_batch_asking_again_after_its_give_back_never_waits_holding_a_lease`,
@@ -858,9 +912,15 @@ async fn storms_of_bulk_reads_never_stall_for_max_wait() {
     let seed = seed();
     for storm_at in 0..50 {
         let seed = seed.wrapping_add(storm_at);
-        if storm(true, seed, Duration::from_secs(30), Duration::from_secs(5))
-            .await
-            .is_none()
+        if storm(
+            true,
+            seed,
+            Duration::from_secs(30),
+            Duration::from_secs(5),
+            false,
+        )
+        .await
+        .is_none()
         {
             return;
         }
@@ -953,8 +1013,8 @@ async fn a_key_given_back_and_taken_by_another_instance_is_loaded_once() {
 }
 
 /// Read-your-invalidations under a storm of bulk reads on three instances: after
-/// `invalidate(k)` returns on X, a read of k on X never answers a row older than the
-/// invalidation (the backend's version is bumped before each), and once the storm is over
+/// `invalidate(k)` (or, one time in ten, `invalidate_all`) returns on X, a read of k on X never
+/// answers a row older than the invalidation (the backend's version is bumped before each), and once the storm is over
 /// every instance serves the latest version of every invalidated key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bulk_reads_during_invalidations_read_their_invalidations() {
@@ -965,7 +1025,7 @@ async fn bulk_reads_during_invalidations_read_their_invalidations() {
     let instances: Arc<Vec<Instance>> = Arc::new((0..3).map(|_| instance(&redis)).collect());
     subscribed(&instances.iter().collect::<Vec<_>>()).await;
     let backend = Backend::default();
-    let keys = 16u64;
+    let keys = 32u64;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
     for reader in 0..6u64 {
@@ -979,7 +1039,18 @@ async fn bulk_reads_during_invalidations_read_their_invalidations() {
                 let values = bounded(
                     "reader",
                     Duration::from_secs(10),
-                    instance.cache.get_many_with(wanted.clone(), backend.bulk()),
+                    instance.cache.get_many_with(wanted.clone(), {
+                        // A load that takes a while, so that invalidations land during it.
+                        let (backend, pause) = (backend.clone(), rng.u64(0..3));
+                        move |keys: Vec<u64>| async move {
+                            tokio::time::sleep(Duration::from_millis(pause)).await;
+                            Ok::<_, std::io::Error>(
+                                keys.into_iter()
+                                    .map(|k| (k, backend.row(k)))
+                                    .collect::<HashMap<_, _>>(),
+                            )
+                        }
+                    }),
                 )
                 .await
                 .unwrap();
@@ -993,13 +1064,18 @@ async fn bulk_reads_during_invalidations_read_their_invalidations() {
     }
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut latest: HashMap<u64, usize> = HashMap::new();
-    for round in 0..150 {
+    for round in 0..600 {
         let at = rng.usize(..instances.len());
         let x = &instances[at];
         let key = rng.u64(..keys);
         let version = backend.version.fetch_add(1, SeqCst) + 1;
-        x.cache.invalidate(&key);
-        latest.insert(key, version);
+        if round % 10 == 9 {
+            x.cache.invalidate_all();
+            latest.extend((0..keys).map(|k| (k, version)));
+        } else {
+            x.cache.invalidate(&key);
+            latest.insert(key, version);
+        }
         let other = rng.u64(..keys);
         let values = bounded(
             "read after invalidate",
@@ -1011,8 +1087,8 @@ async fn bulk_reads_during_invalidations_read_their_invalidations() {
         let seen = version_of(&values[&key]);
         assert!(
             seen >= version,
-            "seed {seed} round {round}: instance {at} invalidated {key} at v{version}, then read \
-             {:?}",
+            "seed {seed} round {round}: instance {at} invalidated {key} (or all) at v{version}, \
+             then read {:?}",
             values[&key]
         );
     }
