@@ -758,12 +758,20 @@ async fn storm(
                     let stats: Vec<_> = instances.iter().map(|i| i.tier.stats()).collect();
                     let since = Instant::now();
                     let late = tokio::time::timeout(Duration::from_secs(60), call).await;
+                    let waited = since.elapsed();
+                    let after = tokio::time::timeout(Duration::from_secs(5), async {
+                        leases_left_after(&redis, Duration::from_secs(3)).await
+                    })
+                    .await;
+                    let skipped: Vec<_> =
+                        instances.iter().map(|i| i.tier.stats().skipped).collect();
                     panic!(
                         "seed {seed} wave {wave} call {at} ({}) hung {call_bound:?} (then {:?} \
-                         more: {}); the wave: {described:#?}; leases in redis: {left:?}; stats \
+                         more: {}); leases left then: {after:?}; skipped per instance then \
+                         {skipped:?}; the wave: {described:#?}; leases in redis: {left:?}; stats \
                          {stats:#?}",
                         described[at],
-                        since.elapsed(),
+                        waited,
                         if late.is_ok() {
                             "answered"
                         } else {
@@ -903,14 +911,22 @@ async fn a_storm_through_a_paused_then_killed_redis_answers_every_key() {
 /// server, nothing slow, some loaders failing), now and then two batches each hold a lease the
 /// other waits for — each won a lease in a later round and then asked again for the keys it
 /// gave back — and both stall until `max_wait` (30 s by default; every other call on those
-/// keys with them). Seen with Redis leases left on two keys for the whole stall and the call
-/// answering right after `max_wait` (2 hangs in about 17 storms). Up to 50 storms here (25
-/// failed in 2 of 3 runs); a call taking more than 5 s fails.
+/// keys with them). Seen: leases on two keys stay in Redis for the whole stall (e.g. 903 and
+/// 909, while a call asking for exactly those hangs); the call answers right after `max_wait`,
+/// when the holders' re-asks give up (`skipped` goes from 0 to 1 or 2 on each instance) and
+/// the leases are gone. Not an expired or leaked lease: those end with the 2 s lease TTL.
+/// Storms for up to 2 minutes here (a stall came within 10 to 20 s in 4 runs of 4 unloaded);
+/// a call taking more than 5 s fails.
 #[ignore = "BUG: overlapping get_many_with calls that each re-ask while holding a lease stall each other until max_wait"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storms_of_bulk_reads_never_stall_for_max_wait() {
     let seed = seed();
-    for storm_at in 0..50 {
+    let started = Instant::now();
+    for storm_at in 0.. {
+        if started.elapsed() > Duration::from_secs(120) {
+            eprintln!("{storm_at} storms without a stall");
+            break;
+        }
         let seed = seed.wrapping_add(storm_at);
         if storm(
             true,
