@@ -651,6 +651,78 @@ async fn a_batch_that_gave_its_leases_back_waits_at_most_twice_max_wait() {
     }
 }
 
+/// An invalidation of a key a batch gave back, made on the batch's own instance while the
+/// batch waits for another instance: a read of that key right after answers the new row at
+/// once (it does not join the retired load, nor wait for the other instance), the batch still
+/// answers both keys, and afterwards the instance, Redis and another instance hold the new
+/// row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_during_a_give_back_wait_is_read_by_the_next_read() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let [u, x, y] = [(); 3].map(|()| instance(&redis));
+    subscribed(&[&u, &x, &y]).await;
+    let backend = Backend::default();
+    let (u_started, u_gate) = (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)));
+    let u_read = gated_single(&u, 2, &u_started, &u_gate, false);
+    bounded("u starts", Duration::from_secs(5), u_started.notified()).await;
+    let x_read = tokio::spawn({
+        let (cache, load) = (x.cache.clone(), backend.bulk());
+        async move { cache.get_many_with([1u64, 2], load).await }
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = x.tier.stats();
+            s.leases == 1 && s.lease_waits == 1
+        })
+        .await,
+        "{:?}",
+        x.tier.stats()
+    );
+    backend.version.store(1, SeqCst);
+    x.cache.invalidate(&1);
+    let at = Instant::now();
+    assert_eq!(
+        bounded(
+            "read after invalidate",
+            Duration::from_secs(5),
+            x.cache.get_with(1, backend.load(1))
+        )
+        .await,
+        "row 1 v1"
+    );
+    assert!(at.elapsed() < Duration::from_secs(1), "{:?}", at.elapsed());
+    u_gate.add_permits(1);
+    bounded("u", Duration::from_secs(5), u_read)
+        .await
+        .unwrap()
+        .unwrap();
+    let values = bounded("x", Duration::from_secs(10), x_read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(values.len(), 2);
+    assert_eq!(values[&2], "row 2 v0");
+    assert!(version_of(&values[&1]) <= 1);
+    assert_eq!(x.cache.get(&1).as_deref(), Some("row 1 v1"));
+    assert!(
+        eventually(Duration::from_secs(3), || x.tier.stats().invalidations_sent
+            == 1)
+        .await,
+        "{:?}",
+        x.tier.stats()
+    );
+    assert_eq!(y.cache.get_with(1, backend.load(1)).await, "row 1 v1");
+    assert_eq!(
+        y.cache
+            .get_many_with([1u64, 2], backend.bulk())
+            .await
+            .unwrap(),
+        HashMap::from([(1, "row 1 v1".to_string()), (2, "row 2 v0".to_string())])
+    );
+}
+
 /// The outcome of one call of a storm.
 #[derive(Debug)]
 enum Outcome {
