@@ -1022,8 +1022,9 @@ async fn storms_of_bulk_reads_never_stall_for_max_wait() {
 /// leases, a key is loaded twice too: A asks for 1, 2, 3, leases 1 and 2, waits for U's 3 and
 /// gives 1 and 2 back; B (a single-key read) takes 1; U fills 3; A asks for 1 and 2 again,
 /// leases 2, is told to wait for B's 1, and (having given back once) loads 1 itself while B
-/// loads it. In storms of overlapping bulk reads on one server about a third of the keys reach
-/// the backend two to four times (`a_storm_of_overlapping_bulk_reads_...` prints them).
+/// loads it. In storms of overlapping bulk reads on one server (no failures, nothing slow) 15
+/// to 55 of the about 140 keys reach the backend two to four times (20 storms;
+/// `a_storm_of_overlapping_bulk_reads_...` prints them).
 #[ignore = "BUG: on one server, a get_many_with loads a key it gave back that another instance took meanwhile (no crossed leases needed)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_given_back_and_taken_by_another_instance_is_loaded_once() {
