@@ -172,6 +172,9 @@ where
         });
         futures_util::future::join_all(calls).await;
         self.sent.send_replace(true);
+        // The releases are sent: the keys asked for again need not wait for them.
+        let mut releasing = lock(&shared.releasing);
+        releasing.retain(|_, sent| !*sent.borrow() && sent.has_changed().is_ok());
     }
 
     /// Takes settled lease `id` back out of the batch's write, unless that is under way.
@@ -296,6 +299,8 @@ where
         let Some(held) = self.held.take() else {
             return;
         };
+        // Asked for again by this instance before the release is sent, the key waits for it.
+        lock(&self.group.shared.releasing).insert(held.key.clone(), self.group.sent.subscribe());
         if !self.group.settle(self.id, (held, None)) {
             return;
         }

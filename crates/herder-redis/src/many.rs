@@ -15,6 +15,7 @@ use redis::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::futures::OwnedNotified;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::codec;
@@ -100,6 +101,24 @@ where
             listening: Vec::new(),
             lease_left: u64::MAX,
         };
+        // A key whose lease this instance released, asked for again before the release is
+        // sent (a batch that gave its leases back): the ask waits for the release, within the
+        // budget, or it would be told to wait for its own old lease.
+        let releases: Vec<watch::Receiver<bool>> = {
+            let releasing = lock(&self.releasing);
+            rounds
+                .asks
+                .iter()
+                .filter_map(|ask| releasing.get(&ask.key).cloned())
+                .collect()
+        };
+        if !releases.is_empty() {
+            let sent = releases.into_iter().map(|mut sent| async move {
+                let _ = sent.wait_for(|sent| *sent).await;
+            });
+            let _ = tokio::time::timeout(self.config.budget, futures_util::future::join_all(sent))
+                .await;
+        }
         let mut acquisition = if rounds.asks.is_empty() {
             Acquisition {
                 answers: Vec::new(),
@@ -133,9 +152,15 @@ where
                     // ask takes it).
                     // Never faster than `MIN_POLL`, whatever the leases' time left says (a
                     // lease about to expire, or a reply that is not a time).
+                    // Nor past `max_wait`: the ask after it is the last.
+                    let left = shared
+                        .config
+                        .max_wait
+                        .saturating_sub(self.started.elapsed());
                     let poll = self
                         .backoff
                         .min(Duration::from_millis(self.lease_left))
+                        .min(left)
                         .max(MIN_POLL);
                     let woken = self.listening.iter_mut().map(|(woken, _)| woken.as_mut());
                     let _ =

@@ -10,7 +10,7 @@ use herder::cache::{Acquired, Acquisition, Loaded, LocalCache, Tier, TierFuture}
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::breaker::Breaker;
 use crate::builder::{Builder, Config, Source};
@@ -83,6 +83,10 @@ pub(crate) struct Shared<K, V> {
     pub(crate) local: OnceLock<LocalCache<K, V>>,
     /// Keys this instance waits for, woken by pub/sub messages.
     pub(crate) waiters: Mutex<HashMap<Vec<u8>, Arc<Notify>>>,
+    /// Keys whose lease this instance released and Redis may not have dropped yet: the
+    /// release's batch write says when it is sent (see `group.rs`). Asking for such a key
+    /// again waits for it, or the ask would be told to wait for this instance's own old lease.
+    pub(crate) releasing: Mutex<HashMap<Vec<u8>, watch::Receiver<bool>>>,
     /// Invalidations Redis has not applied yet (see `pending.rs`).
     pub(crate) pending: Mutex<Pending>,
     /// Which cluster node serves which slot, for batches (see `nodes.rs`).
@@ -252,6 +256,7 @@ impl<K, V> Shared<K, V> {
             stats: Counters::default(),
             local: OnceLock::new(),
             waiters: Mutex::new(HashMap::new()),
+            releasing: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending::new(config.max_pending)),
             nodes: Nodes::default(),
             pending_added: Arc::new(Notify::new()),

@@ -22,18 +22,22 @@ pub(crate) type Found<K, V> = HashMap<K, Loaded<V>>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Calls {
     /// Once (`get_many_with`'s `FnOnce`): the keys other instances are loading are waited for
-    /// before the one call, and the batch holds no lease while it waits: the first time it would
-    /// wait holding some, it gives them back (other instances may take them) and asks for those
-    /// keys again once the others are answered. (Waiting while holding leases could wait for an
-    /// instance that waits for this batch: a cluster grants a batch's leases one node at a
-    /// time.) Should it find itself holding leases and waiting again, it loads the keys it
-    /// would wait for itself, in its one call: a batch gives its leases back once, so that two
-    /// batches whose leases cross cannot hand them to each other for ever.
+    /// before the one call, and the batch never waits holding a lease (it could wait for an
+    /// instance that waits for it: a cluster grants a batch's leases one node at a time; on one
+    /// server, a key it would ask for again). A batch that would wait holding leases gives them
+    /// back (other instances may take them) and, once the keys it waits for are answered, asks
+    /// again for every key it gave back, holding none. It does so [`GIVE_BACKS`] times at
+    /// most, so that batches that keep taking the keys another gives back end; past that it
+    /// loads the keys it would wait for itself, in its one call.
     Once,
     /// Once per round of answers (a DataLoader's loader): a batch loads and fills its own
     /// leases before it waits for other instances.
     PerRound,
 }
+
+/// How many times a [`Calls::Once`] batch asks again for the keys whose leases it gave back.
+/// Each ask may wait for other instances up to the tier's own limit (`max_wait` for Redis).
+const GIVE_BACKS: u32 = 3;
 
 impl<K, V> Inner<K, V>
 where
@@ -79,35 +83,37 @@ where
         // The positions in `keys` of the keys `round` answers (`None`: all, in order).
         let mut asked: Option<Vec<usize>> = None;
         // `Calls::Once`: the keys whose leases the batch gave back, to ask for again once the
-        // rounds under way end; it gives its leases back once at most.
-        let mut given_back: Option<Vec<usize>> = None;
-        let mut gave_back = false;
+        // rounds under way end, and how many times it asked again.
+        let mut given_back: Vec<usize> = Vec::new();
+        let mut asked_again = 0;
         loop {
             batch.absorb(&keys, asked.as_deref(), round.answers);
-            let later = match (round.later, given_back.take()) {
-                (Some(later), given) => {
-                    given_back = given;
-                    later
+            if let Some(later) = round.later {
+                match calls {
+                    Calls::PerRound => batch.load(&keys, &self.config, &mut load).await?,
+                    Calls::Once if batch.leases.is_empty() => {}
+                    Calls::Once if asked_again < GIVE_BACKS => given_back.extend(batch.give_back()),
+                    // Its keys not answered yet are loaded below, with its own.
+                    Calls::Once => break,
                 }
-                (None, Some(positions)) => {
-                    let again: Vec<K> = positions.iter().map(|&at| keys[at].clone()).collect();
-                    round = tier.acquire_many(&again).await;
-                    asked = Some(positions);
-                    continue;
-                }
-                (None, None) => break,
-            };
-            match calls {
-                Calls::PerRound => batch.load(&keys, &self.config, &mut load).await?,
-                Calls::Once if batch.leases.is_empty() => {}
-                Calls::Once if !gave_back => {
-                    gave_back = true;
-                    given_back = Some(batch.give_back());
-                }
-                // Its keys not answered yet are loaded below, with its own.
-                Calls::Once => break,
+                round = later.await;
+                continue;
             }
-            round = later.await;
+            if given_back.is_empty() {
+                break;
+            }
+            // The rounds under way are answered: ask again for the keys given back, holding
+            // no lease (this ask may wait for other instances), or, past the limit, load them.
+            if asked_again == GIVE_BACKS {
+                break;
+            }
+            asked_again += 1;
+            given_back.extend(batch.give_back());
+            given_back.sort_unstable();
+            let positions = std::mem::take(&mut given_back);
+            let again: Vec<K> = positions.iter().map(|&at| keys[at].clone()).collect();
+            round = tier.acquire_many(&again).await;
+            asked = Some(positions);
         }
         // A key the tier never answered: load it as if the tier were unavailable.
         for (at, answered) in batch.answered.iter().enumerate() {
