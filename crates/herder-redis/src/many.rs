@@ -64,6 +64,28 @@ where
     V: Clone + Send + Sync + 'static,
 {
     pub(crate) async fn acquire_many(self: &Arc<Self>, keys: &[K]) -> Acquisition<V> {
+        // A key whose lease this instance released, asked for again before the release is
+        // sent (a batch that gave its leases back): the ask waits for the release, within the
+        // budget, or it would be told to wait for its own old lease. (Before the look at the
+        // pending invalidations, so that nothing comes between that look and the ask.)
+        let releases: Vec<watch::Receiver<bool>> = {
+            let releasing = lock(&self.releasing);
+            if releasing.is_empty() {
+                Vec::new()
+            } else {
+                keys.iter()
+                    .filter_map(|key| postcard::to_stdvec(key).ok())
+                    .filter_map(|key| releasing.get(&key).cloned())
+                    .collect()
+            }
+        };
+        if !releases.is_empty() {
+            let sent = releases.into_iter().map(|mut sent| async move {
+                let _ = sent.wait_for(|sent| *sent).await;
+            });
+            let _ = tokio::time::timeout(self.config.budget, futures_util::future::join_all(sent))
+                .await;
+        }
         // Whatever this answers (a value, a lease, or nothing) ends up in L1.
         self.expose();
         let mut unavailable = Vec::new();
@@ -101,24 +123,6 @@ where
             listening: Vec::new(),
             lease_left: u64::MAX,
         };
-        // A key whose lease this instance released, asked for again before the release is
-        // sent (a batch that gave its leases back): the ask waits for the release, within the
-        // budget, or it would be told to wait for its own old lease.
-        let releases: Vec<watch::Receiver<bool>> = {
-            let releasing = lock(&self.releasing);
-            rounds
-                .asks
-                .iter()
-                .filter_map(|ask| releasing.get(&ask.key).cloned())
-                .collect()
-        };
-        if !releases.is_empty() {
-            let sent = releases.into_iter().map(|mut sent| async move {
-                let _ = sent.wait_for(|sent| *sent).await;
-            });
-            let _ = tokio::time::timeout(self.config.budget, futures_util::future::join_all(sent))
-                .await;
-        }
         let mut acquisition = if rounds.asks.is_empty() {
             Acquisition {
                 answers: Vec::new(),
