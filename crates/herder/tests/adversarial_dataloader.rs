@@ -5,10 +5,9 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::future::{Future, pending};
-use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use herder::{Cache, DataLoader, Loader};
@@ -158,26 +157,6 @@ fn block_on_thread_rounds_batch_without_the_fallback() {
     assert_eq!(s.batched_keys, 200, "{s:?}");
 }
 
-/// A minimal `block_on` that parks the calling thread: loads polled from a plain thread that
-/// entered the runtime's context (not a worker, not the runtime's `block_on`).
-fn park_block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
 #[test]
 fn loads_polled_from_a_foreign_thread_in_the_runtime_context_complete() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -195,7 +174,7 @@ fn loads_polled_from_a_foreign_thread_in_the_runtime_context_complete() {
     std::thread::spawn(move || {
         let _enter = handle.enter();
         for r in 0..20u64 {
-            let (a, b) = park_block_on(futures_util::future::join(
+            let (a, b) = support::park_block_on(futures_util::future::join(
                 l2.load(2 * r),
                 l2.load(2 * r + 1),
             ));

@@ -8,23 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
-use herder::queue::OperationQueueStats;
 use herder::{Line, LocalOperationQueue, OperationQueue};
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
 
 /// The real-time bound on anything that could hang.
 const BOUND: Duration = Duration::from_secs(5);
-
-fn accounted(stats: &OperationQueueStats) -> u64 {
-    stats.completed
-        + stats.panicked
-        + stats.timed_out
-        + stats.aborted
-        + stats.cancelled
-        + stats.queued as u64
-        + stats.running as u64
-}
 
 // ---------------------------------------------------------------------------------------------
 // 2. Extreme settings.
@@ -231,7 +220,7 @@ async fn submit_waiting_for_a_place_is_refused_by_close_and_by_shutdown() {
             .is_cancelled()
     );
     let s = queue.stats();
-    assert_eq!(accounted(&s), 2);
+    assert_eq!(support::accounted(&s), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -276,7 +265,7 @@ async fn storm(with_timeout: bool, seed: u64) {
                     s.queued
                 );
                 assert!(s.running <= s.runners, "{s:?}");
-                assert!(accounted(&s) <= most + 1, "{s:?}");
+                assert!(support::accounted(&s) <= most + 1, "{s:?}");
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
         }
@@ -375,7 +364,7 @@ async fn storm(with_timeout: bool, seed: u64) {
     }
     let s = queue.stats();
     assert_eq!((s.queued, s.running, s.runners), (0, 0, 0), "{s:?}");
-    assert_eq!(accounted(&s), submitted.load(SeqCst), "{s:?}");
+    assert_eq!(support::accounted(&s), submitted.load(SeqCst), "{s:?}");
     assert!(
         s.completed > 0 && s.panicked > 0 && s.cancelled > 0 && s.timed_out + s.aborted > 0,
         "the storm did not reach every ending: {s:?}"
@@ -476,7 +465,10 @@ async fn shutdown_returns_while_a_gating_recovery_never_ends() {
     assert_eq!(settled, 0);
     assert_eq!(report.cancelled, 10);
     let s = queue.stats();
-    assert_eq!((s.runners, s.cancelled, accounted(&s)), (0, 10, 10));
+    assert_eq!(
+        (s.runners, s.cancelled, support::accounted(&s)),
+        (0, 10, 10)
+    );
     leader.abort();
 }
 
@@ -532,7 +524,7 @@ async fn set_runners_churn_loses_no_operation() {
     .expect("runners did not settle on the target");
     timeout(BOUND, queue.wait_idle()).await.unwrap();
     let s = queue.stats();
-    assert_eq!((s.completed, accounted(&s)), (2000, 2000));
+    assert_eq!((s.completed, support::accounted(&s)), (2000, 2000));
 }
 
 /// Dropping every clone of the queue while operations are queued: they still run, and a
@@ -584,7 +576,7 @@ async fn local_queue_shutdown_aborts_and_counts() {
                 (s.completed, s.panicked, s.aborted, s.cancelled, s.runners),
                 (1, 1, 2, 1, 0)
             );
-            assert_eq!(accounted(&s), 5);
+            assert_eq!(support::accounted(&s), 5);
         })
         .await;
 }
@@ -725,7 +717,7 @@ fn runtime_dropped_under_the_queue() {
         assert!(report.is_clean());
         let s = queue.stats();
         assert_eq!(
-            (s.aborted, s.cancelled, s.runners, accounted(&s)),
+            (s.aborted, s.cancelled, s.runners, support::accounted(&s)),
             (1, 1, 0, 2)
         );
     });
@@ -761,7 +753,7 @@ async fn local_set_dropped_under_a_local_queue() {
             .is_cancelled()
     );
     let s = queue.stats();
-    assert_eq!((s.runners, accounted(&s)), (0, 2));
+    assert_eq!((s.runners, support::accounted(&s)), (0, 2));
 }
 
 /// A queue on a runtime built without the time driver, with no timeout setting. Submitting and

@@ -15,10 +15,8 @@ use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, mpsc};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use herder::queue::OperationQueueStats;
 use herder::{DataLoader, LocalOperationQueue, OperationQueue};
 use support::poll_once;
 use tokio::runtime::{Builder, Runtime};
@@ -29,16 +27,6 @@ const BOUND: Duration = Duration::from_secs(10);
 
 /// About 30 years: a deadline nobody reaches (tokio's own "far future").
 const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
-
-fn accounted(stats: &OperationQueueStats) -> u64 {
-    stats.completed
-        + stats.panicked
-        + stats.timed_out
-        + stats.aborted
-        + stats.cancelled
-        + stats.queued as u64
-        + stats.running as u64
-}
 
 fn timerless_current() -> Runtime {
     Builder::new_current_thread().build().unwrap()
@@ -89,27 +77,6 @@ async fn until_within(what: &str, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(start.elapsed() < BOUND, "gave up waiting until {what}");
         tokio::task::yield_now().await;
-    }
-}
-
-/// Polls `fut` to completion on the calling thread, outside any runtime.
-fn block_on_plain<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
-    let start = std::time::Instant::now();
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        assert!(start.elapsed() < BOUND, "block_on_plain: not done");
-        std::thread::park_timeout(Duration::from_millis(10));
     }
 }
 
@@ -427,7 +394,7 @@ async fn shutdown_keeps_its_deadline(queue: OperationQueue) {
     assert!(behind.await.unwrap_err().is_cancelled());
     let s = queue.stats();
     assert_eq!(
-        (s.runners, s.aborted, s.cancelled, accounted(&s)),
+        (s.runners, s.aborted, s.cancelled, support::accounted(&s)),
         (0, 2, 1, 3)
     );
 }
@@ -477,7 +444,7 @@ fn timerless_local_queue_shutdown_keeps_its_deadline() {
             assert!(stuck.await.unwrap_err().is_aborted());
             assert!(behind.await.unwrap_err().is_cancelled());
             let s = queue.stats();
-            assert_eq!((s.runners, accounted(&s)), (0, 2));
+            assert_eq!((s.runners, support::accounted(&s)), (0, 2));
         });
         drop(local);
         rt
@@ -538,7 +505,11 @@ fn runtime_gone_under_a_waiting_shutdown(rt: Runtime, with_timeout: bool) {
         assert!(stuck.await.unwrap_err().is_aborted());
     });
     let s = queue.stats();
-    assert_eq!((s.runners, s.aborted, accounted(&s)), (0, 1, 1), "{s:?}");
+    assert_eq!(
+        (s.runners, s.aborted, support::accounted(&s)),
+        (0, 1, 1),
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -707,12 +678,12 @@ fn shutdown_outside_a_runtime() {
     });
     let q = queue.clone();
     ends("drain outside the runtime", move || {
-        block_on_plain(q.drain())
+        support::park_block_on(q.drain())
     });
     assert_eq!(queue.stats().runners, 0);
     let q = queue.clone();
     let report = within(BOUND, move || {
-        block_on_plain(q.shutdown(Instant::now() + Duration::from_secs(1)))
+        support::park_block_on(q.shutdown(Instant::now() + Duration::from_secs(1)))
     });
     drop(rt);
     match report {
@@ -1143,7 +1114,7 @@ fn shutdown_storm(rt: Runtime, seed: u64) {
     let s = queue.stats();
     assert!(queue.is_closed());
     assert_eq!((s.runners, s.queued, s.running), (0, 0, 0), "{s:?}");
-    assert_eq!(accounted(&s), submitted.load(SeqCst), "{s:?}");
+    assert_eq!(support::accounted(&s), submitted.load(SeqCst), "{s:?}");
     assert_eq!(
         reported_aborted.load(SeqCst) as u64,
         s.aborted,
@@ -1236,7 +1207,7 @@ fn timerless_runtime_dropped_in_the_middle_of_a_storm() {
         assert!(queue.is_closed());
         assert_eq!((s.runners, s.queued, s.running), (0, 0, 0), "{s:?}");
         assert_eq!(
-            accounted(&s),
+            support::accounted(&s),
             submitted.load(SeqCst),
             "round {round}: {s:?}"
         );

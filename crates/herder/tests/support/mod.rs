@@ -267,3 +267,40 @@ pub fn near_max_after(now: std::time::Instant) -> Duration {
     }
     from_nanos(lo) - Duration::from_micros(500)
 }
+
+/// Every operation a queue was given, by what became of it: the stats add up to the operations
+/// submitted.
+pub fn accounted(stats: &herder::queue::OperationQueueStats) -> u64 {
+    stats.completed
+        + stats.panicked
+        + stats.timed_out
+        + stats.aborted
+        + stats.cancelled
+        + stats.queued as u64
+        + stats.running as u64
+}
+
+/// Polls `fut` to completion on the calling thread, parking it between polls (no runtime of
+/// its own: a plain thread, maybe inside a runtime's context). Gives up after 30 s.
+pub fn park_block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    let start = std::time::Instant::now();
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "park_block_on: not done"
+        );
+        std::thread::park_timeout(Duration::from_millis(10));
+    }
+}
