@@ -150,7 +150,14 @@ impl Clock {
             .compare_exchange(EXACT, READ, Ordering::Release, Ordering::Relaxed)
             .is_ok()
         {
-            runtime.spawn(tick(Arc::downgrade(&self.shared), resolution, home));
+            // The guard is made here, not in the task: a task dropped before its first poll
+            // (its runtime shut down at once) still puts the clock back.
+            let stopped = Stopped {
+                clock: Arc::downgrade(&self.shared),
+                armed: true,
+                home,
+            };
+            runtime.spawn(tick(stopped, resolution));
         }
         now
     }
@@ -188,16 +195,12 @@ impl Drop for Stopped {
 
 /// Keeps a clock current, every `resolution`, until it goes unread for `IDLE`, its cache is
 /// dropped, or its runtime shuts down.
-async fn tick(clock: Weak<Shared>, resolution: Duration, home: bool) {
+async fn tick(mut stopped: Stopped, resolution: Duration) {
+    let clock = stopped.clock.clone();
     let mut interval = tokio::time::interval(resolution);
     interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let idle_ticks = (IDLE.as_nanos() / resolution.as_nanos()).max(1);
     let mut unread = 0;
-    let mut stopped = Stopped {
-        clock: clock.clone(),
-        armed: true,
-        home,
-    };
     loop {
         interval.tick().await;
         let Some(shared) = clock.upgrade() else {
