@@ -499,11 +499,18 @@ async fn a_batch_longer_than_its_leases_keeps_them_and_loads_each_key_once() {
         instance(&redis.url(), lease, &rows),
         instance(&redis.url(), lease, &rows),
     );
+    // Subscribed first: a first subscription retires the loads under way (a CI failure: the
+    // 50 leases were not seen within 2 s; the stats are printed should it happen again).
+    support::subscribed([&a.tier, &b.tier]).await;
     let first = tokio::spawn({
         let loader = a.loader.clone();
         async move { loader.load_many(0..50).await.unwrap() }
     });
-    assert!(eventually(Duration::from_secs(2), || a.tier.stats().leases == 50).await);
+    assert!(
+        eventually(Duration::from_secs(2), || a.tier.stats().leases >= 50).await,
+        "{:?}",
+        a.tier.stats()
+    );
     let second = tokio::spawn({
         let loader = b.loader.clone();
         async move { loader.load_many(0..50).await.unwrap() }
