@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet::{Check, Member, NAMESPACE};
-use herder_testkit::{Database, RedisServer, eventually, seed};
+use herder_testkit::{Database, FaultProxy, RedisServer, eventually, seed};
 use redis::AsyncCommands;
 
 /// A plain connection, to look at or tamper with what the tier stored.
@@ -104,6 +104,136 @@ async fn the_invalidating_instance_does_not_refill_its_l1_from_stale_redis() {
         stale_reads.len(),
         stale_after.len(),
         &stale_after[..stale_after.len().min(10)]
+    );
+}
+
+/// An invalidation made on an instance while its `invalidate_all` was being sent was taken as
+/// covered by it and dropped. But the `invalidate_all` may already have bumped the generation
+/// in Redis, and another instance may have filled the key's old value under the new generation
+/// since (its lease came after the bump, its load before the write): once the send was done,
+/// the invalidating instance read that old value back from Redis into its L1, and no instance
+/// was ever told to drop it. Found by the fleet check under a CPU hog (read-your-invalidations
+/// violations in about one run in twenty). Here a proxy delays A's traffic by 1 s each way, which holds
+/// the send of its `invalidate_all` open after Redis applied it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_invalidated_while_invalidate_all_is_sent_is_still_invalidated() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into());
+    let db = Arc::new(Database::new(4));
+    // A reaches Redis through the proxy, with a budget longer than the proxy's latency (a
+    // send that timed out would be retried, which bumps the generation again).
+    let tier_a = herder_redis::RedisTier::<u64, u64>::builder(&proxy.url())
+        .namespace(NAMESPACE)
+        .budget(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let a = herder::Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(600))
+        .tier(Arc::new(tier_a.clone()))
+        .build()
+        .unwrap();
+    let b = Member::new(&redis.url(), &db, false);
+    assert_eq!(b.get_with(3).await, 0);
+    assert!(
+        eventually(Duration::from_secs(5), || tier_a.stats().subscriptions >= 1
+            && b.tier.stats().subscriptions >= 1)
+        .await
+    );
+    // Redis learns A's scripts first (a first call costs two more round trips).
+    a.invalidate(&2);
+    assert!(
+        eventually(Duration::from_secs(5), || tier_a.stats().invalidations_sent
+            == 1)
+        .await
+    );
+    a.invalidate_all();
+    assert!(
+        eventually(Duration::from_secs(5), || tier_a.stats().invalidations_sent
+            == 2)
+        .await
+    );
+    let mut raw = raw(&redis).await;
+    let generation = format!("{NAMESPACE}:h1:gen");
+    proxy.set_latency(Duration::from_secs(1));
+    a.invalidate_all();
+    // Redis applied it (the new generation is there); A has not had the answer yet.
+    let mut applied = false;
+    for _ in 0..1_000 {
+        let now: Option<u64> = raw.get(&generation).await.unwrap();
+        if now == Some(2) {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(applied, "the invalidate_all never reached Redis");
+    // B leases key 1 under the new generation and reads the row; then the row is written and
+    // invalidated through A; then B's load ends and fills the old row.
+    let fills = b.tier.stats().fills;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let old = tokio::spawn({
+        let (cache, db, gate, started) =
+            (b.cache.clone(), db.clone(), gate.clone(), started.clone());
+        async move {
+            cache
+                .get_with(1, move || async move {
+                    let version = db.read(1);
+                    started.notify_one();
+                    gate.acquire().await.unwrap().forget();
+                    version
+                })
+                .await
+        }
+    });
+    started.notified().await;
+    let version = db.lock(1).bump();
+    a.invalidate(&1);
+    assert_eq!(
+        tier_a.stats().invalidations_sent,
+        2,
+        "the invalidate_all's answer came back before the test could invalidate key 1 (1 s)"
+    );
+    gate.add_permits(1);
+    assert_eq!(old.await.unwrap(), 0, "B's load began before the write");
+    assert_eq!(
+        b.tier.stats().fills,
+        fills + 1,
+        "B filled the old row under the new generation: {:?}",
+        b.tier.stats()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || tier_a
+            .stats()
+            .invalidations_sent
+            >= 3)
+        .await,
+        "{:?}",
+        tier_a.stats()
+    );
+    assert_eq!(
+        tier_a.stats().invalidations_failed,
+        0,
+        "the invalidate_all's send timed out: it was not held open, it was retried"
+    );
+    let db_a = db.clone();
+    let got_a = a.get_with(1, move || async move { db_a.read(1) }).await;
+    proxy.resume();
+    // A's invalidation of key 1 reaches Redis after the invalidate_all (B's copy of the old
+    // row was dropped by the invalidate_all's message; the shared one must go too).
+    let sent = eventually(Duration::from_secs(10), || {
+        tier_a.stats().invalidations_sent >= 4
+    })
+    .await;
+    let got_b = b.get_with(1).await;
+    assert!(
+        got_a == version && sent && got_b == version,
+        "after A invalidated key 1 (to version {version}) while its invalidate_all was sent: A \
+         read {got_a}; the invalidation of key 1 was sent: {sent}; B then read {got_b}; a: {:?}",
+        tier_a.stats()
     );
 }
 

@@ -27,6 +27,11 @@ pub(crate) struct Pending {
     order: VecDeque<Vec<u8>>,
     /// An `invalidate_all` is pending (its number).
     all: Option<u64>,
+    /// The pending `invalidate_all` was handed to the worker, which may have applied it in
+    /// Redis already: a key invalidated from now on is not covered by it (another instance
+    /// may fill the key's old value under the new generation before the send is done), so it
+    /// is kept, and sent after it.
+    all_taken: bool,
     next: u64,
     max_keys: usize,
 }
@@ -48,6 +53,7 @@ impl Pending {
             keys: HashMap::new(),
             order: VecDeque::new(),
             all: None,
+            all_taken: false,
             next: 0,
             max_keys,
         }
@@ -59,7 +65,7 @@ impl Pending {
     }
 
     pub(crate) fn add_key(&mut self, key: Vec<u8>) -> Added {
-        if self.all.is_some() {
+        if self.all.is_some() && !self.all_taken {
             // The pending invalidate_all is sent after this call, so it drops this key too.
             return Added::Covered;
         }
@@ -80,6 +86,7 @@ impl Pending {
     pub(crate) fn add_all(&mut self) {
         let seq = self.seq();
         self.all = Some(seq);
+        self.all_taken = false;
         self.keys.clear();
         self.order.clear();
     }
@@ -93,6 +100,7 @@ impl Pending {
     /// The next invalidation to send, oldest first (an `invalidate_all` before any key).
     pub(crate) fn next_job(&mut self) -> Option<Job> {
         if let Some(seq) = self.all {
+            self.all_taken = true;
             return Some(Job::All(seq));
         }
         let key = self.order.front()?;
@@ -107,6 +115,7 @@ impl Pending {
             Job::All(seq) => {
                 if self.all == Some(*seq) {
                     self.all = None;
+                    self.all_taken = false;
                 }
             }
             Job::Key(key, seq) => {
@@ -181,6 +190,45 @@ mod tests {
             "a newer invalidate_all is still pending"
         );
         let job = pending.next_job().unwrap();
+        pending.done(&job);
+        assert_eq!((pending.len(), pending.next_job()), (0, None));
+    }
+
+    /// A key invalidated while an `invalidate_all` is being sent is not covered by it: the
+    /// send may already have bumped the generations in Redis, and another instance may have
+    /// filled the key's old value under the new one since. It was dropped as covered, so the
+    /// invalidating instance read that old value back from Redis once the send was done, and
+    /// no other instance was told (found by the fleet contract check under a CPU hog).
+    #[test]
+    fn a_key_invalidated_while_invalidate_all_is_sent_stays_pending_after_it() {
+        let mut pending = Pending::new(10);
+        pending.add_all();
+        let job = pending.next_job().unwrap();
+        assert!(matches!(job, Job::All(_)));
+        assert_eq!(pending.add_key(key(1)), Added::Key);
+        assert_eq!(pending.len(), 2);
+        pending.done(&job);
+        assert!(pending.covers(&key(1)), "the key is still pending");
+        assert!(!pending.covers(&key(2)));
+        let job = pending.next_job().unwrap();
+        assert_eq!(job, Job::Key(key(1), 2));
+        pending.done(&job);
+        assert_eq!((pending.len(), pending.next_job()), (0, None));
+    }
+
+    /// A failed send of `invalidate_all` is retried; keys invalidated meanwhile are sent after
+    /// it, and a new `invalidate_all` covers them again until it is handed out.
+    #[test]
+    fn a_new_invalidate_all_covers_keys_until_it_is_handed_out() {
+        let mut pending = Pending::new(10);
+        pending.add_all();
+        let _failed = pending.next_job().unwrap();
+        assert_eq!(pending.add_key(key(1)), Added::Key);
+        pending.add_all();
+        assert_eq!(pending.len(), 1, "the new invalidate_all covers key 1");
+        assert_eq!(pending.add_key(key(2)), Added::Covered);
+        let job = pending.next_job().unwrap();
+        assert!(matches!(job, Job::All(_)));
         pending.done(&job);
         assert_eq!((pending.len(), pending.next_job()), (0, None));
     }
