@@ -367,9 +367,21 @@ impl Fleet {
 /// then checks the history and that the fleet converged. Hands `redis` back (faults restart it).
 pub async fn run(redis: RedisServer, check: Check) -> (Outcome, RedisServer) {
     let fleet = Fleet::new(&redis, check.instances, check.keys);
-    // Warm up: every instance subscribed.
+    // Warm up: every instance subscribed. An instance that has not subscribed yet cannot hear
+    // invalidations: it flushes its L1 when it does (see `Listener::subscribed`), which on a
+    // loaded machine can be a second later, and the reads before would count as violations
+    // of the propagation bound that no healthy fleet has.
     for member in &fleet.members {
         let _ = member.get_with(0).await;
+        let tier = &member.tier;
+        let subscribed =
+            herder_testkit::eventually(Duration::from_secs(10), || tier.stats().subscriptions >= 1)
+                .await;
+        assert!(
+            subscribed,
+            "an instance never subscribed: {:?}",
+            tier.stats()
+        );
     }
     let history = Arc::new(History::new());
     let chaos = {
