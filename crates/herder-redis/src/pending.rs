@@ -233,6 +233,114 @@ mod tests {
         assert_eq!((pending.len(), pending.next_job()), (0, None));
     }
 
+    /// A model of the worker and the writers: every invalidation must be covered (`covers`)
+    /// from the moment it is added until a job that drops it is applied, and applied by
+    /// such a job once the worker has sent everything. A job drops an invalidation only if it
+    /// was handed out after it (Redis may apply a job as soon as it is handed out, so a job
+    /// handed out before an invalidation may have run before the write it follows).
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            Key(u8),
+            All,
+            /// The worker hands out the next job (if it has none in hand).
+            Take,
+            /// The job in hand is applied (`true`) or fails (`false`, to be taken again).
+            Finish(bool),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                4 => (0..6_u8).prop_map(Step::Key),
+                1 => Just(Step::All),
+                3 => Just(Step::Take),
+                3 => any::<bool>().prop_map(Step::Finish),
+            ]
+        }
+
+        /// `job`, handed out at `taken`, is applied: it drops the invalidations made before it
+        /// of its key (or, an `invalidate_all`, of every key).
+        fn finish(
+            pending: &mut Pending,
+            open: &mut Vec<(Option<u8>, usize)>,
+            job: Job,
+            taken: usize,
+        ) {
+            pending.done(&job);
+            open.retain(|(key, at)| {
+                let dropped = taken > *at
+                    && match (&job, key) {
+                        (Job::All(_), _) => true,
+                        (Job::Key(k, _), Some(key)) => k[..] == [*key],
+                        (Job::Key(..), None) => false,
+                    };
+                !dropped
+            });
+        }
+
+        proptest! {
+            #[test]
+            fn no_invalidation_is_dropped_before_redis_applies_it(
+                steps in proptest::collection::vec(step(), 1..60),
+                bound in 1..8_usize,
+            ) {
+                let mut pending = Pending::new(bound);
+                // Invalidations not yet applied: (key, when); `All` is every key.
+                let mut open: Vec<(Option<u8>, usize)> = Vec::new();
+                let mut in_hand: Option<(Job, usize)> = None;
+                let drain = steps.len() + 1;
+                for (t, step) in steps.into_iter().enumerate() {
+                    match step {
+                        Step::Key(k) => {
+                            pending.add_key(key(k));
+                            open.push((Some(k), t));
+                        }
+                        Step::All => {
+                            pending.add_all();
+                            open.push((None, t));
+                        }
+                        Step::Take => {
+                            if in_hand.is_none() {
+                                in_hand = pending.next_job().map(|job| (job, t));
+                            }
+                        }
+                        Step::Finish(applied) => {
+                            if let Some((job, taken)) = in_hand.take()
+                                && applied
+                            {
+                                finish(&mut pending, &mut open, job, taken);
+                            }
+                        }
+                    }
+                    for (key, at) in &open {
+                        let keys: Vec<u8> = key.map_or_else(|| (0..6).collect(), |k| vec![k]);
+                        for k in keys {
+                            prop_assert!(
+                                pending.covers(&[k]),
+                                "key {k}, invalidated at step {at}, is not covered at step {t}"
+                            );
+                        }
+                    }
+                }
+                // The worker sends everything: every invalidation is applied.
+                let mut t = drain;
+                if let Some((job, taken)) = in_hand.take() {
+                    finish(&mut pending, &mut open, job, taken);
+                }
+                while let Some(job) = pending.next_job() {
+                    t += 1;
+                    finish(&mut pending, &mut open, job, t);
+                    prop_assert!(t < drain + 100, "the worker never runs out of jobs");
+                }
+                prop_assert!(open.is_empty(), "never applied: {open:?}");
+                prop_assert_eq!(pending.len(), 0);
+            }
+        }
+    }
+
     #[test]
     fn past_the_bound_the_keys_collapse_into_invalidate_all() {
         let mut pending = Pending::new(2);
