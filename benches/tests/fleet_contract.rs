@@ -157,13 +157,14 @@ async fn a_key_invalidated_while_invalidate_all_is_sent_is_still_invalidated() {
     );
     let mut raw = raw(&redis).await;
     let generation = format!("{NAMESPACE}:h1:gen");
+    let before: u64 = raw.get(&generation).await.unwrap();
     proxy.set_latency(Duration::from_secs(1));
     a.invalidate_all();
     // Redis applied it (the new generation is there); A has not had the answer yet.
     let mut applied = false;
     for _ in 0..1_000 {
         let now: Option<u64> = raw.get(&generation).await.unwrap();
-        if now == Some(2) {
+        if now == Some(before + 1) {
             applied = true;
             break;
         }

@@ -92,6 +92,13 @@
 //! * **During an outage**, the other instances cannot be told: they serve what their L1 holds
 //!   (within its TTL) until Redis is back. An instance that dies with invalidations pending
 //!   loses them; the other instances' copies then end with their TTL, the last bound.
+//! * **A Redis that forgets.** Keys evicted under a `maxmemory-policy` of `allkeys-*` are misses
+//!   (a value, a lease, an epoch), and a missing generation key is renewed to a value never used
+//!   before, so what an `invalidate_all` hid never comes back. A Redis that loses writes it
+//!   acknowledged (a replica promoted before it had them, a restart from an older snapshot) can
+//!   bring back values invalidated before: the tier took the invalidations as applied, and the
+//!   copies then end with their TTL. Run the tier's Redis without persistence (a restart is then
+//!   empty, which the tier handles) or accept that bound.
 //!
 //! Bad input is a miss, never an error against the breaker and never a stale read: a stored
 //! value that does not parse or decode (or a key of another type) is dropped and replaced by the

@@ -41,6 +41,12 @@ pub(crate) const EPOCH_TTL_MS: u64 = 3_600_000;
 /// invalidations since, which cannot catch up with the clock (Redis does not run a script per
 /// microsecond on one key). `counter` reads a counter for a lease: absent is `'0'`, another type
 /// is renewed (a miss, never an error).
+///
+/// A bucket's generation is never read as absent: `generation` (and `NEXT_GENERATION`) renew a
+/// missing one. Values are kept under their generation alone (leases are also checked by token),
+/// so a generation key that went missing (evicted under an `allkeys-*` `maxmemory-policy`,
+/// deleted by hand) and came back as `'0'`, or as `1` after an `INCR`, would be a generation
+/// that values were stored under before an `invalidate_all`, which would then be served again.
 const COUNTERS: &str = r"
 local function fresh_value()
   local t = redis.call('TIME')
@@ -66,6 +72,11 @@ local function counter(k, px)
   if v then return renew(k, px) end
   return '0'
 end
+local function generation(k)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'string' then return v end
+  return renew(k, nil)
+end
 ";
 
 /// INVALIDATE(KEYS value, lease, epoch; ARGV epoch_ttl_ms, channel, message) → the message:
@@ -85,10 +96,13 @@ return ARGV[3]
 });
 
 /// NEXT_GENERATION(KEYS gen): a new generation of one bucket orphans its values and leases (a
-/// corrupt generation is renewed, see `COUNTERS`). `invalidate_all` runs it for every bucket,
-/// then publishes.
-pub(crate) static NEXT_GENERATION: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{COUNTERS}\nreturn bump(KEYS[1])\n")));
+/// corrupt or missing generation is renewed, see `COUNTERS`). `invalidate_all` runs it for
+/// every bucket, then publishes.
+pub(crate) static NEXT_GENERATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{COUNTERS}\nif redis.call('EXISTS', KEYS[1]) == 0 then return tonumber(renew(KEYS[1], nil)) end\nreturn bump(KEYS[1])\n"
+    ))
+});
 
 /// A batch script's Redis keys, `K`: its declared keys.
 const DECLARED: &str = "local K = KEYS\n";
@@ -128,7 +142,7 @@ local gens = {{}}
 local function one(gk, vk, lk, ek, ignore)
   local gen = gens[gk]
   if not gen then
-    gen = counter(gk, nil)
+    gen = generation(gk)
     gens[gk] = gen
   end
   local body = false

@@ -400,6 +400,9 @@ async fn a_key_leased_by_a_dead_instance_is_taken_over_by_a_batch() {
     };
     // An instance that took key 7's lease (in generation 0) and died.
     let mut raw = raw(&redis).await;
+    // The keys below are forged in generation 0: make it the current one (a missing
+    // generation is renewed to a fresh value).
+    let _: () = raw.set(format!("{NAMESPACE}:h1:gen"), "0").await.unwrap();
     let lease_ms = 400u64;
     let _: () = raw
         .pset_ex(redis_key("l", 7), "0|dead-instance-token", lease_ms)

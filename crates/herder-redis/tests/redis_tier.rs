@@ -137,6 +137,9 @@ async fn a_dead_holders_lease_is_taken_over_within_its_ttl() {
     };
     // An instance that took the lease (in generation 0) and died: nobody extends or releases it.
     let mut raw = raw(&redis).await;
+    // The keys below are forged in generation 0: make it the current one (a missing
+    // generation is renewed to a fresh value).
+    let _: () = raw.set(format!("{NAMESPACE}:h1:gen"), "0").await.unwrap();
     let lease_ms = 400u64;
     let _: () = raw
         .pset_ex(redis_key("l", 7), "0|dead-instance-token", lease_ms)
@@ -374,6 +377,9 @@ async fn a_value_that_does_not_decode_is_a_miss_and_is_replaced() {
         return;
     };
     let mut raw = raw(&redis).await;
+    // The keys below are forged in generation 0: make it the current one (a missing
+    // generation is renewed to a fresh value).
+    let _: () = raw.set(format!("{NAMESPACE}:h1:gen"), "0").await.unwrap();
     // A fresh value of the current generation (0) whose envelope is not one.
     let garbage: &[u8] = b"0|99999999999999|\x07\x07not an envelope";
     let _: () = raw.set(redis_key("v", 4), garbage).await.unwrap();
