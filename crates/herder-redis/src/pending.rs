@@ -98,14 +98,24 @@ impl Pending {
     }
 
     /// The next invalidation to send, oldest first (an `invalidate_all` before any key).
+    #[cfg(test)]
     pub(crate) fn next_job(&mut self) -> Option<Job> {
+        self.next_jobs(1).pop()
+    }
+
+    /// The next invalidations to send together, at most `most`, oldest first: a pending
+    /// `invalidate_all` alone (it goes before any key), or the oldest keys (each once; their
+    /// order does not matter to Redis, only that each is applied after it was invalidated).
+    pub(crate) fn next_jobs(&mut self, most: usize) -> Vec<Job> {
         if let Some(seq) = self.all {
             self.all_taken = true;
-            return Some(Job::All(seq));
+            return vec![Job::All(seq)];
         }
-        let key = self.order.front()?;
-        let seq = self.keys[key];
-        Some(Job::Key(key.clone(), seq))
+        self.order
+            .iter()
+            .take(most)
+            .map(|key| Job::Key(key.clone(), self.keys[key]))
+            .collect()
     }
 
     /// Redis applied `job`: it is no longer pending, unless the same key (or everything) was
@@ -246,9 +256,10 @@ mod tests {
         enum Step {
             Key(u8),
             All,
-            /// The worker hands out the next job (if it has none in hand).
-            Take,
-            /// The job in hand is applied (`true`) or fails (`false`, to be taken again).
+            /// The worker hands out the next jobs, at most this many (if it has none in hand).
+            Take(usize),
+            /// The first job in hand is applied (`true`) or fails (`false`, to be taken again
+            /// once the worker's hand is empty).
             Finish(bool),
         }
 
@@ -256,7 +267,7 @@ mod tests {
             prop_oneof![
                 4 => (0..6_u8).prop_map(Step::Key),
                 1 => Just(Step::All),
-                3 => Just(Step::Take),
+                3 => (1..4_usize).prop_map(Step::Take),
                 3 => any::<bool>().prop_map(Step::Finish),
             ]
         }
@@ -290,7 +301,7 @@ mod tests {
                 let mut pending = Pending::new(bound);
                 // Invalidations not yet applied: (key, when); `All` is every key.
                 let mut open: Vec<(Option<u8>, usize)> = Vec::new();
-                let mut in_hand: Option<(Job, usize)> = None;
+                let mut in_hand: Vec<(Job, usize)> = Vec::new();
                 let drain = steps.len() + 1;
                 for (t, step) in steps.into_iter().enumerate() {
                     match step {
@@ -302,16 +313,17 @@ mod tests {
                             pending.add_all();
                             open.push((None, t));
                         }
-                        Step::Take => {
-                            if in_hand.is_none() {
-                                in_hand = pending.next_job().map(|job| (job, t));
+                        Step::Take(most) => {
+                            if in_hand.is_empty() {
+                                in_hand = pending.next_jobs(most).into_iter().map(|job| (job, t)).collect();
                             }
                         }
                         Step::Finish(applied) => {
-                            if let Some((job, taken)) = in_hand.take()
-                                && applied
-                            {
-                                finish(&mut pending, &mut open, job, taken);
+                            if !in_hand.is_empty() {
+                                let (job, taken) = in_hand.remove(0);
+                                if applied {
+                                    finish(&mut pending, &mut open, job, taken);
+                                }
                             }
                         }
                     }
@@ -327,12 +339,18 @@ mod tests {
                 }
                 // The worker sends everything: every invalidation is applied.
                 let mut t = drain;
-                if let Some((job, taken)) = in_hand.take() {
+                for (job, taken) in in_hand.drain(..) {
                     finish(&mut pending, &mut open, job, taken);
                 }
-                while let Some(job) = pending.next_job() {
+                loop {
+                    let jobs = pending.next_jobs(3);
+                    if jobs.is_empty() {
+                        break;
+                    }
                     t += 1;
-                    finish(&mut pending, &mut open, job, t);
+                    for job in jobs {
+                        finish(&mut pending, &mut open, job, t);
+                    }
                     prop_assert!(t < drain + 100, "the worker never runs out of jobs");
                 }
                 prop_assert!(open.is_empty(), "never applied: {open:?}");

@@ -5,7 +5,7 @@
 //! subscriber.
 
 use std::fmt;
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -154,8 +154,14 @@ where
     }
 }
 
-/// Applies this instance's pending invalidations in Redis, oldest first, retrying each until
-/// Redis answers; never drops one.
+/// How many invalidations the worker sends at once (pipelined on the connection, or spread over
+/// a cluster's nodes): a burst of invalidations reaches Redis in round trips of this many, not
+/// one round trip each.
+const SENT_TOGETHER: usize = 64;
+
+/// Applies this instance's pending invalidations in Redis, oldest first, up to
+/// [`SENT_TOGETHER`] at a time, retrying each until Redis answers; never drops one. A key that
+/// fails does not hold back the others sent with it.
 async fn invalidate<K, V>(shared: Weak<Shared<K, V>>, added: Arc<Notify>)
 where
     K: Send + Sync + 'static,
@@ -172,28 +178,44 @@ where
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let job = lock(&shared.pending).next_job();
-        let Some(job) = job else {
+        let jobs = lock(&shared.pending).next_jobs(SENT_TOGETHER);
+        if jobs.is_empty() {
             outage = false;
             // No strong reference while waiting: dropping the tier wakes and ends this loop.
             drop(shared);
             wake.await;
             continue;
-        };
-        if shared.apply(&job).await {
-            lock(&shared.pending).done(&job);
-            bump(&shared.stats.invalidations_sent);
-            if outage {
-                bump(&shared.stats.invalidations_replayed);
+        }
+        let applied =
+            futures_util::future::join_all(jobs.iter().map(|job| shared.apply(job))).await;
+        let mut failed = 0;
+        {
+            let mut pending = lock(&shared.pending);
+            for (job, applied) in jobs.iter().zip(&applied) {
+                if *applied {
+                    pending.done(job);
+                } else {
+                    failed += 1;
+                }
             }
+        }
+        let sent = (jobs.len() - failed) as u64;
+        shared.stats.invalidations_sent.fetch_add(sent, Relaxed);
+        if outage {
+            shared.stats.invalidations_replayed.fetch_add(sent, Relaxed);
+        }
+        if failed == 0 {
             backoff = Duration::from_millis(10);
         } else {
             if !outage {
                 #[cfg(feature = "tracing")]
-                tracing::warn!(prefix = %shared.layout.prefix(), "redis tier: an invalidation could not be applied; keeping it, and retrying");
+                tracing::warn!(prefix = %shared.layout.prefix(), failed, "redis tier: invalidations could not be applied; keeping them, and retrying");
             }
             outage = true;
-            bump(&shared.stats.invalidations_failed);
+            shared
+                .stats
+                .invalidations_failed
+                .fetch_add(failed as u64, Relaxed);
             drop(shared);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_RETRY);
