@@ -43,6 +43,11 @@ use crate::stats::{Counters, RedisStats, bump};
 ///   resubscribes (pub/sub is at most once).
 /// * **Fail-open.** Every call has a time budget; failures open a circuit breaker; a slow, down or
 ///   restarting Redis means each instance loads on its own, never a failed request.
+/// * **One tier per cache.** A tier evicts from the L1 of the one cache it was given to first,
+///   and tags what it publishes as that instance's: a second cache built on the same tier would
+///   hear no invalidation, neither the fleet's nor the first cache's. Build one tier per cache
+///   (with [`builder_with`](RedisTier::builder_with) they share one connection); a second
+///   attach is ignored (and logged with the `tracing` feature).
 ///
 /// ```no_run
 /// use herder::Cache;
@@ -504,7 +509,10 @@ where
 {
     fn attach(&self, local: LocalCache<K, V>) {
         // A tier serves one cache; a second attach keeps the first.
-        let _ = self.shared.local.set(local);
+        if self.shared.local.set(local).is_err() {
+            #[cfg(feature = "tracing")]
+            tracing::error!(prefix = %self.shared.layout.prefix(), "redis tier: given to a second cache, which will hear no invalidation; build one tier per cache");
+        }
     }
 
     fn acquire<'a>(&'a self, key: &'a K) -> TierFuture<'a, Acquired<V>> {
