@@ -198,11 +198,13 @@ where
                     failed += 1;
                 }
             }
-        }
-        let sent = (jobs.len() - failed) as u64;
-        shared.stats.invalidations_sent.fetch_add(sent, Relaxed);
-        if outage {
-            shared.stats.invalidations_replayed.fetch_add(sent, Relaxed);
+            // Counted under the lock `stats` reads the pending count under: whoever sees an
+            // invalidation no longer pending sees it sent.
+            let sent = (jobs.len() - failed) as u64;
+            shared.stats.invalidations_sent.fetch_add(sent, Relaxed);
+            if outage {
+                shared.stats.invalidations_replayed.fetch_add(sent, Relaxed);
+            }
         }
         if failed == 0 {
             backoff = Duration::from_millis(10);
