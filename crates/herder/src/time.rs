@@ -85,6 +85,29 @@ impl Timer {
         }
     }
 
+    /// Runs `fut` for at most `limit` (limits from [`NEVER`] on do not fire): its output, or
+    /// `None` past the limit (`fut` is dropped then). On a runtime without the time driver the
+    /// limit is kept by the timer thread instead of panicking, as `tokio::time::timeout` would.
+    pub(crate) async fn timeout<F: std::future::Future>(
+        self,
+        limit: Duration,
+        fut: F,
+    ) -> Option<F::Output> {
+        let Some(limit) = finite(limit) else {
+            return Some(fut.await);
+        };
+        match self {
+            Timer::Tokio => tokio::time::timeout(limit, fut).await.ok(),
+            Timer::Thread => {
+                let fut = std::pin::pin!(fut);
+                match futures_util::future::select(fut, futures_timer::Delay::new(limit)).await {
+                    futures_util::future::Either::Left((output, _)) => Some(output),
+                    futures_util::future::Either::Right(_) => None,
+                }
+            }
+        }
+    }
+
     /// Sleeps until `deadline` (at most [`NEVER`] from now).
     pub(crate) async fn sleep_until(self, deadline: Instant) {
         let deadline = reachable(deadline);

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::handle::{Line, Recovery};
+use super::handle::{Epoch, Line, Recovery};
 use crate::TaskError;
 
 type Refresh<C, E> = dyn Fn() -> Pin<Box<dyn Future<Output = Result<C, E>> + Send>> + Send + Sync;
@@ -73,7 +73,7 @@ type Refresh<C, E> = dyn Fn() -> Pin<Box<dyn Future<Output = Result<C, E>> + Sen
 /// ```
 pub struct Credential<C, E> {
     line: Line<Result<C, E>>,
-    current: Arc<Mutex<C>>,
+    current: Arc<Mutex<Current<C>>>,
     refresh: Arc<Refresh<C, E>>,
     attempts: usize,
 }
@@ -95,7 +95,10 @@ where
     {
         Credential {
             line,
-            current: Arc::new(Mutex::new(initial)),
+            current: Arc::new(Mutex::new(Current {
+                credential: initial,
+                refreshes: 0,
+            })),
             refresh: Arc::new(move || Box::pin(refresh())),
             attempts: 2,
         }
@@ -124,10 +127,25 @@ where
 
     /// The credential the next request will use.
     pub fn current(&self) -> C {
+        self.now().credential
+    }
+
+    /// The credential, and how many refreshes have replaced it so far.
+    fn now(&self) -> Current<C> {
         self.current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The error of the refresh that ended at `epoch`, if that refresh failed (gave no
+    /// credential) and is the newest to have ended.
+    fn failed_at<RE>(&self, epoch: Epoch) -> Option<CallError<RE, E>> {
+        match self.line.outcome_at(epoch)? {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(CallError::Refresh(err)),
+            Err(err) => Some(CallError::Recovery(err)),
+        }
     }
 
     /// The line the refreshes run on.
@@ -163,8 +181,22 @@ where
     {
         let mut attempt = 1;
         loop {
+            let (before, refreshes) = (self.line.epoch(), self.now().refreshes);
             let seen = self.line.wait_clear().await;
-            let err = match request(self.current()).await {
+            // A refresh ended while this call waited for it, and it failed (none replaced the
+            // credential meanwhile): its error is this call's too. Sending the request would
+            // fail again and start a refresh per waiting call, one after the other.
+            if seen != before
+                && self.now().refreshes == refreshes
+                && let Some(err) = self.failed_at(seen)
+            {
+                return Err(err);
+            }
+            let Current {
+                credential,
+                refreshes,
+            } = self.now();
+            let err = match request(credential).await {
                 Ok(output) => return Ok(output),
                 Err(err) => err,
             };
@@ -177,13 +209,24 @@ where
                 let fresh = refresh().await;
                 if let Ok(credential) = &fresh {
                     // Stored before the recovery ends, so that every retry uses it.
-                    *current.lock().unwrap_or_else(PoisonError::into_inner) = credential.clone();
+                    let mut current = current.lock().unwrap_or_else(PoisonError::into_inner);
+                    current.credential = credential.clone();
+                    current.refreshes += 1;
                 }
                 fresh
             });
             match recovery.await {
                 Ok(Recovery::Led(Err(err)) | Recovery::Joined(Err(err))) => {
                     return Err(CallError::Refresh(err));
+                }
+                Ok(Recovery::AlreadyDone) => {
+                    // A refresh ended since the request was sent. If none replaced the
+                    // credential it used, the newest failed: its error, not one more try.
+                    if self.now().refreshes == refreshes
+                        && let Some(err) = self.failed_at(self.line.epoch())
+                    {
+                        return Err(err);
+                    }
                 }
                 Ok(_) => {}
                 Err(err) => return Err(CallError::Recovery(err)),
@@ -201,6 +244,13 @@ impl<C, E> Clone for Credential<C, E> {
             attempts: self.attempts,
         }
     }
+}
+
+/// The credential, and how many refreshes have replaced it.
+#[derive(Clone)]
+struct Current<C> {
+    credential: C,
+    refreshes: u64,
 }
 
 impl<C, E> fmt::Debug for Credential<C, E> {

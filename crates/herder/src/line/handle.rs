@@ -279,9 +279,11 @@ where
                 let limit = inner.timeout;
                 #[cfg(feature = "metrics")]
                 let started = tokio::time::Instant::now();
+                // The runtime's timer, or the timer thread on a runtime without the time driver.
+                let timer = limit.map(|limit| (limit, crate::time::Timer::current()));
                 let work = move || async move {
-                    match limit {
-                        Some(limit) => tokio::time::timeout(limit, recovery()).await.ok(),
+                    match timer {
+                        Some((limit, timer)) => timer.timeout(limit, recovery()).await,
                         None => Some(recovery().await),
                     }
                 };
@@ -335,6 +337,13 @@ where
     pub async fn wait_clear(&self) -> Epoch {
         self.inner.wait_cleared().await;
         self.epoch()
+    }
+
+    /// The outcome of the recovery that ended at `epoch`, as its callers saw it, if it is the
+    /// newest recovery to have ended.
+    pub(crate) fn outcome_at(&self, epoch: Epoch) -> Option<Result<O, TaskError>> {
+        let outcome = self.inner.recoveries.outcome_at(epoch.0)?;
+        Some(settle(outcome, self.inner.timeout))
     }
 
     /// A snapshot of the counters.

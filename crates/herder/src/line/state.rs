@@ -13,12 +13,14 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use crate::flight::map::Ticket;
 use crate::flight::{Flights, Join, Outcome, Waiter};
-use crate::sync::AtomicU64;
+use crate::sync::{AtomicU64, Mutex, lock};
 
 /// The recoveries of one line.
 pub(crate) struct Recoveries<O> {
     flights: Flights<(), O>,
     epoch: AtomicU64,
+    /// The newest finished recovery: the epoch it finished at, and its outcome.
+    last: Mutex<Option<(u64, Outcome<O>)>>,
 }
 
 /// Where a caller of [`Recoveries::begin`] stands.
@@ -44,6 +46,7 @@ impl<O: Clone> Recoveries<O> {
         Recoveries {
             flights: Flights::new(1),
             epoch: AtomicU64::new(0),
+            last: Mutex::new(None),
         }
     }
 
@@ -56,11 +59,22 @@ impl<O: Clone> Recoveries<O> {
         }
     }
 
-    /// Ends the recovery: bumps the epoch, unregisters it, hands its outcome to every waiter.
+    /// Ends the recovery: bumps the epoch, keeps its outcome as the newest, unregisters it,
+    /// hands its outcome to every waiter. Whoever sees the recovery unregistered sees both.
     pub(crate) fn finish(&self, ticket: Ticket<(), O>, outcome: Outcome<O>) {
-        self.flights.finish(ticket, outcome, |_, _| {
-            self.epoch.fetch_add(1, SeqCst);
+        self.flights.finish(ticket, outcome, |_, outcome| {
+            // The bump first: a panicking `Clone` of the outcome loses only the copy kept.
+            let epoch = self.epoch.fetch_add(1, SeqCst) + 1;
+            *lock(&self.last) = Some((epoch, outcome.clone()));
         });
+    }
+
+    /// The outcome of the recovery that finished at `epoch`, if it is the newest.
+    pub(crate) fn outcome_at(&self, epoch: u64) -> Option<Outcome<O>> {
+        match &*lock(&self.last) {
+            Some((at, outcome)) if *at == epoch => Some(outcome.clone()),
+            _ => None,
+        }
     }
 
     pub(crate) fn is_recovering(&self) -> bool {

@@ -27,7 +27,7 @@ use crate::error::BuildError;
 /// order they were queued, at most [`runners`](Builder::runners) at a time.
 ///
 /// * A handle dropped before its operation started cancels the operation: it never runs, and
-///   its place is free at once (the future itself is dropped when a runner comes to it).
+///   its place is free at once, and its future is dropped then, with what it holds.
 /// * A panic reaches the operation's handle as an [`OperationError`]; the runner carries on, so
 ///   the queue keeps its N runners.
 /// * [`close`](OperationQueue::close), [`drain`](OperationQueue::drain) and
@@ -344,7 +344,7 @@ impl fmt::Debug for OperationQueue {
 /// none.
 ///
 /// Dropping it before the operation started cancels the operation (it never runs, its place is
-/// free at once, and the future is dropped when a runner comes to it); dropping it
+/// free at once, and its future is dropped then, with what it holds); dropping it
 /// later lets the operation finish unobserved. [`detach`](OperationHandle::detach) keeps the
 /// operation queued without anyone awaiting it (fire and forget).
 ///

@@ -103,9 +103,9 @@ struct Inner<F: Future> {
 enum Stage<F: Future> {
     /// Queued, not started: the caller's future, never polled.
     Queued(F),
-    /// Its handle was dropped before it started: it will not run, and the future waits for the
-    /// runner that comes to it (which drops it).
-    Cancelled(F),
+    /// Its handle was dropped before it started: it will not run. Its future was dropped then,
+    /// with what it held; the cell waits in the FIFO for the runner that comes to it.
+    Cancelled,
     /// Moved out to its runner.
     Gone,
     /// The result, for the handle.
@@ -127,20 +127,24 @@ impl<F: Future, K> Cell<F, K> {
         }
     }
 
-    /// Its handle is dropped before the job started: `true` if this call cancelled it.
+    /// Its handle is dropped before the job started: `true` if this call cancelled it. The
+    /// future is dropped here, after the lock is released (a panic in its destructor ignored),
+    /// so that what it holds is freed at once, not when a runner reaches the cell: callers that
+    /// give up behind a stuck runner keep nothing of theirs alive.
     fn cancel_by_handle(&self) -> bool {
-        let mut inner = lock(&self.inner);
-        if !matches!(inner.stage, Stage::Queued(_)) {
-            return false;
-        }
-        if let Stage::Queued(fut) = mem::replace(&mut inner.stage, Stage::Gone) {
-            inner.stage = Stage::Cancelled(fut);
-        }
+        let stage = {
+            let mut inner = lock(&self.inner);
+            if !matches!(inner.stage, Stage::Queued(_)) {
+                return false;
+            }
+            mem::replace(&mut inner.stage, Stage::Cancelled)
+        };
+        drop_quietly(stage);
         true
     }
 
     /// Cancels the job if it has not started and tells its handle; the future is dropped
-    /// after the lock is released.
+    /// after the lock is released, a panic in its destructor ignored.
     fn cancel_and_tell(&self) -> bool {
         let (stage, waker) = {
             let mut inner = lock(&self.inner);
@@ -156,16 +160,18 @@ impl<F: Future, K> Cell<F, K> {
         if let Some(waker) = waker {
             waker.wake();
         }
-        drop(stage);
+        // A panic in the future's destructor must not unwind into the shutdown (or the runner)
+        // cancelling it: the queue's counts and the runners' aborts come after this.
+        drop_quietly(stage);
         true
     }
 
-    /// Takes the job for a runner: its future, or `None` if it was cancelled first (then the
-    /// future, if this cell still held it, is dropped here, a panic in its destructor ignored).
+    /// Takes the job for a runner: its future, or `None` if it was cancelled first (by its
+    /// handle, which dropped the future, or by a shutdown, which told the handle).
     fn begin(self: Arc<Self>) -> Option<Running<F, K>> {
         let stage = {
             let mut inner = lock(&self.inner);
-            if !matches!(inner.stage, Stage::Queued(_) | Stage::Cancelled(_)) {
+            if !matches!(inner.stage, Stage::Queued(_) | Stage::Cancelled) {
                 // A shutdown cancelled it: its handle has been told.
                 return None;
             }
@@ -179,11 +185,8 @@ impl<F: Future, K> Cell<F, K> {
                     result: None,
                 },
             }),
-            other => {
-                // Cancelled by its handle, which is gone.
-                drop_quietly(other);
-                None
-            }
+            // Cancelled by its handle, which is gone and dropped the future.
+            _ => None,
         }
     }
 

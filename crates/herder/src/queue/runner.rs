@@ -31,8 +31,15 @@ where
     J: ?Sized + Job,
     S: Spawn<J>,
 {
-    for (key, wake, counts) in new {
-        let abort = spawner.spawn(RunnerGuard::new(core.clone(), key, counts), wake);
+    // Every guard is made before the first spawn: if a spawn panics (`spawn_local` outside a
+    // `LocalSet`), the guards of the runners not spawned yet are dropped with this vector as it
+    // unwinds, which unregisters them; none is left registered with no task to run it.
+    let guards: Vec<_> = new
+        .into_iter()
+        .map(|(key, wake, counts)| (key, RunnerGuard::new(core.clone(), key, counts), wake))
+        .collect();
+    for (key, guard, wake) in guards {
+        let abort = spawner.spawn(guard, wake);
         core.attach(key, abort);
     }
 }
@@ -74,6 +81,9 @@ pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<No
     let id = guard.id;
     // Woken to take a job: once it has one, it wakes the next parked runner if jobs remain.
     let mut woken = false;
+    // The timer that keeps the operations' time limit: the runtime's, or the timer thread on a
+    // runtime without the time driver (looked up once per runner, not per job).
+    let timer = core.timeout.map(|_| crate::time::Timer::current());
     loop {
         if core.in_excess() && core.exit_if_excess(id) {
             guard.exited = true;
@@ -96,7 +106,7 @@ pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<No
                 #[cfg(feature = "metrics")]
                 let started = core.job_started(&job);
                 let mut job = job.run;
-                let end = execute(job.as_mut(), core.timeout).await;
+                let end = execute(job.as_mut(), core.timeout.zip(timer)).await;
                 #[cfg(feature = "metrics")]
                 core.job_ended(started);
                 core.finished(&counts, end);
@@ -126,25 +136,28 @@ pub(crate) async fn run<J: ?Sized + Job>(mut guard: RunnerGuard<J>, wake: Arc<No
 }
 
 /// Runs one job to its end: its output, its panic or its timeout reaches its handle.
-async fn execute<R: ?Sized + Run>(mut job: Pin<&mut R>, timeout: Option<Duration>) -> End {
+async fn execute<R: ?Sized + Run>(
+    mut job: Pin<&mut R>,
+    timeout: Option<(Duration, crate::time::Timer)>,
+) -> End {
     let run = RunJob(job.as_mut());
     let ended = match timeout {
         None => AssertUnwindSafe(run)
             .catch_unwind()
             .await
             .map(|()| End::Completed),
-        Some(limit) => AssertUnwindSafe(tokio::time::timeout(limit, run))
+        Some((limit, timer)) => AssertUnwindSafe(timer.timeout(limit, run))
             .catch_unwind()
             .await
             .map(|result| match result {
-                Ok(()) => End::Completed,
-                Err(_) => End::TimedOut,
+                Some(()) => End::Completed,
+                None => End::TimedOut,
             }),
     };
     match ended {
         Ok(End::TimedOut) => {
             // Only a limit times out.
-            let limit = timeout.unwrap_or_default();
+            let limit = timeout.map(|(limit, _)| limit).unwrap_or_default();
             job.as_mut().fail(OperationError::timed_out(limit));
             End::TimedOut
         }
