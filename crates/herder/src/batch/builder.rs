@@ -139,7 +139,8 @@ impl<L: Loader> Builder<L> {
     /// loaded again, and its slot of [`max_concurrent_batches`](Builder::max_concurrent_batches)
     /// goes to the next batch. Counted in `timeouts`. Must be greater than zero; any larger
     /// duration, `Duration::MAX` included, is accepted. With a cache in front, the cache's
-    /// readers that joined a timed-out batch get a cancelled load.
+    /// readers that joined a timed-out batch get a timeout too (`is_timeout()` on their
+    /// `TaskError`), as from a load of the cache's own cut by its limit.
     ///
     /// ```
     /// # use herder::{DataLoader, Loader};

@@ -9,18 +9,19 @@
 //! drives the window from its own task (`future::Driving`). It yields to the scheduler
 //! (`tokio::task::yield_now`) and looks (`State::window_pass`): keys arrived during that pass →
 //! one more pass; a quiet pass → it closes the window itself ([`close`]) and starts the batch
-//! ([`start`]): polled once right there, in the opener's task, and handed to a task of its own
+//! ([`start`]): polled once right there, in the opener's task (with a waker that does nothing,
+//! so that what the loader waits on never wakes the opener), and handed to a task of its own
 //! if that poll did not finish it. A yield is the opener's own wake-up, and the close and the
 //! start happen inside its poll: no wake-up crosses threads until the batch's answer wakes its
 //! callers, so none can be lost, whichever thread polls the opener. A dropped opener closes its
 //! window and spawns the batch.
 //!
 //! An opener that is parked (polled once, never again) would keep its window open: the
-//! loader's janitor ([`janitor`], one task per loader and runtime, started by the first window
-//! whose opener finds none alive on its runtime: a janitor on a runtime that is no longer
-//! driven cannot look after windows opened on another) looks at the open window every
-//! [`JANITOR_PERIOD`] and closes one opened on its runtime that it finds open
-//! at two looks in a row (`State::sweep`). It is woken by its timer only, never by a load, so it
+//! loader's janitor ([`janitor`], one task per loader and runtime, started by the first caller
+//! in an open window that finds none alive on its own runtime: a janitor on a runtime that is
+//! no longer driven cannot look after the callers on another) looks at the open window every
+//! [`JANITOR_PERIOD`] and closes it if it finds it open at two looks in a row, whichever
+//! runtime its opener was on (`State::sweep`). It is woken by its timer only, never by a load, so it
 //! is on no load's critical path; it ends after `JANITOR_IDLE_LOOKS` looks (5 s) in which no
 //! window opened, so that a load after a shorter quiet spell does not have to start another
 //! (from the `block_on` thread, a spawn wakes a parked worker: tens of microseconds).
@@ -127,8 +128,15 @@ fn start<L: Loader>(
         shared: shared.clone(),
         closed: Some(closed),
     }));
-    if let Some(cx) = cx
-        && batch.as_mut().poll(cx).is_ready()
+    // Polled with a waker that does nothing: if the poll does not finish the batch, the batch
+    // goes on as a task, whose first poll registers the task's waker wherever the loader waits;
+    // registered with the opener's, what the loader waits on would later wake the opener for
+    // nothing, and a spurious wake-up can pass for one of its window passes (`Driving`).
+    if cx.is_some()
+        && batch
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+            .is_ready()
     {
         return;
     }
@@ -300,7 +308,9 @@ async fn run<L: Loader>(mut guard: RunGuard<L>) {
             };
             cache.finish(tickets, end, &ttls);
         }
+        shared.landings.landing();
         closed.slot.complete(landed);
+        shared.landings.landed();
         guard.closed = next;
     }
 }

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use super::dispatch::{self, SlotOf};
 use super::error::LoadError;
-use super::handle::{DataLoader, Shared};
+use super::handle::{DataLoader, Moved, Shared};
 use super::loader::Loader;
 use super::state::{Found, Landed, Pass};
 use crate::cache::{JoinedFailure, JoinedLoad};
@@ -81,9 +81,12 @@ pub(crate) struct Driving<L: Loader> {
     pass: PassFuture,
     /// Quiet passes in a row so far.
     quiet: u32,
+    /// The loader's landed batches at the last look (`Landings`).
+    landed: u32,
 }
 
-/// How many quiet passes in a row a window waits while the runtime still has queued work.
+/// How many quiet passes in a row a window waits while the runtime still has queued work, or
+/// while batches of the loader land (their callers, woken, may load again).
 const QUIET_PASSES_WHILE_QUEUED: u32 = 3;
 
 /// What the opener is to do next.
@@ -96,11 +99,12 @@ enum Drive {
 }
 
 impl<L: Loader> Driving<L> {
-    pub(super) fn new(slot: SlotOf<L>) -> Self {
+    pub(super) fn new(slot: SlotOf<L>, landed: u32) -> Self {
         Driving {
             slot,
             pass: Box::pin(tokio::task::yield_now()),
             quiet: 0,
+            landed,
         }
     }
 
@@ -113,11 +117,18 @@ impl<L: Loader> Driving<L> {
             }
             // Bound first: the lock is released before a close takes it again.
             let pass = lock(&shared.state).window_pass(&self.slot);
+            // A batch of this loader landing during the pass (waking callers, on this thread
+            // or another, that have not all been polled yet) or work queued on the runtime:
+            // the pass was quiet, but the keys may not have stopped coming.
+            // While one is waking its callers (a loop of wake-ups, microseconds), a pass does
+            // not count: passes on the `block_on` thread take nanoseconds.
+            let moved = shared.landings.moved(&mut self.landed);
             match pass {
                 Pass::Grew => self.quiet = 0,
+                Pass::Quiet if moved == Moved::Landing => {}
                 Pass::Quiet
                     if self.quiet < QUIET_PASSES_WHILE_QUEUED
-                        && dispatch::runtime_has_queued_work() =>
+                        && (moved == Moved::Landed || dispatch::runtime_has_queued_work()) =>
                 {
                     self.quiet += 1;
                 }
@@ -135,6 +146,42 @@ impl<L: Loader> Driving<L> {
     /// and spawn the batch, for the others.
     fn close(self, shared: &StdArc<Shared<L>>) {
         dispatch::close(shared, &self.slot, None);
+    }
+
+    /// The future that opened this window has its answer already (a stale value whose refresh
+    /// opened the window): the window goes on in a task of its own, which drives it as the
+    /// opener would have, so that the keys read together are refreshed together. Off any
+    /// runtime, it closes now.
+    fn detach(self, shared: &StdArc<Shared<L>>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.close(shared);
+        };
+        let mut detached = Detached {
+            shared: shared.clone(),
+            driving: Some(self),
+        };
+        runtime.spawn(std::future::poll_fn(move |cx| {
+            drive(&detached.shared, &mut detached.driving, cx);
+            match detached.driving {
+                Some(_) => Poll::Pending,
+                None => Poll::Ready(()),
+            }
+        }));
+    }
+}
+
+/// A window driven by a task of its own ([`Driving::detach`]); the task dropped before the
+/// window closed (its runtime shut down) closes it.
+struct Detached<L: Loader> {
+    shared: StdArc<Shared<L>>,
+    driving: Option<Driving<L>>,
+}
+
+impl<L: Loader> Drop for Detached<L> {
+    fn drop(&mut self) {
+        if let Some(driving) = self.driving.take() {
+            driving.close(&self.shared);
+        }
     }
 }
 
@@ -216,6 +263,9 @@ impl<L: Loader> Future for Load<'_, L> {
                 this.state = match found.expect("one key looked up") {
                     Found::Memo(value) => {
                         this.state = LoadState::Done;
+                        if let Some(driving) = this.driving.take() {
+                            driving.detach(&this.loader.shared);
+                        }
                         return Poll::Ready(Ok(value));
                     }
                     Found::Batch(slot, position) => LoadState::Wait(position, Waiter::new(slot)),
@@ -230,6 +280,16 @@ impl<L: Loader> Future for Load<'_, L> {
                 };
             }
             drive(&this.loader.shared, &mut this.driving, cx);
+            if this.driving.is_some() {
+                // A pass is under way, and its yield wakes this future: the wait is polled
+                // once the window is closed. Registered before, the waiter would be woken by
+                // the batch this future completes in its own poll (a loader that answers at
+                // once), and a future woken in its own poll is polled again before its
+                // siblings: in a `join_all` of resolvers (load, then load again), that made
+                // the first resolver's next window pass before the others had run, and close
+                // with one key.
+                return Poll::Pending;
+            }
             match &mut this.state {
                 LoadState::Wait(position, waiter) => {
                     return match Pin::new(waiter).poll(cx) {
@@ -400,6 +460,19 @@ impl<L: Loader> Future for LoadMany<'_, L> {
         }
         loop {
             drive(&this.loader.shared, &mut this.driving, cx);
+            if this.driving.is_some() {
+                if matches!(this.state, ManyState::Wait { left: 0, .. }) {
+                    // Answered already (stale values whose refreshes opened the window): the
+                    // window goes on without this call.
+                    if let Some(driving) = this.driving.take() {
+                        driving.detach(&this.loader.shared);
+                    }
+                } else {
+                    // A pass is under way and its yield wakes this future: the waits are
+                    // polled once the window is closed (see `Load`).
+                    return Poll::Pending;
+                }
+            }
             let ManyState::Wait {
                 values,
                 groups,

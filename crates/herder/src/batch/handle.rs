@@ -79,8 +79,64 @@ pub(crate) struct Shared<L: Loader> {
     pub(crate) memo: Option<Arc<Memo<L::Key, L::Value>>>,
     pub(crate) state: Mutex<State<L::Key, L::Value, L::Error>>,
     pub(crate) name: Option<Arc<str>>,
+    /// Batches handing their answers to their callers right now, and how many have done so
+    /// (wrapping): a yield window whose pass saw either move is not quiet yet (`Driving`).
+    pub(crate) landings: Landings,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: crate::metrics::LoaderMetrics,
+}
+
+/// Batches landing: waking their callers, which may be on other threads and may each load
+/// again at once (the next level of a GraphQL query). While a batch is waking them, or just
+/// after, the window a woken caller opened must not close at its first quiet pass: the others
+/// have not been polled yet.
+#[derive(Default)]
+pub(crate) struct Landings {
+    waking: std::sync::atomic::AtomicU32,
+    done: std::sync::atomic::AtomicU32,
+}
+
+impl Landings {
+    /// A batch starts waking its callers; [`landed`](Landings::landed) when it is done.
+    pub(crate) fn landing(&self) {
+        self.waking
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn landed(&self) {
+        self.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.waking
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many batches have landed (wrapping), to compare with a later [`moved`] look.
+    ///
+    /// [`moved`]: Landings::moved
+    pub(crate) fn count(&self) -> u32 {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether a batch is landing now, or has landed since `*seen` (which is updated).
+    pub(crate) fn moved(&self, seen: &mut u32) -> Moved {
+        if self.waking.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return Moved::Landing;
+        }
+        let done = self.count();
+        let moved = done != *seen;
+        *seen = done;
+        if moved { Moved::Landed } else { Moved::Still }
+    }
+}
+
+/// What [`Landings::moved`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Moved {
+    /// A batch is waking its callers now.
+    Landing,
+    /// A batch has woken its callers since the last look.
+    Landed,
+    /// Neither.
+    Still,
 }
 
 #[cfg(feature = "metrics")]
@@ -156,6 +212,7 @@ impl<L: Loader> DataLoader<L> {
             memo: state.memo().cloned(),
             state: Mutex::new(state),
             config,
+            landings: Landings::default(),
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::LoaderMetrics::new(name.as_ref()),
             name,
@@ -421,7 +478,7 @@ impl<L: Loader> DataLoader<L> {
                     .then(|| slot.clone()),
                 None => None,
             };
-            (opened, state.needs_janitor())
+            (opened, state.needs_janitor(Some(runtime.id())))
         };
         if !actions.is_empty() {
             apply(shared, &runtime, actions);
@@ -434,7 +491,7 @@ impl<L: Loader> DataLoader<L> {
         }
         let slot = opened?;
         match shared.config.window {
-            Window::Yield => Some(Driving::new(slot)),
+            Window::Yield => Some(Driving::new(slot, shared.landings.count())),
             Window::Delay(_) => None,
         }
     }

@@ -94,7 +94,7 @@ fn find(state: &Mutex<St>, config: &Config, key: u8) -> Looked {
         found,
         actions,
         opened,
-        janitor: state.needs_janitor(),
+        janitor: state.needs_janitor(None),
     }
 }
 

@@ -276,6 +276,12 @@ where
             // flight for the key, which the batch leads until a write retires it, decides. A
             // batch that has not started loading is joined either way: its load is fresh.
             if cache.is_none() || self.is_pending(slot) {
+                // With a cache in front, a value written since the batch opened (`prime`, an
+                // insert) answers this load, as the memo's does without one.
+                if let Some(value) = cache.and_then(|cache| cache.fresh(key)) {
+                    self.counters.cache_hits += 1;
+                    return Found::Memo(value);
+                }
                 self.counters.joined += 1;
                 return Found::Batch(slot.clone(), *position);
             }
@@ -384,14 +390,14 @@ where
         true
     }
 
-    /// The number of a janitor to start, on the runtime the open yield window's opener was
-    /// polled on, if no janitor is alive there: the window just opened, or the janitor that
-    /// was watching that runtime's windows went with it.
-    pub(crate) fn needs_janitor(&mut self) -> Option<u64> {
+    /// The number of a janitor to start on `runtime`, that of a caller whose key is in the
+    /// open yield window (its opener, or a caller that joined it), if no janitor is alive
+    /// there: the window just opened, the janitor that was watching that runtime went with
+    /// it, or the caller is on another runtime than the opener (which may not be driven any
+    /// more: a janitor there could not close the window for this caller).
+    pub(crate) fn needs_janitor(&mut self, runtime: Option<RuntimeId>) -> Option<u64> {
         let open = self.open.as_ref()?;
-        if open.ctl.is_some()
-            || open.elapsed
-            || self.janitors.iter().any(|j| j.runtime == open.runtime)
+        if open.ctl.is_some() || open.elapsed || self.janitors.iter().any(|j| j.runtime == runtime)
         {
             return None;
         }
@@ -399,7 +405,7 @@ where
         let id = self.janitors_started;
         self.janitors.push(Janitor {
             id,
-            runtime: open.runtime,
+            runtime,
             // Its first look, one period from now, closes the open window if it is still open.
             seen: self.windows_opened,
             idle: 0,
@@ -414,7 +420,9 @@ where
     /// No window opened and none open at [`JANITOR_IDLE_LOOKS`] looks in a row:
     /// [`Sweep::Retire`]. Otherwise [`Sweep::Watch`].
     ///
-    /// A janitor closes only the windows whose opener was polled on its own runtime.
+    /// Any janitor closes a window found open at two looks in a row, whichever runtime its
+    /// opener was polled on (and the batch runs on the janitor's runtime): that opener has
+    /// not come round for a whole period, and its runtime may not be driven at all.
     pub(crate) fn sweep(&mut self, janitor: u64, config: &Config) -> Sweep<K, V, E> {
         let Some(at) = self.janitors.iter().position(|j| j.id == janitor) else {
             // Replaced (its runtime dropped it and another started): a stray look.
@@ -432,7 +440,7 @@ where
             return Sweep::Watch;
         };
         me.idle = 0;
-        if !quiet || open.elapsed || open.ctl.is_some() || open.runtime != me.runtime {
+        if !quiet || open.elapsed || open.ctl.is_some() {
             return Sweep::Watch;
         }
         let slot = open.batch.slot.clone();
@@ -447,7 +455,8 @@ where
     /// next lookup starts another). A yield window whose opener was polled on that runtime
     /// too will not be looked at again by anyone there: it is abandoned and returned,
     /// unindexed, to be failed, as a window task dropped with its runtime fails its batch
-    /// (`abandon_open`). A window opened on another runtime stays with its opener.
+    /// (`abandon_open`), unless a janitor on another runtime is alive to close it (a caller
+    /// there joined it). A window opened on another runtime stays with its opener.
     pub(crate) fn janitor_lost(
         &mut self,
         janitor: u64,
@@ -456,7 +465,11 @@ where
         let at = self.janitors.iter().position(|j| j.id == janitor)?;
         self.janitors.swap_remove(at);
         let open = self.open.as_ref()?;
-        if open.ctl.is_some() || open.elapsed || open.runtime != Some(runtime) {
+        if open.ctl.is_some()
+            || open.elapsed
+            || open.runtime != Some(runtime)
+            || !self.janitors.is_empty()
+        {
             return None;
         }
         let slot = open.batch.slot.clone();

@@ -133,6 +133,19 @@ where
         }
     }
 
+    /// The cache's fresh answer for `key` (its value, or a cached absence), if it has one that
+    /// needs no refresh; nothing else happens. For a key whose batch has not started: a value
+    /// written meanwhile (a `prime`, an `insert`) answers later loads.
+    pub(crate) fn fresh(&self, key: &K) -> Option<Option<V>> {
+        match self.inner.lookup(key) {
+            Lookup::Serve {
+                fetched,
+                refresh: None,
+            } => Some(fetched.value),
+            _ => None,
+        }
+    }
+
     /// `true` if the cache has a shared tier, which a batch then goes through
     /// ([`CacheFront::load_through_tier`]).
     pub(crate) fn has_tier(&self) -> bool {

@@ -451,7 +451,7 @@ impl Harness {
                     Some((slot, _)) => self.state.window_opened(slot, Some(self.runtime)),
                     None => false,
                 };
-                let janitor = self.state.needs_janitor();
+                let janitor = self.state.needs_janitor(Some(self.runtime));
                 let mut model_started = Vec::new();
                 let expected = self.model.find(key, &mut model_started);
                 assert_eq!(janitor, self.model.needs_janitor());
@@ -592,7 +592,7 @@ impl Harness {
             } else if self.model.open.is_some() {
                 if self.janitor.is_none() {
                     // What the next lookup does when no janitor watches an open window.
-                    let janitor = self.state.needs_janitor();
+                    let janitor = self.state.needs_janitor(Some(self.runtime));
                     assert_eq!(janitor, self.model.needs_janitor());
                     self.janitor = janitor;
                 }
