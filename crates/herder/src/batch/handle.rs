@@ -1,5 +1,6 @@
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 
 use super::builder::Builder;
 use super::dispatch::{ActionsOf, apply, start_janitor};
@@ -92,39 +93,43 @@ pub(crate) struct Shared<L: Loader> {
 /// have not been polled yet.
 #[derive(Default)]
 pub(crate) struct Landings {
-    waking: std::sync::atomic::AtomicU32,
-    done: std::sync::atomic::AtomicU32,
+    waking: AtomicU32,
+    done: AtomicU32,
 }
 
 impl Landings {
-    /// A batch starts waking its callers; [`landed`](Landings::landed) when it is done.
-    pub(crate) fn landing(&self) {
-        self.waking
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    pub(crate) fn landed(&self) {
-        self.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.waking
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    /// A batch starts waking its callers; it has landed when the guard is dropped.
+    pub(crate) fn landing(&self) -> Landing<'_> {
+        self.waking.fetch_add(1, SeqCst);
+        Landing(self)
     }
 
     /// How many batches have landed (wrapping), to compare with a later [`moved`] look.
     ///
     /// [`moved`]: Landings::moved
     pub(crate) fn count(&self) -> u32 {
-        self.done.load(std::sync::atomic::Ordering::SeqCst)
+        self.done.load(SeqCst)
     }
 
     /// Whether a batch is landing now, or has landed since `*seen` (which is updated).
     pub(crate) fn moved(&self, seen: &mut u32) -> Moved {
-        if self.waking.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        if self.waking.load(SeqCst) > 0 {
             return Moved::Landing;
         }
         let done = self.count();
         let moved = done != *seen;
         *seen = done;
         if moved { Moved::Landed } else { Moved::Still }
+    }
+}
+
+/// A batch waking its callers ([`Landings::landing`]).
+pub(crate) struct Landing<'a>(&'a Landings);
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        self.0.done.fetch_add(1, SeqCst);
+        self.0.waking.fetch_sub(1, SeqCst);
     }
 }
 
