@@ -731,15 +731,30 @@ async fn chaos_rounds(with_cache: bool, rounds: u64) {
         backend.no_hang.store(true, SeqCst);
         loader.clear_all();
         for key in (0..100).filter(|k| k % 13 != 5 && k % 13 != 7 && k % 13 != 11) {
-            let r = tokio::time::timeout(Duration::from_secs(5), loader.load(key))
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("key {key} hung after round {round}: {:?}", loader.stats())
-                });
-            expect_ok(
-                key,
-                r.unwrap_or_else(|e| panic!("key {key} after round {round}: {e:?}")),
-            );
+            // A batch of the storm still queued for a slot may hold the key with a key that
+            // fails (a panic, an error, the 20 ms timeout on a loaded machine): joining it, the
+            // load shares its failure, as documented. Once the storm's batches have run, the
+            // key is loaded on its own and must be right.
+            let mut last = None;
+            for _ in 0..20 {
+                let r = tokio::time::timeout(Duration::from_secs(5), loader.load(key))
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("key {key} hung after round {round}: {:?}", loader.stats())
+                    });
+                match r {
+                    Ok(value) => {
+                        last = None;
+                        expect_ok(key, value);
+                        break;
+                    }
+                    Err(e) if e.is_cancelled() => {
+                        panic!("key {key} after round {round}: {e:?}")
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            assert!(last.is_none(), "key {key} after round {round}: {last:?}");
         }
         assert_eq!(backend.dup_in_batch.load(SeqCst), 0);
         assert_eq!(
