@@ -20,7 +20,11 @@ type Refresh<C, E> = dyn Fn() -> Pin<Box<dyn Future<Output = Result<C, E>> + Sen
 /// (one refresh however many requests fail at once; a request that failed with a credential
 /// already replaced just retries) and the request is tried again, up to
 /// [`attempts`](Credential::attempts) tries in all. While a refresh runs, new calls wait for it
-/// instead of sending a request bound to fail.
+/// instead of sending a request bound to fail. A refresh that fails (or panics, or runs past
+/// the line's [`recovery_timeout`](super::Builder::recovery_timeout)) ends every call that
+/// waited for it, the ones that joined it and the ones that arrived while it ran, with its
+/// error: fifty calls on an expired credential whose refresh is refused make one refresh, not
+/// one per call. The next call after that tries again.
 ///
 /// It is the loop the [`Line`] documentation writes by hand (epoch, `wait_clear`, `recover`,
 /// retry) with the credential kept for you. The line stays available: pause an
@@ -159,7 +163,9 @@ where
     ///
     /// Returns the request's output, or the error that ended the call: the request's own
     /// (not calling for a refresh, or on the last attempt), the refresh's, or why the refresh
-    /// gave no outcome (it panicked or timed out).
+    /// gave no outcome (it panicked or timed out), for a refresh this call started, joined, or
+    /// waited for before sending its request, or one that ended, without replacing the
+    /// credential, after this call's request failed.
     ///
     /// # Cancel safety
     ///
